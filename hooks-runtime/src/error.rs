@@ -1,0 +1,99 @@
+//! The one error type of the runtime.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `hooks`: bad input, I/O, libtorch.
+///
+/// Messages are one line, name the culprit in backticks and say how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A selected layer path names no capture site of the bound model.
+    #[error("unknown layer `{path}`{suggestion}; list every layer with `layer_names()` on the model or `hooks layers`")]
+    UnknownLayer {
+        /// The path as given.
+        path: String,
+        /// ` (did you mean ...?)`, or empty.
+        suggestion: String,
+    },
+    /// A glob matched no capture site.
+    #[error("the pattern `{pattern}` matches no layer; list every layer with `layer_names()` on the model or `hooks layers`")]
+    NoMatch {
+        /// The glob as given.
+        pattern: String,
+    },
+    /// A store was asked for no layers at all.
+    #[error("no layers selected; pass at least one layer path or pattern")]
+    NoLayers,
+    /// Layers were selected but never produced an output during a run.
+    #[error("selected layers produced no output: {}; check that forward() calls their capture sites", list(.layers))]
+    NeverFired {
+        /// The selected layers that captured nothing.
+        layers: Vec<String>,
+    },
+    /// Extraction was given nothing to run on.
+    #[error("the dataset is empty; give `extract_representations` at least one item")]
+    EmptyDataset,
+    /// A numeric argument is out of its range.
+    #[error("invalid `{name}`: {reason}")]
+    InvalidArgument {
+        /// The argument's name.
+        name: &'static str,
+        /// Why it is invalid and what would be valid.
+        reason: String,
+    },
+    /// Two captures of one layer cannot be stacked along dim 0.
+    #[error("layer `{layer}` gave shape {got:?} after shape {expected:?}; all dims but the first must match to stack along dim 0 (pad inputs to one length, or pool)")]
+    ShapeMismatch {
+        /// The layer.
+        layer: String,
+        /// The shape captured first.
+        expected: Vec<i64>,
+        /// The shape that does not fit.
+        got: Vec<i64>,
+    },
+    /// An array name that numpy could not use as an `.npz` key.
+    #[error("invalid array name `{name}`: {reason}")]
+    InvalidKey {
+        /// The rejected name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A tensor dtype that `.npz` files cannot hold.
+    #[error("layer `{layer}` has dtype {kind}, which numpy cannot store; convert it (e.g. `to_kind(Kind::Float)`) first")]
+    UnsupportedDtype {
+        /// The layer or array name.
+        layer: String,
+        /// The tch kind, as debug text.
+        kind: String,
+    },
+    /// A file could not be read or written.
+    #[error("{action} `{}`: {source}", path.display())]
+    Io {
+        /// What we were doing ("cannot write", ...).
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file is not the `.npz` we expected.
+    #[error("cannot read `{}`: {reason}", path.display())]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// libtorch reported an error.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+fn list(layers: &[String]) -> String {
+    layers.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

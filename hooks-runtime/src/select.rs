@@ -1,0 +1,130 @@
+//! Turning the layers a user asked for (paths and globs) into layer paths of a model.
+
+use crate::error::{Error, Result};
+
+/// The resolved selection, without duplicates.
+pub(crate) struct Selection {
+    pub(crate) names: Vec<String>,
+}
+
+/// Resolves `requested` against `available` (a model's layer paths, in model order).
+pub(crate) fn resolve<L: AsRef<str>>(available: &[String], requested: impl IntoIterator<Item = L>) -> Result<Selection> {
+    let mut names: Vec<String> = Vec::new();
+    let mut push = |name: &str| {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    };
+    let mut any = false;
+    for request in requested {
+        any = true;
+        let request = request.as_ref().trim();
+        if request.contains('*') {
+            let mut matched = false;
+            for name in available.iter().filter(|n| glob_match(request, n)) {
+                push(name);
+                matched = true;
+            }
+            if !matched {
+                return Err(Error::NoMatch { pattern: request.to_owned() });
+            }
+        } else if available.iter().any(|n| n == request) {
+            push(request);
+        } else {
+            return Err(unknown(request, available));
+        }
+    }
+    if !any {
+        return Err(Error::NoLayers);
+    }
+    Ok(Selection { names })
+}
+
+/// [`Error::UnknownLayer`] for `path`, suggesting up to three close names from `available`.
+pub(crate) fn unknown(path: &str, available: &[String]) -> Error {
+    let limit = (path.len() / 3).max(2);
+    let mut close: Vec<(usize, &String)> = available
+        .iter()
+        .map(|n| (edit_distance(path, n), n))
+        .filter(|&(d, _)| d <= limit)
+        .collect();
+    // A path that stops short of a capture site (`encoder.layer.0`) has its sites as suggestions.
+    if close.is_empty() {
+        let prefix = format!("{path}.");
+        close = available.iter().filter(|n| n.starts_with(&prefix)).map(|n| (n.len(), n)).collect();
+    }
+    close.sort();
+    let suggestion = match close.as_slice() {
+        [] => String::new(),
+        found => {
+            let names: Vec<String> = found.iter().take(3).map(|(_, n)| format!("`{n}`")).collect();
+            format!(" (did you mean {}?)", names.join(" or "))
+        }
+    };
+    Error::UnknownLayer { path: path.to_owned(), suggestion }
+}
+
+/// Whether `name` matches `pattern` segment by segment; `*` matches any run of characters within
+/// one segment (so `encoder.layer.*.output` does not match `encoder.layer.0.attention.output`).
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
+    let pattern: Vec<&str> = pattern.split('.').collect();
+    let name: Vec<&str> = name.split('.').collect();
+    pattern.len() == name.len() && pattern.iter().zip(&name).all(|(p, n)| segment_match(p.as_bytes(), n.as_bytes()))
+}
+
+fn segment_match(p: &[u8], n: &[u8]) -> bool {
+    match p.split_first() {
+        None => n.is_empty(),
+        Some((b'*', rest)) => (0..=n.len()).any(|k| segment_match(rest, &n[k..])),
+        Some((c, rest)) => n.first() == Some(c) && segment_match(rest, &n[1..]),
+    }
+}
+
+/// Levenshtein distance over bytes.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, &ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitute = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_stay_within_a_segment() {
+        assert!(glob_match("encoder.layer.*.output", "encoder.layer.11.output"));
+        assert!(!glob_match("encoder.layer.*.output", "encoder.layer.0.attention.output"));
+        assert!(glob_match("h.*.mlp.c_*", "h.3.mlp.c_fc"));
+        assert!(!glob_match("h.*", "h.3.mlp"));
+    }
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("layr", "layer"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn unknown_layer_suggests_the_closest_names() {
+        let available: Vec<String> = ["encoder.layer.0.output", "encoder.layer.1.output", "pooler"].map(String::from).to_vec();
+        let msg = unknown("encoder.layr.0.output", &available).to_string();
+        assert_eq!(
+            msg,
+            "unknown layer `encoder.layr.0.output` (did you mean `encoder.layer.0.output` or `encoder.layer.1.output`?); \
+             list every layer with `layer_names()` on the model or `hooks layers`"
+        );
+        let msg = unknown("encoder.layer.0", &available).to_string();
+        assert!(msg.contains("did you mean `encoder.layer.0.output`?"), "{msg}");
+    }
+}

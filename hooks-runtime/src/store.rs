@@ -1,0 +1,417 @@
+//! [`ActivationStore`]: which layers to capture, and what was captured.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use tch::{Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::hookable::{Hookable, Walker};
+use crate::select::{resolve, Selection};
+use crate::site::Sink;
+use crate::switch;
+
+/// What a store does when a selected layer fires again while enabled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CaptureMode {
+    /// Keep the latest output (the reference `ActivationStore`'s behaviour).
+    #[default]
+    Replace,
+    /// Append along dim 0, as extraction over batches needs. With `max_rows`, the buffer is
+    /// allocated once at that size and rows past it are not copied.
+    Accumulate {
+        /// The most rows to keep; `None` grows the buffer as needed.
+        max_rows: Option<usize>,
+    },
+}
+
+/// Captures the outputs of selected layers of a model, as detached CPU copies.
+///
+/// Bind it to a model with [`new`](Self::new); nothing is captured until [`enable`](Self::enable).
+/// The store is `Send + Sync`. A model (tch tensors are not `Sync`) runs on one thread; to capture
+/// from models on several threads, [`attach`](Self::attach) each instance to one store: every
+/// capture of a selected layer from any attached instance lands in this store, in the order the
+/// captures happen (with [`CaptureMode::Accumulate`], rows from different threads interleave by
+/// batch). Two stores that select the same layer each get their own copy.
+///
+/// ```
+/// use hooks_runtime::{ActivationStore, Hook, Hookable, Walker};
+/// use tch::{nn, nn::Module, Device, Kind, Tensor};
+///
+/// // `#[derive(Hookable)]` writes this impl; spelled out here to keep the example self-contained.
+/// struct Net { fc: Hook<nn::Linear> }
+/// # impl Hookable for Net {
+/// #     const SCHEMA: &'static hooks_runtime::Schema = <Hook<nn::Linear>>::SCHEMA;
+/// #     type Paths = ();
+/// #     fn paths_at(_: hooks_runtime::Prefix) {}
+/// #     fn walk(&self, w: &mut Walker<'_>) { w.enter("fc", |w| self.fc.walk(w)) }
+/// # }
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let net = Net { fc: Hook::new(nn::linear(vs.root() / "fc", 3, 2, Default::default())) };
+///
+/// let store = ActivationStore::new(&net, ["fc"])?;
+/// store.enable();
+/// let y = net.fc.forward(&Tensor::ones([1, 3], (Kind::Float, Device::Cpu)));
+/// assert!(store.get("fc").unwrap().equal(&y));
+/// # Ok::<(), hooks_runtime::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct ActivationStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    enabled: AtomicBool,
+    mode: CaptureMode,
+    names: Vec<String>,
+    index: HashMap<String, usize>,
+    slots: Vec<Mutex<Option<Captured>>>,
+    /// Errors met while capturing (a capture site cannot return one); surfaced by `check`.
+    failures: Mutex<Vec<Error>>,
+}
+
+#[derive(Debug)]
+enum Captured {
+    /// The latest output.
+    One(Tensor),
+    /// Rows `0..len` of `buf` hold the outputs so far.
+    Stack { buf: Tensor, len: i64 },
+}
+
+impl Captured {
+    fn tensor(&self) -> Tensor {
+        match self {
+            Captured::One(t) => t.shallow_clone(),
+            Captured::Stack { buf, len } => buf.narrow(0, 0, *len),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section below computes its new value first and assigns it last, so a panic
+    // inside one (say, libtorch running out of memory) leaves the old, consistent value.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl ActivationStore {
+    /// A store bound to `model`, selecting `layers`: exact layer paths, or globs where `*`
+    /// matches within one segment (`encoder.layer.*.output`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownLayer`] for a path the model lacks (with the closest names),
+    /// [`Error::NoMatch`] for a glob that matches nothing, [`Error::NoLayers`] for an empty list.
+    pub fn new<M, L>(model: &M, layers: impl IntoIterator<Item = L>) -> Result<Self>
+    where
+        M: Hookable + ?Sized,
+        L: AsRef<str>,
+    {
+        Self::with_mode(model, layers, CaptureMode::Replace)
+    }
+
+    /// Like [`new`](Self::new), with a [`CaptureMode`].
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new); also [`Error::InvalidArgument`] for `max_rows: Some(0)`.
+    pub fn with_mode<M, L>(model: &M, layers: impl IntoIterator<Item = L>, mode: CaptureMode) -> Result<Self>
+    where
+        M: Hookable + ?Sized,
+        L: AsRef<str>,
+    {
+        if mode == (CaptureMode::Accumulate { max_rows: Some(0) }) {
+            return Err(Error::InvalidArgument { name: "max_rows", reason: "must be at least 1".into() });
+        }
+        let Selection { names } = resolve(&model.layer_names(), layers)?;
+        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        let slots = names.iter().map(|_| Mutex::new(None)).collect();
+        let store = ActivationStore {
+            shared: Arc::new(Shared {
+                enabled: AtomicBool::new(false),
+                mode,
+                names,
+                index,
+                slots,
+                failures: Mutex::new(Vec::new()),
+            }),
+        };
+        store.subscribe(model);
+        Ok(store)
+    }
+
+    /// Binds another instance of the model (one per thread, say) to this store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownLayer`] when the instance lacks a selected layer (a shorter `Vec`).
+    pub fn attach<M: Hookable + ?Sized>(&self, model: &M) -> Result<()> {
+        let present = model.layer_names();
+        if let Some(missing) = self.shared.names.iter().find(|n| !present.contains(n)) {
+            return Err(crate::select::unknown(missing, &present));
+        }
+        self.subscribe(model);
+        Ok(())
+    }
+
+    /// Removes this store from `model`'s capture sites; the captures stay.
+    pub fn detach_from<M: Hookable + ?Sized>(&self, model: &M) {
+        let sink: Arc<dyn Sink> = self.shared.clone();
+        model.walk(&mut Walker::new(&mut |_, site| site.unsubscribe(&sink)));
+    }
+
+    fn subscribe<M: Hookable + ?Sized>(&self, model: &M) {
+        let sink: Arc<dyn Sink> = self.shared.clone();
+        let weak: Weak<dyn Sink> = Arc::downgrade(&sink);
+        model.walk(&mut Walker::new(&mut |path, site| {
+            if let Some(&layer) = self.shared.index.get(path) {
+                site.subscribe(weak.clone(), layer);
+            }
+        }));
+    }
+
+    /// Starts capturing the selected layers. Calling it again does nothing.
+    pub fn enable(&self) {
+        if !self.shared.enabled.swap(true, Ordering::SeqCst) {
+            switch::store_enabled();
+        }
+    }
+
+    /// Stops capturing; what was captured stays.
+    pub fn disable(&self) {
+        if self.shared.enabled.swap(false, Ordering::SeqCst) {
+            switch::store_disabled();
+        }
+    }
+
+    /// Whether the store is capturing.
+    #[must_use]
+    pub fn is_enabled(&self) -> bool {
+        self.shared.enabled.load(Ordering::SeqCst)
+    }
+
+    /// Drops what was captured; the store stays enabled or disabled as it was.
+    pub fn clear(&self) {
+        for slot in &self.shared.slots {
+            *lock(slot) = None;
+        }
+        lock(&self.shared.failures).clear();
+    }
+
+    /// The selected layer paths, globs expanded, in the order given (a glob's matches in model
+    /// order).
+    #[must_use]
+    pub fn layer_names(&self) -> &[String] {
+        &self.shared.names
+    }
+
+    /// The mode this store captures in.
+    #[must_use]
+    pub fn mode(&self) -> CaptureMode {
+        self.shared.mode
+    }
+
+    /// What `layer` captured (a CPU tensor sharing storage with the store), or `None`.
+    #[must_use]
+    pub fn get(&self, layer: &str) -> Option<Tensor> {
+        let &i = self.shared.index.get(layer)?;
+        lock(&self.shared.slots[i]).as_ref().map(Captured::tensor)
+    }
+
+    /// A snapshot of everything captured, in [`layer_names`](Self::layer_names) order, leaving
+    /// out layers that captured nothing.
+    #[must_use]
+    pub fn activations(&self) -> Activations {
+        let mut out = Activations::default();
+        for (name, slot) in self.shared.names.iter().zip(&self.shared.slots) {
+            if let Some(c) = lock(slot).as_ref() {
+                out.insert(name.clone(), c.tensor());
+            }
+        }
+        out
+    }
+
+    /// The selected layers that have captured nothing since creation or the last `clear`.
+    #[must_use]
+    pub fn never_fired(&self) -> Vec<String> {
+        let names = self.shared.names.iter().zip(&self.shared.slots);
+        names.filter(|(_, slot)| lock(slot).is_none()).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Returns (and forgets) the first error met while capturing, if any. A capture site cannot
+    /// return errors (a forward returns a tensor), so they wait here.
+    ///
+    /// # Errors
+    ///
+    /// The first capture error: [`Error::ShapeMismatch`] when accumulated outputs do not stack,
+    /// or an [`Error::Torch`] from the copy.
+    pub fn check(&self) -> Result<()> {
+        let mut failures = lock(&self.shared.failures);
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            let first = failures.remove(0);
+            failures.clear();
+            Err(first)
+        }
+    }
+}
+
+impl Drop for ActivationStore {
+    fn drop(&mut self) {
+        // Keeps the process-wide count of enabled stores right; the sites drop their weak
+        // references to this store lazily.
+        self.disable();
+    }
+}
+
+impl Sink for Shared {
+    fn wants(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    fn record(&self, layer: usize, output: &Tensor) {
+        let mut slot = lock(&self.slots[layer]);
+        let result = match self.mode {
+            CaptureMode::Replace => snapshot(output).map(|t| *slot = Some(Captured::One(t))),
+            CaptureMode::Accumulate { max_rows } => append(&mut slot, output, max_rows, &self.names[layer]),
+        };
+        drop(slot);
+        if let Err(e) = result {
+            lock(&self.failures).push(e);
+        }
+    }
+}
+
+/// A detached, contiguous CPU copy that nothing else shares: a later in-place op on the model's
+/// tensor cannot change it (PyTorch's `.detach().cpu()` shares storage on CPU).
+pub(crate) fn snapshot(t: &Tensor) -> Result<Tensor> {
+    let src = t.detach();
+    let mut out = Tensor::f_empty(src.size(), (src.kind(), Device::Cpu))?;
+    out.f_copy_(&src)?;
+    Ok(out)
+}
+
+fn append(slot: &mut Option<Captured>, output: &Tensor, max_rows: Option<usize>, name: &str) -> Result<()> {
+    let src = output.detach();
+    let src = if src.dim() == 0 { src.unsqueeze(0) } else { src };
+    let size = src.size();
+    let cap_limit = max_rows.map(|m| i64::try_from(m).unwrap_or(i64::MAX));
+    match slot {
+        None => {
+            let rows = cap_limit.map_or(size[0], |m| size[0].min(m));
+            let capacity = cap_limit.unwrap_or(rows);
+            let mut shape = size.clone();
+            shape[0] = capacity;
+            let buf = Tensor::f_empty(&shape, (src.kind(), Device::Cpu))?;
+            buf.f_narrow(0, 0, rows)?.f_copy_(&src.f_narrow(0, 0, rows)?)?;
+            *slot = Some(Captured::Stack { buf, len: rows });
+        }
+        Some(Captured::Stack { buf, len }) => {
+            let held = buf.size();
+            if held[1..] != size[1..] || buf.kind() != src.kind() {
+                let mut expected = held;
+                expected[0] = *len;
+                return Err(Error::ShapeMismatch { layer: name.to_owned(), expected, got: size });
+            }
+            let room = cap_limit.map_or(i64::MAX, |m| m - *len);
+            let rows = size[0].min(room);
+            if rows <= 0 {
+                return Ok(());
+            }
+            if *len + rows > held[0] {
+                // Unknown final size: double, so appends stay amortised O(1) per row.
+                let mut shape = held.clone();
+                shape[0] = (held[0] * 2).max(*len + rows);
+                let grown = Tensor::f_empty(&shape, (src.kind(), Device::Cpu))?;
+                grown.f_narrow(0, 0, *len)?.f_copy_(&buf.f_narrow(0, 0, *len)?)?;
+                *buf = grown;
+            }
+            buf.f_narrow(0, *len, rows)?.f_copy_(&src.f_narrow(0, 0, rows)?)?;
+            *len += rows;
+        }
+        Some(Captured::One(_)) => unreachable!("a store's mode never changes"),
+    }
+    Ok(())
+}
+
+/// Captured tensors by layer path, in selection order.
+#[derive(Debug, Default)]
+pub struct Activations {
+    entries: Vec<(String, Tensor)>,
+}
+
+impl Activations {
+    /// An empty set.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `tensor` under `name`, replacing any tensor already there.
+    pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) {
+        let name = name.into();
+        match self.entries.iter_mut().find(|(n, _)| *n == name) {
+            Some(entry) => entry.1 = tensor,
+            None => self.entries.push((name, tensor)),
+        }
+    }
+
+    /// The tensor under `name`.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.entries.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// The names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// `(name, tensor)` pairs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.entries.iter().map(|(n, t)| (n.as_str(), t))
+    }
+
+    /// How many tensors.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl IntoIterator for Activations {
+    type Item = (String, Tensor);
+    type IntoIter = std::vec::IntoIter<(String, Tensor)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Activations {
+    type Item = (&'a str, &'a Tensor);
+    type IntoIter = Box<dyn Iterator<Item = (&'a str, &'a Tensor)> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+impl FromIterator<(String, Tensor)> for Activations {
+    fn from_iter<I: IntoIterator<Item = (String, Tensor)>>(iter: I) -> Self {
+        let mut out = Activations::new();
+        for (n, t) in iter {
+            out.insert(n, t);
+        }
+        out
+    }
+}
