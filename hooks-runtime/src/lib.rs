@@ -3,7 +3,9 @@
 //! this together with `#[derive(Hookable)]`.
 
 mod error;
+mod extract;
 mod hookable;
+mod npz;
 mod path;
 mod registry;
 mod schema;
@@ -13,7 +15,9 @@ mod store;
 pub mod switch;
 
 pub use error::{Error, Result};
+pub use extract::{extract_representations, InputIds};
 pub use hookable::{Hookable, Walker};
+pub use npz::{load_activations, save_activations};
 pub use path::{HookPaths, LayerPath, NoLayers, Prefix, SeqPaths};
 pub use registry::{registry, Registration};
 pub use schema::{FieldSchema, Schema};

@@ -1,0 +1,434 @@
+//! `.npz` files that numpy reads as its own: one array per layer, keyed by layer path.
+//!
+//! Arrays are stored uncompressed with zip64 enabled, so files past 4 GiB work. Writes are
+//! atomic: a temporary file in the destination folder, fsynced, then renamed over the target.
+//! dtypes: f32, f64, f16 (`<f2`), i64, i32, i16, i8, u8 and bool map one to one; bf16 has no
+//! numpy dtype and is written as f32, which holds every bf16 value exactly.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray_npy::{NpzReader, NpzWriter, ReadDataError, ReadNpzError, ReadableElement, WritableElement};
+use py_literal::Value as PyValue;
+use tch::{Device, Kind, Tensor};
+use zip::write::SimpleFileOptions;
+use zip::CompressionMethod;
+
+use crate::error::{Error, Result};
+use crate::store::Activations;
+
+/// Writes `activations` to one `.npz` file at `path` and returns the path written.
+///
+/// `.npz` is appended when `path` lacks it, and missing parent folders are created. Each tensor is
+/// written as it is stored (CPU tensors are not copied; others are copied to the CPU one at a
+/// time). On any failure the previous file at `path`, if any, is untouched and no temporary file
+/// is left behind.
+///
+/// ```
+/// use hooks_runtime::{load_activations, save_activations, Activations};
+/// use tch::Tensor;
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut acts = Activations::new();
+/// acts.insert("encoder.layer.0", Tensor::from_slice(&[1.0f32, 2.0]));
+/// let path = save_activations(&acts, dir.path().join("acts"))?;
+/// assert!(path.ends_with("acts.npz"));
+/// assert!(load_activations(&path)?.get("encoder.layer.0").unwrap().equal(&Tensor::from_slice(&[1.0f32, 2.0])));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::InvalidKey`] for a name numpy could not use (empty, containing `/`, or repeated),
+/// [`Error::UnsupportedDtype`] for complex or quantized tensors, [`Error::Io`] when writing fails.
+pub fn save_activations<'a, K, I>(activations: I, path: impl AsRef<Path>) -> Result<PathBuf>
+where
+    K: AsRef<str> + 'a,
+    I: IntoIterator<Item = (K, &'a Tensor)>,
+{
+    save_with_fault(activations, path.as_ref(), None)
+}
+
+/// [`save_activations`], failing with an I/O error after `fail_after` bytes (for tests).
+pub(crate) fn save_with_fault<'a, K, I>(activations: I, path: &Path, fail_after: Option<u64>) -> Result<PathBuf>
+where
+    K: AsRef<str> + 'a,
+    I: IntoIterator<Item = (K, &'a Tensor)>,
+{
+    let arrays: Vec<(K, &Tensor)> = activations.into_iter().collect();
+    // Validate everything before creating any file.
+    for (i, (name, tensor)) in arrays.iter().enumerate() {
+        let name = name.as_ref();
+        check_key(name)?;
+        if arrays[..i].iter().any(|(n, _)| n.as_ref() == name) {
+            return Err(Error::InvalidKey {
+                name: name.to_owned(),
+                reason: "it appears twice; names must be unique",
+            });
+        }
+        element_kind(name, tensor.kind())?;
+    }
+    let path = with_npz_extension(path);
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir).map_err(|source| io_error("cannot create folder", &dir, source))?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(|source| io_error("cannot create a temporary file in", &dir, source))?;
+    // `temp` deletes itself on drop, so every early return below leaves nothing behind.
+    let write_err = |source| io_error("cannot write", &path, source);
+    {
+        let writer = FaultyWriter {
+            inner: BufWriter::with_capacity(1 << 20, temp.as_file()),
+            left: fail_after,
+        };
+        let mut npz = NpzWriter::new_with_options(
+            writer,
+            SimpleFileOptions::default()
+                .compression_method(CompressionMethod::Stored)
+                .large_file(true),
+        );
+        for (name, tensor) in &arrays {
+            add_array(&mut npz, name.as_ref(), tensor).map_err(write_err)?;
+        }
+        // `finish` writes the zip directory; dropping the writer instead would swallow its errors.
+        let FaultyWriter { inner, .. } = npz.finish().map_err(|e| write_err(with_causes(&e)))?;
+        inner
+            .into_inner()
+            .map_err(|e| write_err(e.into_error()))?
+            .sync_all()
+            .map_err(write_err)?;
+    }
+    temp.persist(&path).map_err(|e| write_err(e.error))?;
+    Ok(path)
+}
+
+/// Reads every array of an `.npz` file (ours, or numpy's `savez`) into CPU tensors, in file order.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the file cannot be opened, [`Error::BadFile`] when it is not an `.npz`
+/// or holds a dtype tch has no kind for.
+pub fn load_activations(path: impl AsRef<Path>) -> Result<Activations> {
+    let path = path.as_ref();
+    let file = File::open(path).map_err(|source| io_error("cannot open", path, source))?;
+    let bad = |reason: String| Error::BadFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut npz = NpzReader::new(BufReader::new(file)).map_err(|e| bad(format!("not an .npz file ({e})")))?;
+    let names = npz.names().map_err(|e| bad(e.to_string()))?;
+    let mut out = Activations::new();
+    for (index, name) in names.into_iter().enumerate() {
+        let tensor = read_array(&mut npz, index).map_err(|e| bad(format!("array `{name}`: {e}")))?;
+        out.insert(name, tensor);
+    }
+    Ok(out)
+}
+
+fn with_npz_extension(path: &Path) -> PathBuf {
+    if path.extension().is_some_and(|e| e == "npz") {
+        path.to_path_buf()
+    } else {
+        let mut s = path.as_os_str().to_owned();
+        s.push(".npz");
+        PathBuf::from(s)
+    }
+}
+
+fn check_key(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "it is empty; give every array a name"
+    } else if name.contains('/') || name.contains('\\') {
+        "numpy cannot load a key containing `/` or `\\`; use `.` to separate path segments"
+    } else if name.contains('\0') {
+        "it contains a NUL byte"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidKey {
+        name: name.to_owned(),
+        reason,
+    })
+}
+
+/// An I/O error whose message carries the whole chain of causes (zip's own message stops at
+/// "i/o error", hiding "No space left on device").
+fn with_causes(error: &dyn std::error::Error) -> io::Error {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.ends_with(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = cause.source();
+    }
+    io::Error::other(message)
+}
+
+fn io_error(action: &'static str, path: &Path, source: io::Error) -> Error {
+    Error::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// How a tch kind is stored.
+#[derive(Clone, Copy)]
+enum Element {
+    F32,
+    F64,
+    F16,
+    /// bf16, widened to f32.
+    Bf16AsF32,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+}
+
+fn element_kind(name: &str, kind: Kind) -> Result<Element> {
+    Ok(match kind {
+        Kind::Float => Element::F32,
+        Kind::Double => Element::F64,
+        Kind::Half => Element::F16,
+        Kind::BFloat16 => Element::Bf16AsF32,
+        Kind::Int64 => Element::I64,
+        Kind::Int => Element::I32,
+        Kind::Int16 => Element::I16,
+        Kind::Int8 => Element::I8,
+        Kind::Uint8 => Element::U8,
+        Kind::Bool => Element::Bool,
+        other => {
+            return Err(Error::UnsupportedDtype {
+                layer: name.to_owned(),
+                kind: format!("{other:?}"),
+            })
+        }
+    })
+}
+
+fn add_array<W: Write + Seek>(npz: &mut NpzWriter<W>, name: &str, tensor: &Tensor) -> io::Result<()> {
+    let element = element_kind(name, tensor.kind()).map_err(io::Error::other)?;
+    // Only a CPU, contiguous tensor of the stored kind can be viewed in place.
+    let stored_kind = match element {
+        Element::Bf16AsF32 => Kind::Float,
+        _ => tensor.kind(),
+    };
+    let owned;
+    let cpu: &Tensor = if tensor.device() == Device::Cpu && tensor.is_contiguous() && tensor.kind() == stored_kind {
+        tensor
+    } else {
+        let _no_grad = tch::no_grad_guard();
+        owned = tensor
+            .f_to_device(Device::Cpu)
+            .and_then(|t| t.f_to_kind(stored_kind))
+            .and_then(|t| t.f_contiguous())
+            .map_err(io::Error::other)?;
+        &owned
+    };
+    let add = |npz: &mut NpzWriter<W>| -> std::result::Result<(), ndarray_npy::WriteNpzError> {
+        // SAFETY: `cpu` is a contiguous CPU tensor of the kind matching each type below, alive
+        // for this whole call, and not written to while the view exists.
+        unsafe {
+            match element {
+                Element::F32 | Element::Bf16AsF32 => npz.add_array(name, &view::<f32>(cpu)),
+                Element::F64 => npz.add_array(name, &view::<f64>(cpu)),
+                Element::F16 => npz.add_array(name, &view::<F16>(cpu)),
+                Element::I64 => npz.add_array(name, &view::<i64>(cpu)),
+                Element::I32 => npz.add_array(name, &view::<i32>(cpu)),
+                Element::I16 => npz.add_array(name, &view::<i16>(cpu)),
+                Element::I8 => npz.add_array(name, &view::<i8>(cpu)),
+                Element::U8 => npz.add_array(name, &view::<u8>(cpu)),
+                Element::Bool => npz.add_array(name, &view::<bool>(cpu)),
+            }
+        }
+    };
+    add(npz).map_err(|e| with_causes(&e))
+}
+
+/// A view of a tensor's data without copying it.
+///
+/// # Safety
+///
+/// `t` must be a contiguous CPU tensor whose elements have `T`'s size and representation, and it
+/// must outlive the view and not be written to while the view exists.
+unsafe fn view<T>(t: &Tensor) -> ArrayViewD<'_, T> {
+    let shape: Vec<usize> = t.size().iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect();
+    let numel: usize = shape.iter().product();
+    let ptr = if numel == 0 {
+        NonNull::<T>::dangling().as_ptr()
+    } else {
+        t.data_ptr().cast::<T>()
+    };
+    // SAFETY: forwarded to the caller; for an empty tensor the dangling pointer is never read.
+    unsafe { ArrayViewD::from_shape_ptr(IxDyn(&shape), ptr.cast_const()) }
+}
+
+fn read_array(npz: &mut NpzReader<BufReader<File>>, index: usize) -> std::result::Result<Tensor, String> {
+    // ndarray-npy reads into a concrete element type and rejects the wrong one by its header
+    // before reading data, so trying each type in turn costs a header parse per miss.
+    macro_rules! try_as {
+        ($($ty:ty),*) => {$(
+            match npz.by_index::<ndarray::OwnedRepr<$ty>, IxDyn>(index) {
+                Ok(array) => return Ok(to_tensor(array)),
+                Err(ReadNpzError::Npy(ndarray_npy::ReadNpyError::WrongDescriptor(_))) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        )*};
+    }
+    try_as!(f32, f64, i64, i32, i16, i8, u8, bool);
+    match npz.by_index::<ndarray::OwnedRepr<F16>, IxDyn>(index) {
+        Ok(array) => Ok(to_tensor(array.mapv(|F16(x)| x))),
+        Err(e) => Err(format!(
+            "unsupported dtype ({e}); supported: f32, f64, f16, i64, i32, i16, i8, u8, bool"
+        )),
+    }
+}
+
+fn to_tensor<T: tch::kind::Element + Clone>(array: ArrayD<T>) -> Tensor {
+    let shape: Vec<i64> = array
+        .shape()
+        .iter()
+        .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
+        .collect();
+    let data = array.as_standard_layout();
+    let slice = data.as_slice().unwrap_or(&[]);
+    Tensor::from_slice(slice).reshape(shape)
+}
+
+/// IEEE half precision, stored as numpy's `<f2` (ndarray-npy has no f16).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(transparent)]
+struct F16(half::f16);
+
+impl WritableElement for F16 {
+    fn type_descriptor() -> PyValue {
+        PyValue::String("<f2".into())
+    }
+
+    fn write<W: Write>(&self, mut writer: W) -> std::result::Result<(), ndarray_npy::WriteDataError> {
+        writer.write_all(&self.0.to_le_bytes())?;
+        Ok(())
+    }
+
+    fn write_slice<W: Write>(slice: &[Self], mut writer: W) -> std::result::Result<(), ndarray_npy::WriteDataError> {
+        if cfg!(target_endian = "little") {
+            // SAFETY: `F16` is `repr(transparent)` over `half::f16`, two bytes with no padding.
+            let bytes =
+                unsafe { std::slice::from_raw_parts(slice.as_ptr().cast::<u8>(), std::mem::size_of_val(slice)) };
+            writer.write_all(bytes)?;
+        } else {
+            for x in slice {
+                x.write(&mut writer)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ReadableElement for F16 {
+    fn read_to_end_exact_vec<R: io::Read>(
+        mut reader: R,
+        type_desc: &PyValue,
+        len: usize,
+    ) -> std::result::Result<Vec<Self>, ReadDataError> {
+        let from_bytes: fn([u8; 2]) -> half::f16 = match type_desc {
+            PyValue::String(s) if s == "<f2" || (cfg!(target_endian = "little") && s == "=f2") => {
+                half::f16::from_le_bytes
+            }
+            PyValue::String(s) if s == ">f2" => half::f16::from_be_bytes,
+            other => return Err(ReadDataError::WrongDescriptor(other.clone())),
+        };
+        let mut bytes = vec![0u8; len * 2];
+        reader.read_exact(&mut bytes).map_err(|_| ReadDataError::MissingData)?;
+        let mut extra = [0u8; 1];
+        if reader.read(&mut extra)? != 0 {
+            return Err(ReadDataError::ExtraBytes(1));
+        }
+        Ok(bytes.chunks_exact(2).map(|b| F16(from_bytes([b[0], b[1]]))).collect())
+    }
+}
+
+/// Passes writes through until `left` bytes are used up, then fails: fault injection for tests.
+struct FaultyWriter<W> {
+    inner: W,
+    left: Option<u64>,
+}
+
+impl<W: Write> Write for FaultyWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(left) = &mut self.left {
+            if *left == 0 {
+                return Err(io::Error::other("injected write failure"));
+            }
+            let n = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+            let written = self.inner.write(&buf[..n])?;
+            *left -= written as u64;
+            return Ok(written);
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Seek> Seek for FaultyWriter<W> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Tensor {
+        Tensor::arange(1 << 16, (Kind::Float, Device::Cpu))
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("acts.npz");
+        fs::write(&path, b"previous contents").unwrap();
+        let t = sample();
+        for fail_after in [0, 10, 1000, 200_000] {
+            let err = save_with_fault([("a", &t), ("b", &t)], &path, Some(fail_after)).unwrap_err();
+            assert!(err.to_string().contains("injected write failure"), "{err}");
+            assert_eq!(fs::read(&path).unwrap(), b"previous contents");
+            let names: Vec<_> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["acts.npz"], "a temporary file was left behind");
+        }
+        // And without a fault the same call replaces the file.
+        save_with_fault([("a", &t)], &path, None).unwrap();
+        assert!(load_activations(&path).unwrap().get("a").unwrap().equal(&t));
+    }
+
+    #[test]
+    fn extension_is_appended_only_when_missing() {
+        assert_eq!(with_npz_extension(Path::new("out/acts")), Path::new("out/acts.npz"));
+        assert_eq!(with_npz_extension(Path::new("acts.npz")), Path::new("acts.npz"));
+        assert_eq!(with_npz_extension(Path::new("acts.v2")), Path::new("acts.v2.npz"));
+    }
+}
