@@ -26,6 +26,7 @@ $(STAMP): requirements.txt
 	@command -v python3 >/dev/null || { echo "error: python3 not found; install Python 3.10+ first" >&2; exit 1; }
 	@test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --disable-pip-version-check -q -r requirements.txt
+	@$(PYTHON) scripts/verify_minilm.py >/dev/null
 	@touch $@
 
 demo: $(STAMP)
