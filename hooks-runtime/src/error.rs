@@ -9,7 +9,9 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// A selected layer path names no capture site of the bound model.
-    #[error("unknown layer `{path}`{suggestion}; list every layer with `layer_names()` on the model or `hooks layers`")]
+    #[error(
+        "unknown layer `{path}`{suggestion}; list every layer with `layer_names()` on the model or `hooks layers`"
+    )]
     UnknownLayer {
         /// The path as given.
         path: String,
@@ -61,7 +63,9 @@ pub enum Error {
         reason: &'static str,
     },
     /// A tensor dtype that `.npz` files cannot hold.
-    #[error("layer `{layer}` has dtype {kind}, which numpy cannot store; convert it (e.g. `to_kind(Kind::Float)`) first")]
+    #[error(
+        "layer `{layer}` has dtype {kind}, which numpy cannot store; convert it (e.g. `to_kind(Kind::Float)`) first"
+    )]
     UnsupportedDtype {
         /// The layer or array name.
         layer: String,

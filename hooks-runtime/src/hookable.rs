@@ -58,14 +58,19 @@ pub struct Walker<'a> {
 
 impl fmt::Debug for Walker<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Walker").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Walker")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
 impl<'a> Walker<'a> {
     /// A walker from the root that calls `visit(path, site)` for every capture site.
     pub fn new(visit: &'a mut dyn FnMut(&str, &Site)) -> Self {
-        Walker { path: String::new(), visit }
+        Walker {
+            path: String::new(),
+            visit,
+        }
     }
 
     /// Walks `inner` one segment (a field name or an index) deeper.
@@ -141,7 +146,10 @@ impl Hookable for HookPoint {
 }
 
 impl<T: Hookable> Hookable for Vec<T> {
-    const SCHEMA: &'static Schema = &Schema::Seq { elem: T::SCHEMA, len: None };
+    const SCHEMA: &'static Schema = &Schema::Seq {
+        elem: T::SCHEMA,
+        len: None,
+    };
     type Paths = SeqPaths<T>;
 
     fn paths_at(prefix: Prefix) -> SeqPaths<T> {
@@ -156,7 +164,10 @@ impl<T: Hookable> Hookable for Vec<T> {
 }
 
 impl<T: Hookable, const N: usize> Hookable for [T; N] {
-    const SCHEMA: &'static Schema = &Schema::Seq { elem: T::SCHEMA, len: Some(N) };
+    const SCHEMA: &'static Schema = &Schema::Seq {
+        elem: T::SCHEMA,
+        len: Some(N),
+    };
     type Paths = SeqPaths<T>;
 
     fn paths_at(prefix: Prefix) -> SeqPaths<T> {

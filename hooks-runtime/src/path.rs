@@ -92,7 +92,10 @@ impl<T: Hookable> SeqPaths<T> {
     #[doc(hidden)]
     #[must_use]
     pub fn new(prefix: Prefix) -> Self {
-        SeqPaths { prefix, elem: PhantomData }
+        SeqPaths {
+            prefix,
+            elem: PhantomData,
+        }
     }
 
     /// The paths of element `index`. Bounds are checked when a store binds to a model.

@@ -142,7 +142,12 @@ pub const fn check_layer_path(root: &'static Schema, path: &'static str) -> Laye
         }
         let segment = Span { start, end };
         if segment.start == segment.end {
-            fail(Msg::new().push("empty segment in layer path `").push(path).push("`; segments are separated by a single `.`"));
+            fail(
+                Msg::new()
+                    .push("empty segment in layer path `")
+                    .push(path)
+                    .push("`; segments are separated by a single `.`"),
+            );
         }
         node = step(node, path, segment);
         start = end + 1;
@@ -185,19 +190,43 @@ const fn step(node: &'static Schema, path: &'static str, seg: Span) -> &'static 
         Schema::Site { inner: None } => fail(
             Msg::new()
                 .push("`")
-                .push_bytes(bytes, Span { start: 0, end: seg.start.saturating_sub(1) })
+                .push_bytes(
+                    bytes,
+                    Span {
+                        start: 0,
+                        end: seg.start.saturating_sub(1),
+                    },
+                )
                 .push("` is a hook point and has no sub-layers; remove `.")
-                .push_bytes(bytes, Span { start: seg.start, end: bytes.len() })
+                .push_bytes(
+                    bytes,
+                    Span {
+                        start: seg.start,
+                        end: bytes.len(),
+                    },
+                )
                 .push("`"),
         ),
         Schema::Leaf { name } => fail(
             Msg::new()
                 .push("`")
-                .push_bytes(bytes, Span { start: 0, end: seg.start.saturating_sub(1) })
+                .push_bytes(
+                    bytes,
+                    Span {
+                        start: 0,
+                        end: seg.start.saturating_sub(1),
+                    },
+                )
                 .push("` (")
                 .push(name)
                 .push(") has no sub-layers; remove `.")
-                .push_bytes(bytes, Span { start: seg.start, end: bytes.len() })
+                .push_bytes(
+                    bytes,
+                    Span {
+                        start: seg.start,
+                        end: bytes.len(),
+                    },
+                )
                 .push("`"),
         ),
         Schema::Struct { name, fields } => {
@@ -285,12 +314,21 @@ struct Msg {
 
 impl Msg {
     const fn new() -> Self {
-        Msg { buf: [0; MSG_CAP], len: 0 }
+        Msg {
+            buf: [0; MSG_CAP],
+            len: 0,
+        }
     }
 
     const fn push(self, s: &str) -> Self {
         let bytes = s.as_bytes();
-        self.push_bytes(bytes, Span { start: 0, end: bytes.len() })
+        self.push_bytes(
+            bytes,
+            Span {
+                start: 0,
+                end: bytes.len(),
+            },
+        )
     }
 
     const fn push_bytes(mut self, bytes: &[u8], span: Span) -> Self {

@@ -8,7 +8,10 @@ pub(crate) struct Selection {
 }
 
 /// Resolves `requested` against `available` (a model's layer paths, in model order).
-pub(crate) fn resolve<L: AsRef<str>>(available: &[String], requested: impl IntoIterator<Item = L>) -> Result<Selection> {
+pub(crate) fn resolve<L: AsRef<str>>(
+    available: &[String],
+    requested: impl IntoIterator<Item = L>,
+) -> Result<Selection> {
     let mut names: Vec<String> = Vec::new();
     let mut push = |name: &str| {
         if !names.iter().any(|n| n == name) {
@@ -26,7 +29,9 @@ pub(crate) fn resolve<L: AsRef<str>>(available: &[String], requested: impl IntoI
                 matched = true;
             }
             if !matched {
-                return Err(Error::NoMatch { pattern: request.to_owned() });
+                return Err(Error::NoMatch {
+                    pattern: request.to_owned(),
+                });
             }
         } else if available.iter().any(|n| n == request) {
             push(request);
@@ -51,7 +56,11 @@ pub(crate) fn unknown(path: &str, available: &[String]) -> Error {
     // A path that stops short of a capture site (`encoder.layer.0`) has its sites as suggestions.
     if close.is_empty() {
         let prefix = format!("{path}.");
-        close = available.iter().filter(|n| n.starts_with(&prefix)).map(|n| (n.len(), n)).collect();
+        close = available
+            .iter()
+            .filter(|n| n.starts_with(&prefix))
+            .map(|n| (n.len(), n))
+            .collect();
     }
     close.sort();
     let suggestion = match close.as_slice() {
@@ -61,7 +70,10 @@ pub(crate) fn unknown(path: &str, available: &[String]) -> Error {
             format!(" (did you mean {}?)", names.join(" or "))
         }
     };
-    Error::UnknownLayer { path: path.to_owned(), suggestion }
+    Error::UnknownLayer {
+        path: path.to_owned(),
+        suggestion,
+    }
 }
 
 /// Whether `name` matches `pattern` segment by segment; `*` matches any run of characters within
@@ -69,7 +81,11 @@ pub(crate) fn unknown(path: &str, available: &[String]) -> Error {
 pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
     let pattern: Vec<&str> = pattern.split('.').collect();
     let name: Vec<&str> = name.split('.').collect();
-    pattern.len() == name.len() && pattern.iter().zip(&name).all(|(p, n)| segment_match(p.as_bytes(), n.as_bytes()))
+    pattern.len() == name.len()
+        && pattern
+            .iter()
+            .zip(&name)
+            .all(|(p, n)| segment_match(p.as_bytes(), n.as_bytes()))
 }
 
 fn segment_match(p: &[u8], n: &[u8]) -> bool {
@@ -103,7 +119,10 @@ mod tests {
     #[test]
     fn globs_stay_within_a_segment() {
         assert!(glob_match("encoder.layer.*.output", "encoder.layer.11.output"));
-        assert!(!glob_match("encoder.layer.*.output", "encoder.layer.0.attention.output"));
+        assert!(!glob_match(
+            "encoder.layer.*.output",
+            "encoder.layer.0.attention.output"
+        ));
         assert!(glob_match("h.*.mlp.c_*", "h.3.mlp.c_fc"));
         assert!(!glob_match("h.*", "h.3.mlp"));
     }
@@ -117,7 +136,9 @@ mod tests {
 
     #[test]
     fn unknown_layer_suggests_the_closest_names() {
-        let available: Vec<String> = ["encoder.layer.0.output", "encoder.layer.1.output", "pooler"].map(String::from).to_vec();
+        let available: Vec<String> = ["encoder.layer.0.output", "encoder.layer.1.output", "pooler"]
+            .map(String::from)
+            .to_vec();
         let msg = unknown("encoder.layr.0.output", &available).to_string();
         assert_eq!(
             msg,

@@ -39,7 +39,9 @@ pub struct Site {
 
 impl fmt::Debug for Site {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Site").field("subscribed", &self.subscribed.load(Ordering::Relaxed)).finish()
+        f.debug_struct("Site")
+            .field("subscribed", &self.subscribed.load(Ordering::Relaxed))
+            .finish()
     }
 }
 
@@ -86,7 +88,8 @@ impl Site {
 
     pub(crate) fn subscribe(&self, sink: Weak<dyn Sink>, layer: usize) {
         let mut subscribers = self.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
-        subscribers.retain(|sub| sub.sink.strong_count() > 0 && !(Weak::ptr_eq(&sub.sink, &sink) && sub.layer == layer));
+        subscribers
+            .retain(|sub| sub.sink.strong_count() > 0 && !(Weak::ptr_eq(&sub.sink, &sink) && sub.layer == layer));
         subscribers.push(Subscription { sink, layer });
         self.subscribed.store(true, Ordering::Release);
     }
@@ -152,7 +155,10 @@ pub struct Hook<M: Hookable> {
 impl<M: Hookable> Hook<M> {
     /// Wraps `module` in a capture site.
     pub fn new(module: M) -> Self {
-        Hook { module, site: Site::default() }
+        Hook {
+            module,
+            site: Site::default(),
+        }
     }
 
     /// Runs any forward of the module and captures its output (the first tensor of a tuple).

@@ -123,7 +123,10 @@ impl ActivationStore {
         L: AsRef<str>,
     {
         if mode == (CaptureMode::Accumulate { max_rows: Some(0) }) {
-            return Err(Error::InvalidArgument { name: "max_rows", reason: "must be at least 1".into() });
+            return Err(Error::InvalidArgument {
+                name: "max_rows",
+                reason: "must be at least 1".into(),
+            });
         }
         let Selection { names } = resolve(&model.layer_names(), layers)?;
         let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
@@ -237,7 +240,10 @@ impl ActivationStore {
     #[must_use]
     pub fn never_fired(&self) -> Vec<String> {
         let names = self.shared.names.iter().zip(&self.shared.slots);
-        names.filter(|(_, slot)| lock(slot).is_none()).map(|(n, _)| n.clone()).collect()
+        names
+            .filter(|(_, slot)| lock(slot).is_none())
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// Returns (and forgets) the first error met while capturing, if any. A capture site cannot
@@ -314,7 +320,11 @@ fn append(slot: &mut Option<Captured>, output: &Tensor, max_rows: Option<usize>,
             if held[1..] != size[1..] || buf.kind() != src.kind() {
                 let mut expected = held;
                 expected[0] = *len;
-                return Err(Error::ShapeMismatch { layer: name.to_owned(), expected, got: size });
+                return Err(Error::ShapeMismatch {
+                    layer: name.to_owned(),
+                    expected,
+                    got: size,
+                });
             }
             let room = cap_limit.map_or(i64::MAX, |m| m - *len);
             let rows = size[0].min(room);
