@@ -127,8 +127,15 @@ pub use hooks_runtime::__private;
 #[macro_export]
 macro_rules! layer {
     ($model:ty, $path:literal $(,)?) => {{
-        const __HOOKS_LAYER: $crate::LayerPath =
-            $crate::__private::check_layer_path(<$model as $crate::Hookable>::SCHEMA, $path);
+        // A `panic!` here, in a `const`, is the compile error: its message names the bad segment.
+        const __HOOKS_LAYER: $crate::LayerPath = {
+            if let ::core::option::Option::Some(error) =
+                $crate::__private::check_layer_path(<$model as $crate::Hookable>::SCHEMA, $path)
+            {
+                ::core::panic!("{}", error.message());
+            }
+            $crate::LayerPath::from_static($path)
+        };
         __HOOKS_LAYER
     }};
 }

@@ -227,7 +227,7 @@ fn string_value(cx: &Ctxt, meta: &ParseNestedMeta<'_>, key: &str, example: &str)
         other => {
             cx.error_spanned_by(
                 other,
-                format!("expected a string for `{key}`, like `{key} = \"{example}\""),
+                format!("expected a string for `{key}`, like `{key} = \"{example}\"`"),
             );
             Ok(None)
         }

@@ -5,10 +5,10 @@
 //! crate path (`::hooks` unless `#[hook(crate = "...")]`) and std only through `::core` paths, so it
 //! compiles where the user shadows `Vec`, `Option`, `Box`, `Result` or `Sized`.
 
-use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
-use syn::{DeriveInput, GenericArgument, GenericParam, PathArguments, PathSegment, Type};
+use syn::{DeriveInput, GenericArgument, GenericParam, Ident, PathArguments, PathSegment, Type};
 
 use crate::ast::{Container, Data, Field};
 use crate::bound;
@@ -48,9 +48,9 @@ fn expand_struct(cont: &Container<'_>, fields: &[Field<'_>], krate: &syn::Path) 
 
     let field_schemas = in_tree.iter().map(|field| {
         let segment = field.segment();
-        let ty = field.ty;
+        let schema = probe(krate, field.ty, "SCHEMA");
         quote! {
-            #krate::FieldSchema { name: #segment, schema: #krate::__private::Probe::<#ty>::SCHEMA }
+            #krate::FieldSchema { name: #segment, schema: #schema }
         }
     });
 
@@ -61,10 +61,10 @@ fn expand_struct(cont: &Container<'_>, fields: &[Field<'_>], krate: &syn::Path) 
     };
     let walks = in_tree.iter().map(|field| {
         let segment = field.segment();
-        let ty = field.ty;
+        let walk = probe(krate, field.ty, "walk");
         let member = field.ident;
         quote! {
-            walker.enter(#segment, |walker| #krate::__private::Probe::<#ty>::walk(&self.#member, walker));
+            walker.enter(#segment, |walker| #walk(&self.#member, walker));
         }
     });
 
@@ -212,6 +212,7 @@ fn path_method(field: &Field<'_>, krate: &syn::Path) -> TokenStream {
     // The `for<'__hooks>` binder makes the bound legal even when it is false for a concrete type,
     // so the impl compiles and only a call reports the missing `Hookable`.
     if let Some(elem) = seq_elem(ty) {
+        let paths_at = paths_at(krate, elem, &quote!(self.prefix.child(#segment).child(index)));
         let doc = format!("The layer paths of element `index` of `{segment}`: `{segment}.{{index}}`.");
         quote! {
             #[doc = #doc]
@@ -220,10 +221,11 @@ fn path_method(field: &Field<'_>, krate: &syn::Path) -> TokenStream {
             where
                 for<'__hooks> #elem: #krate::Hookable,
             {
-                <#elem as #krate::Hookable>::paths_at(self.prefix.child(#segment).child(index))
+                #paths_at
             }
         }
     } else {
+        let paths_at = paths_at(krate, ty, &quote!(self.prefix.child(#segment)));
         let doc = format!("The layer paths under `{segment}`.");
         quote! {
             #[doc = #doc]
@@ -232,7 +234,7 @@ fn path_method(field: &Field<'_>, krate: &syn::Path) -> TokenStream {
             where
                 for<'__hooks> #ty: #krate::Hookable,
             {
-                <#ty as #krate::Hookable>::paths_at(self.prefix.child(#segment))
+                #paths_at
             }
         }
     }
@@ -268,4 +270,56 @@ fn seq_elem(ty: &Type) -> Option<&Type> {
         }
         _ => None,
     }
+}
+
+/// `Probe::<Ty>::{item}`, spanned from the first to the last token of `ty`.
+///
+/// An error about `ty` in the generated code (most often: `Hook<M>` where `M` is not `Hookable`)
+/// then points at the field's type, exactly where rustc reports the same error for the field
+/// itself, and rustc shows the two as one. With the derive's own span it would be a second error,
+/// on `#[derive(Hookable)]`.
+fn probe(krate: &syn::Path, ty: &Type, item: &str) -> TokenStream {
+    let (first, last) = outer_spans(ty);
+    let krate = respan(krate.to_token_stream(), first);
+    let item = Ident::new(item, last);
+    let head = quote_spanned!(first=> #krate::__private::Probe::<);
+    let tail = quote_spanned!(last=> >::#item);
+    quote!(#head #ty #tail)
+}
+
+/// `<Ty as Hookable>::paths_at(prefix)`, the whole call spanned like `ty` for the reason given at
+/// [`probe`] (a call's span runs to its closing parenthesis, so the arguments' group is respanned).
+fn paths_at(krate: &syn::Path, ty: &Type, prefix: &TokenStream) -> TokenStream {
+    let (first, last) = outer_spans(ty);
+    let krate = respan(krate.to_token_stream(), last);
+    let head = quote_spanned!(first=> <);
+    let tail = quote_spanned!(last=> as #krate::Hookable>::paths_at);
+    let mut args = Group::new(Delimiter::Parenthesis, prefix.clone());
+    args.set_span(last);
+    quote!(#head #ty #tail #args)
+}
+
+/// The spans of the first and last tokens of `ty` (one group's span for `[T; N]` or `(A, B)`).
+fn outer_spans(ty: &Type) -> (Span, Span) {
+    let tokens: Vec<TokenTree> = ty.to_token_stream().into_iter().collect();
+    let first = tokens.first().map_or_else(Span::call_site, TokenTree::span);
+    let last = tokens.last().map_or(first, TokenTree::span);
+    (first, last)
+}
+
+/// `tokens` with every span set to `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let TokenTree::Group(group) = &token {
+                let mut respanned = Group::new(group.delimiter(), respan(group.stream(), span));
+                respanned.set_span(span);
+                token = TokenTree::Group(respanned);
+            } else {
+                token.set_span(span);
+            }
+            token
+        })
+        .collect()
 }

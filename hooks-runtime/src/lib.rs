@@ -28,7 +28,7 @@ pub use store::{ActivationStore, Activations, CaptureMode};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::hookable::{NotHookable, Probe};
-    pub use crate::schema::check_layer_path;
+    pub use crate::schema::{check_layer_path, LayerPathError};
     pub use inventory;
     pub use std::marker::PhantomData;
 }

@@ -1,0 +1,5 @@
+include!("support/bert.rs");
+
+fn main() {
+    let _ = hooks::layer!(Bert, "encoder.layer.first");
+}

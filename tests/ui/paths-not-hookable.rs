@@ -1,0 +1,5 @@
+include!("support/bert.rs");
+
+fn main() {
+    let _ = Bert::paths().hidden_size();
+}

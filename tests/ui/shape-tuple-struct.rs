@@ -1,0 +1,6 @@
+use hooks::{HookPoint, Hookable};
+
+#[derive(Hookable)]
+struct Pair(HookPoint, HookPoint);
+
+fn main() {}
