@@ -110,6 +110,9 @@ where
         (Some(n), Some(m)) => Some(n.min(m)),
         (n, m) => n.or(m),
     };
+    if rows == Some(0) {
+        return Err(Error::EmptyDataset);
+    }
     let store = ActivationStore::with_mode(
         model,
         layers.iter().map(AsRef::as_ref),
@@ -178,11 +181,14 @@ fn run_batch<M: ModuleT + ?Sized>(
     Ok(())
 }
 
-/// A progress bar on a terminal; nothing otherwise.
-pub(crate) struct Progress(Option<indicatif::ProgressBar>);
+/// A progress bar on stderr when it is a terminal; nothing otherwise (logs and pipes stay clean).
+#[derive(Debug)]
+pub struct Progress(Option<indicatif::ProgressBar>);
 
 impl Progress {
-    pub(crate) fn new(total: Option<usize>) -> Self {
+    /// A bar counting to `total` samples, or a spinner when the total is unknown.
+    #[must_use]
+    pub fn new(total: Option<usize>) -> Self {
         if !std::io::stderr().is_terminal() {
             return Progress(None);
         }
@@ -197,13 +203,15 @@ impl Progress {
         Progress(Some(bar))
     }
 
-    pub(crate) fn advance(&self, n: usize) {
+    /// Counts `n` more samples done.
+    pub fn advance(&self, n: usize) {
         if let Some(bar) = &self.0 {
             bar.inc(n as u64);
         }
     }
 
-    pub(crate) fn finish(&self) {
+    /// Removes the bar.
+    pub fn finish(&self) {
         if let Some(bar) = &self.0 {
             bar.finish_and_clear();
         }

@@ -63,6 +63,10 @@ pub(crate) fn unknown(path: &str, available: &[String]) -> Error {
             .collect();
     }
     close.sort();
+    // Only the best matches: `fc3` suggests `fc1` and `fc2`, not also `act`.
+    if let Some(&(best, _)) = close.first() {
+        close.retain(|&(d, _)| d == best);
+    }
     let suggestion = match close.as_slice() {
         [] => String::new(),
         found => {

@@ -8,6 +8,7 @@ use tch::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::hookable::{Hookable, Walker};
+use crate::rows::RowBuffer;
 use crate::select::{resolve, Selection};
 use crate::site::Sink;
 use crate::switch;
@@ -77,15 +78,15 @@ struct Shared {
 enum Captured {
     /// The latest output.
     One(Tensor),
-    /// Rows `0..len` of `buf` hold the outputs so far.
-    Stack { buf: Tensor, len: i64 },
+    /// Every output so far, stacked along dim 0.
+    Rows(RowBuffer),
 }
 
 impl Captured {
-    fn tensor(&self) -> Tensor {
+    fn tensor(&self) -> Option<Tensor> {
         match self {
-            Captured::One(t) => t.shallow_clone(),
-            Captured::Stack { buf, len } => buf.narrow(0, 0, *len),
+            Captured::One(t) => Some(t.shallow_clone()),
+            Captured::Rows(rows) => rows.tensor(),
         }
     }
 }
@@ -220,7 +221,7 @@ impl ActivationStore {
     #[must_use]
     pub fn get(&self, layer: &str) -> Option<Tensor> {
         let &i = self.shared.index.get(layer)?;
-        lock(&self.shared.slots[i]).as_ref().map(Captured::tensor)
+        lock(&self.shared.slots[i]).as_ref().and_then(Captured::tensor)
     }
 
     /// A snapshot of everything captured, in [`layer_names`](Self::layer_names) order, leaving
@@ -229,8 +230,8 @@ impl ActivationStore {
     pub fn activations(&self) -> Activations {
         let mut out = Activations::default();
         for (name, slot) in self.shared.names.iter().zip(&self.shared.slots) {
-            if let Some(c) = lock(slot).as_ref() {
-                out.insert(name.clone(), c.tensor());
+            if let Some(t) = lock(slot).as_ref().and_then(Captured::tensor) {
+                out.insert(name.clone(), t);
             }
         }
         out
@@ -282,7 +283,14 @@ impl Sink for Shared {
         let mut slot = lock(&self.slots[layer]);
         let result = match self.mode {
             CaptureMode::Replace => snapshot(output).map(|t| *slot = Some(Captured::One(t))),
-            CaptureMode::Accumulate { max_rows } => append(&mut slot, output, max_rows, &self.names[layer]),
+            CaptureMode::Accumulate { max_rows } => match &mut *slot {
+                Some(Captured::Rows(rows)) => rows.push(output, &self.names[layer]),
+                _ => {
+                    let mut rows = RowBuffer::new(max_rows);
+                    rows.push(output, &self.names[layer])
+                        .map(|()| *slot = Some(Captured::Rows(rows)))
+                }
+            },
         };
         drop(slot);
         if let Err(e) = result {
@@ -298,53 +306,6 @@ pub(crate) fn snapshot(t: &Tensor) -> Result<Tensor> {
     let mut out = Tensor::f_empty(src.size(), (src.kind(), Device::Cpu))?;
     out.f_copy_(&src)?;
     Ok(out)
-}
-
-fn append(slot: &mut Option<Captured>, output: &Tensor, max_rows: Option<usize>, name: &str) -> Result<()> {
-    let src = output.detach();
-    let src = if src.dim() == 0 { src.unsqueeze(0) } else { src };
-    let size = src.size();
-    let cap_limit = max_rows.map(|m| i64::try_from(m).unwrap_or(i64::MAX));
-    match slot {
-        None => {
-            let rows = cap_limit.map_or(size[0], |m| size[0].min(m));
-            let capacity = cap_limit.unwrap_or(rows);
-            let mut shape = size.clone();
-            shape[0] = capacity;
-            let buf = Tensor::f_empty(&shape, (src.kind(), Device::Cpu))?;
-            buf.f_narrow(0, 0, rows)?.f_copy_(&src.f_narrow(0, 0, rows)?)?;
-            *slot = Some(Captured::Stack { buf, len: rows });
-        }
-        Some(Captured::Stack { buf, len }) => {
-            let held = buf.size();
-            if held[1..] != size[1..] || buf.kind() != src.kind() {
-                let mut expected = held;
-                expected[0] = *len;
-                return Err(Error::ShapeMismatch {
-                    layer: name.to_owned(),
-                    expected,
-                    got: size,
-                });
-            }
-            let room = cap_limit.map_or(i64::MAX, |m| m - *len);
-            let rows = size[0].min(room);
-            if rows <= 0 {
-                return Ok(());
-            }
-            if *len + rows > held[0] {
-                // Unknown final size: double, so appends stay amortised O(1) per row.
-                let mut shape = held.clone();
-                shape[0] = (held[0] * 2).max(*len + rows);
-                let grown = Tensor::f_empty(&shape, (src.kind(), Device::Cpu))?;
-                grown.f_narrow(0, 0, *len)?.f_copy_(&buf.f_narrow(0, 0, *len)?)?;
-                *buf = grown;
-            }
-            buf.f_narrow(0, *len, rows)?.f_copy_(&src.f_narrow(0, 0, rows)?)?;
-            *len += rows;
-        }
-        Some(Captured::One(_)) => unreachable!("a store's mode never changes"),
-    }
-    Ok(())
 }
 
 /// Captured tensors by layer path, in selection order.
