@@ -236,7 +236,6 @@ impl HookPoint {
 
     /// Captures `x` and returns it unchanged, so later interventions can replace it in place.
     #[inline]
-    #[must_use]
     pub fn apply(&self, x: Tensor) -> Tensor {
         self.site.capture(&x);
         x

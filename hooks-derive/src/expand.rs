@@ -1,0 +1,271 @@
+//! Generates `impl Hookable`, the typed path builder and the registry entry.
+//!
+//! Everything sits in `const _: () = { ... };`, so the builder struct (`{Type}Paths`) and the
+//! imports never meet the user's names. Generated code names the `hooks` crate only through its
+//! crate path (`::hooks` unless `#[hook(crate = "...")]`) and std only through `::core` paths, so it
+//! compiles where the user shadows `Vec`, `Option`, `Box`, `Result` or `Sized`.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::ext::IdentExt;
+use syn::{DeriveInput, GenericArgument, GenericParam, PathArguments, PathSegment, Type};
+
+use crate::ast::{Container, Data, Field};
+use crate::bound;
+use crate::check;
+use crate::ctxt::Ctxt;
+use crate::fallback;
+
+/// The whole derive: read, check, then generate (or report).
+pub fn derive(input: &DeriveInput) -> TokenStream {
+    let cx = Ctxt::new();
+    let cont = Container::from_ast(&cx, input);
+    check::check(&cx, &cont);
+    match (cx.check(), cont.attrs.crate_path()) {
+        (Ok(()), Some(krate)) => expand(&cont, &krate),
+        (Err(errors), krate) => fallback::expand(&cont, krate.as_ref(), &errors),
+        // A crate path that does not parse is an error, so `cx` has it.
+        (Ok(()), None) => TokenStream::new(),
+    }
+}
+
+/// The generated items for a struct the derive supports, or the stub for one it does not.
+pub fn expand(cont: &Container<'_>, krate: &syn::Path) -> TokenStream {
+    match &cont.data {
+        Data::Struct(fields) => expand_struct(cont, fields, krate),
+        Data::Unsupported => fallback::stub(cont, krate),
+    }
+}
+
+fn expand_struct(cont: &Container<'_>, fields: &[Field<'_>], krate: &syn::Path) -> TokenStream {
+    let ident = cont.ident;
+    let name = ident.unraw().to_string();
+    let paths_ident = format_ident!("{}Paths", ident);
+    let in_tree: Vec<&Field<'_>> = fields.iter().filter(|field| !field.skipped()).collect();
+
+    let bounded = bound::with_hookable_bounds(cont, krate);
+    let (impl_generics, ty_generics, where_clause) = bounded.split_for_impl();
+
+    let field_schemas = in_tree.iter().map(|field| {
+        let segment = field.segment();
+        let ty = field.ty;
+        quote! {
+            #krate::FieldSchema { name: #segment, schema: #krate::__private::Probe::<#ty>::SCHEMA }
+        }
+    });
+
+    let walk_param = if in_tree.is_empty() {
+        quote!(_walker)
+    } else {
+        quote!(walker)
+    };
+    let walks = in_tree.iter().map(|field| {
+        let segment = field.segment();
+        let ty = field.ty;
+        let member = field.ident;
+        quote! {
+            walker.enter(#segment, |walker| #krate::__private::Probe::<#ty>::walk(&self.#member, walker));
+        }
+    });
+
+    let paths_struct = paths_struct(cont, &bounded, &in_tree, &paths_ident, &name, krate);
+    let (_, marker_value) = marker(cont, krate);
+
+    // inventory needs one `static` per type; a generic type has no single tree to list.
+    let registration = cont.generics.params.is_empty().then(|| {
+        quote! {
+            #krate::__private::inventory::submit! {
+                #krate::Registration {
+                    name: #name,
+                    module_path: ::core::module_path!(),
+                    schema: <#ident as #krate::Hookable>::SCHEMA,
+                }
+            }
+        }
+    });
+
+    quote! {
+        #[doc(hidden)]
+        const _: () = {
+            // The fallback of `Probe::<T>` for fields whose type is not `Hookable`.
+            #[allow(unused_imports)]
+            use #krate::__private::NotHookable as _;
+
+            #[automatically_derived]
+            impl #impl_generics #krate::Hookable for #ident #ty_generics #where_clause {
+                const SCHEMA: &'static #krate::Schema = &#krate::Schema::Struct {
+                    name: #name,
+                    fields: &[#(#field_schemas),*],
+                };
+
+                type Paths = #paths_ident #ty_generics;
+
+                fn paths_at(prefix: #krate::Prefix) -> Self::Paths {
+                    #paths_ident { prefix, #marker_value }
+                }
+
+                fn walk(&self, #walk_param: &mut #krate::Walker<'_>) {
+                    #(#walks)*
+                }
+            }
+
+            #paths_struct
+
+            #registration
+        };
+    }
+}
+
+/// `{Type}Paths`: one method per field in the tree, returning that field's own typed paths.
+fn paths_struct(
+    cont: &Container<'_>,
+    bounded: &syn::Generics,
+    in_tree: &[&Field<'_>],
+    paths_ident: &syn::Ident,
+    name: &str,
+    krate: &syn::Path,
+) -> TokenStream {
+    let (impl_generics, ty_generics, where_clause) = bounded.split_for_impl();
+
+    // The builder takes the type's parameters without their bounds, so that naming it needs none;
+    // `?Sized` so that it fits any parameter. The methods' impl has the bounds of the `Hookable`
+    // impl, under which every field type is well-formed.
+    let params: Vec<TokenStream> = cont
+        .generics
+        .params
+        .iter()
+        .map(|param| match param {
+            GenericParam::Lifetime(param) => {
+                let lifetime = &param.lifetime;
+                quote!(#lifetime)
+            }
+            GenericParam::Type(param) => {
+                let ident = &param.ident;
+                quote!(#ident: ?::core::marker::Sized)
+            }
+            GenericParam::Const(param) => {
+                let ident = &param.ident;
+                let ty = &param.ty;
+                quote!(const #ident: #ty)
+            }
+        })
+        .collect();
+    let (marker_field, marker_value) = marker(cont, krate);
+
+    let struct_doc = format!(
+        "Typed layer paths of `{name}`, one method per layer, so a misspelt layer is a compile error. \
+         Start from `{name}::paths()`."
+    );
+    let methods = in_tree.iter().map(|field| path_method(field, krate));
+
+    quote! {
+        #[doc = #struct_doc]
+        pub struct #paths_ident <#(#params),*> {
+            prefix: #krate::Prefix,
+            #marker_field
+        }
+
+        #[automatically_derived]
+        impl <#(#params),*> ::core::clone::Clone for #paths_ident #ty_generics {
+            fn clone(&self) -> Self {
+                #paths_ident { prefix: ::core::clone::Clone::clone(&self.prefix), #marker_value }
+            }
+        }
+
+        #[automatically_derived]
+        impl <#(#params),*> ::core::fmt::Debug for #paths_ident #ty_generics {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_tuple(::core::stringify!(#paths_ident)).field(&self.prefix.as_str()).finish()
+            }
+        }
+
+        // A method for a field that is not `Hookable` (a config, a tensor) is never callable:
+        // its `for<'__hooks>` bound is false, and calling it says why. A method nobody calls is
+        // not dead code the user could remove.
+        #[allow(dead_code)]
+        impl #impl_generics #paths_ident #ty_generics #where_clause {
+            #(#methods)*
+        }
+    }
+}
+
+/// The builder's `PhantomData` field and its value, when the type has lifetimes or type
+/// parameters (a struct must use them all); two empty streams otherwise.
+fn marker(cont: &Container<'_>, krate: &syn::Path) -> (TokenStream, TokenStream) {
+    let lifetimes = cont.generics.lifetimes().map(|param| &param.lifetime);
+    let types = cont.generics.type_params().map(|param| &param.ident);
+    if cont.generics.lifetimes().next().is_none() && cont.generics.type_params().next().is_none() {
+        return (TokenStream::new(), TokenStream::new());
+    }
+    (
+        // `fn() -> ...` keeps the builder `Send`, `Sync` and covariant whatever the parameters.
+        quote!(marker: #krate::__private::PhantomData<fn() -> (#(&#lifetimes (),)* #(*const #types,)*)>,),
+        quote!(marker: #krate::__private::PhantomData,),
+    )
+}
+
+/// The builder method of one field: `encoder()`, or `layer(index)` for a `Vec` or array.
+fn path_method(field: &Field<'_>, krate: &syn::Path) -> TokenStream {
+    let member = field.ident;
+    let segment = field.segment();
+    let ty = field.ty;
+    // The `for<'__hooks>` binder makes the bound legal even when it is false for a concrete type,
+    // so the impl compiles and only a call reports the missing `Hookable`.
+    if let Some(elem) = seq_elem(ty) {
+        let doc = format!("The layer paths of element `index` of `{segment}`: `{segment}.{{index}}`.");
+        quote! {
+            #[doc = #doc]
+            #[must_use]
+            pub fn #member(&self, index: ::core::primitive::usize) -> <#elem as #krate::Hookable>::Paths
+            where
+                for<'__hooks> #elem: #krate::Hookable,
+            {
+                <#elem as #krate::Hookable>::paths_at(self.prefix.child(#segment).child(index))
+            }
+        }
+    } else {
+        let doc = format!("The layer paths under `{segment}`.");
+        quote! {
+            #[doc = #doc]
+            #[must_use]
+            pub fn #member(&self) -> <#ty as #krate::Hookable>::Paths
+            where
+                for<'__hooks> #ty: #krate::Hookable,
+            {
+                <#ty as #krate::Hookable>::paths_at(self.prefix.child(#segment))
+            }
+        }
+    }
+}
+
+/// The element type of a field that is syntactically `Vec<E>` or `[E; N]`, whose builder method
+/// takes the index directly (`layer(3)` rather than `layer().at(3)`).
+fn seq_elem(ty: &Type) -> Option<&Type> {
+    match ty {
+        Type::Array(array) => Some(&array.elem),
+        Type::Group(group) => seq_elem(&group.elem),
+        Type::Paren(paren) => seq_elem(&paren.elem),
+        Type::Path(path) if path.qself.is_none() => {
+            let segments: Vec<&PathSegment> = path.path.segments.iter().collect();
+            let [modules @ .., last] = segments.as_slice() else {
+                return None;
+            };
+            let modules: Vec<String> = modules
+                .iter()
+                .map(|segment| segment.arguments.is_none().then(|| segment.ident.to_string()))
+                .collect::<Option<_>>()?;
+            let modules: Vec<&str> = modules.iter().map(String::as_str).collect();
+            if last.ident != "Vec" || !matches!(modules.as_slice(), [] | ["vec"] | ["std" | "alloc", "vec"]) {
+                return None;
+            }
+            let PathArguments::AngleBracketed(args) = &last.arguments else {
+                return None;
+            };
+            match args.args.iter().collect::<Vec<_>>().as_slice() {
+                [GenericArgument::Type(elem)] => Some(elem),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
