@@ -191,9 +191,9 @@ impl ConfigFile {
 
     /// The config as an architecture's config struct.
     pub fn parse<C: DeserializeOwned>(&self) -> Result<C> {
-        C::deserialize(&self.json).map_err(|e| ModelError::BadConfig {
+        serde_path_to_error::deserialize(&self.json).map_err(|e| ModelError::BadConfig {
             path: self.path.clone(),
-            reason: e.to_string(),
+            reason: format!("`{}`: {}", e.path(), e.inner()),
         })
     }
 
