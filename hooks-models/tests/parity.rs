@@ -2,6 +2,8 @@
 //! weights and inputs: the layer names must be `named_modules()`'s (less the documented
 //! exceptions, in the same order), and each captured tensor must match on non-padding positions.
 
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly by unwrapping")]
+
 mod common;
 
 use std::time::Instant;
