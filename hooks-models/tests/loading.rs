@@ -283,3 +283,88 @@ fn tokenizer_errors() {
         ModelError::Tokenizer { .. }
     ));
 }
+
+#[test]
+fn loads_sharded_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (single, sharded) = (tmp.path().join("single"), tmp.path().join("sharded"));
+    write_model(&single, &bert_config(), &bert_weights(), "");
+    let tensors = Tensor::read_safetensors(single.join("model.safetensors")).unwrap();
+    fs::create_dir(&sharded).unwrap();
+    fs::copy(single.join("config.json"), sharded.join("config.json")).unwrap();
+    let (first, second) = tensors.split_at(tensors.len() / 2);
+    let mut weight_map = serde_json::Map::new();
+    for (file, part) in [
+        ("model-00001-of-00002.safetensors", first),
+        ("model-00002-of-00002.safetensors", second),
+    ] {
+        Tensor::write_safetensors(part, sharded.join(file)).unwrap();
+        for (name, _) in part {
+            weight_map.insert(name.clone(), file.into());
+        }
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+    fs::write(sharded.join("model.safetensors.index.json"), index.to_string()).unwrap();
+
+    let ids = Tensor::from_slice2(&[[1i64, 5, 7]]);
+    let expected = Bert::load(&single, Device::Cpu, Kind::Float)
+        .unwrap()
+        .forward(&ids, &ids.ones_like());
+    let got = Bert::load(&sharded, Device::Cpu, Kind::Float)
+        .unwrap()
+        .forward(&ids, &ids.ones_like());
+    assert!(got.unwrap().equal(&expected.unwrap()));
+}
+
+#[test]
+fn gpt2_loads_prefixed_weights_and_conv1d_is_input_by_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({
+        "model_type": "gpt2", "vocab_size": 10, "n_positions": 8, "n_embd": 4, "n_layer": 1, "n_head": 2,
+    });
+    let mut weights: Vec<(String, Vec<i64>)> =
+        vec![("wte.weight".into(), vec![10, 4]), ("wpe.weight".into(), vec![8, 4])];
+    for (name, shape) in [
+        ("ln_1.weight", vec![4]),
+        ("ln_1.bias", vec![4]),
+        ("attn.c_attn.weight", vec![4, 12]),
+        ("attn.c_attn.bias", vec![12]),
+        ("attn.c_proj.weight", vec![4, 4]),
+        ("attn.c_proj.bias", vec![4]),
+        ("ln_2.weight", vec![4]),
+        ("ln_2.bias", vec![4]),
+        ("mlp.c_fc.weight", vec![4, 16]),
+        ("mlp.c_fc.bias", vec![16]),
+        ("mlp.c_proj.weight", vec![16, 4]),
+        ("mlp.c_proj.bias", vec![4]),
+    ] {
+        weights.push((format!("h.0.{name}"), shape));
+    }
+    weights.extend([("ln_f.weight".into(), vec![4]), ("ln_f.bias".into(), vec![4])]);
+    // The causal-mask buffer old checkpoints carry: not a parameter, ignored.
+    weights.push(("h.0.attn.bias".into(), vec![1, 1, 8, 8]));
+    write_model(tmp.path(), &config, &weights, "transformer.");
+    let stored: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(tmp.path().join("model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+
+    let gpt2 = Model::load(tmp.path(), Device::Cpu, Kind::Float).unwrap();
+    let Model::Gpt2(gpt2) = gpt2 else { panic!("not a GPT-2") };
+    let store = ActivationStore::new(&gpt2, ["h.0.ln_1", "h.0.attn.c_attn"]).unwrap();
+    store.enable();
+    let ids = Tensor::from_slice2(&[[2i64, 4, 6], [1, 3, 0]]);
+    let mask = Tensor::from_slice2(&[[1i64, 1, 1], [1, 1, 0]]);
+    assert_eq!(gpt2.forward(&ids, &mask).unwrap().size(), [2, 3, 4]);
+    // `c_attn(x) = x W + b` with W stored [in, out].
+    let x = store.get("h.0.ln_1").unwrap();
+    let w = &stored["transformer.h.0.attn.c_attn.weight"];
+    let b = &stored["transformer.h.0.attn.c_attn.bias"];
+    let manual = x.matmul(w) + b;
+    let diff = (store.get("h.0.attn.c_attn").unwrap() - manual)
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(diff < 1e-5, "{diff}");
+}
