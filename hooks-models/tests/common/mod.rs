@@ -116,12 +116,20 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// The largest difference over all layers, and its layer.
-    pub fn worst(&self) -> (String, f64) {
+    /// The largest max abs diff over all layers.
+    pub fn max_abs(&self) -> f64 {
+        self.diffs.values().map(|&(d, _)| d).fold(0.0, f64::max)
+    }
+
+    /// The layer closest to its tolerance: its name, max abs diff and `max(1, max |reference|)`.
+    pub fn worst(&self) -> (String, f64, f64) {
         self.diffs
             .iter()
-            .map(|(n, (d, _))| (n.clone(), *d))
-            .fold((String::new(), 0.0), |a, b| if b.1 > a.1 { b } else { a })
+            .map(|(n, &(d, s))| (n.clone(), d, s))
+            .fold(
+                (String::new(), 0.0, 1.0),
+                |a, b| if b.1 / b.2 > a.1 / a.2 { b } else { a },
+            )
     }
 }
 
