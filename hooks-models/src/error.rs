@@ -1,0 +1,121 @@
+//! The one error type of the reference models.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong loading or running a reference model or its tokenizer.
+///
+/// Messages are one line, name the culprit in backticks and say how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// The model folder does not exist.
+    #[error("model folder `{}` does not exist; pass a folder holding `config.json` and `model.safetensors`, as `save_pretrained` writes them", path.display())]
+    MissingFolder {
+        /// The folder as given.
+        path: PathBuf,
+    },
+    /// A file the model folder must hold is absent.
+    #[error("`{}` not found; {hint}", path.display())]
+    MissingFile {
+        /// The file that was looked for.
+        path: PathBuf,
+        /// How to get it.
+        hint: &'static str,
+    },
+    /// A file could not be read.
+    #[error("cannot read `{}`: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// `config.json` is not valid JSON or lacks a field the architecture needs.
+    #[error("invalid `{}`: {reason}; it must be the `config.json` transformers writes for this model", path.display())]
+    BadConfig {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `config.json` names an architecture this loader does not implement.
+    #[error("unsupported model_type `{found}` in `{}`; supported: {}", path.display(), backticked(supported))]
+    UnsupportedModelType {
+        /// The config file.
+        path: PathBuf,
+        /// The `model_type` it names (empty when absent).
+        found: String,
+        /// The `model_type`s this loader takes.
+        supported: &'static [&'static str],
+    },
+    /// `config.json` asks for a variant of the architecture this crate does not implement.
+    #[error("unsupported setting in `{}`: {setting}; {hint}", path.display())]
+    UnsupportedConfig {
+        /// The config file.
+        path: PathBuf,
+        /// The setting and its value.
+        setting: String,
+        /// What is supported instead.
+        hint: String,
+    },
+    /// The weights file could not be parsed.
+    #[error("cannot read the weights in `{}`: {reason}; it must be a safetensors file (`save_pretrained` writes one)", path.display())]
+    BadWeights {
+        /// The weights file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A weight the config implies is not in the weights file.
+    #[error("weight `{name}` (shape {expected:?}) is missing from `{}`; the weights do not match `config.json`: check that both come from the same model", path.display())]
+    MissingWeight {
+        /// The weights file (or folder, for sharded weights).
+        path: PathBuf,
+        /// The weight's name, without the checkpoint's prefix.
+        name: String,
+        /// The shape the config implies.
+        expected: Vec<i64>,
+    },
+    /// A weight has a different shape from the one the config implies.
+    #[error("weight `{name}` in `{}` has shape {found:?}, but `config.json` implies {expected:?}; check that the weights and `config.json` come from the same model", path.display())]
+    WeightShape {
+        /// The weights file.
+        path: PathBuf,
+        /// The weight's name as stored.
+        name: String,
+        /// The shape the config implies.
+        expected: Vec<i64>,
+        /// The shape stored.
+        found: Vec<i64>,
+    },
+    /// A dtype the models do not run in.
+    #[error("unsupported dtype `{kind}`; load the model with `Kind::Float`, `Kind::Half` or `Kind::BFloat16`")]
+    UnsupportedKind {
+        /// The kind asked for, as debug text.
+        kind: String,
+    },
+    /// `tokenizer.json` could not be loaded, or a text could not be encoded.
+    #[error("tokenizer `{}`: {reason}", path.display())]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Inputs that the model cannot run on.
+    #[error("invalid input: {reason}")]
+    InvalidInput {
+        /// What is wrong and what would be valid.
+        reason: String,
+    },
+    /// libtorch reported an error.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+fn backticked(names: &[&str]) -> String {
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// `Result` with [`ModelError`].
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -1,0 +1,50 @@
+//! Reference transformers for `hooks`: BERT and GPT-2 in tch, loaded from Hugging Face model
+//! folders, with every module capturable under the path PyTorch's `named_modules()` gives it.
+//!
+//! They serve two purposes. They are ready to use: [`Model::load`] reads a folder written by
+//! `save_pretrained` (`config.json`, `model.safetensors`), [`Tokenizer`] reads its
+//! `tokenizer.json`, and an [`ActivationStore`](hooks::ActivationStore) captures any layer by the
+//! name you would use in Python. And they show how to annotate your own model: read
+//! [`bert`] (the source) for `#[derive(Hookable)]`, `Hook<...>`, `#[hook(rename)]` and
+//! [`Hook::call`](hooks::Hook::call) on a real architecture.
+//!
+//! Each captured output equals what a PyTorch forward hook on the transformers model captures
+//! (the output, or the first element of a tuple or `ModelOutput`), to float rounding; the tests
+//! check every layer against transformers itself. Layers are the modules of `BertModel` and
+//! `GPT2Model`, except the root, the list containers (`encoder.layer`, `h`) and modules without
+//! parameters (dropouts, activation functions).
+//!
+//! ```no_run
+//! use hooks::ActivationStore;
+//! use hooks_models::{Model, TextModel, Tokenizer};
+//! use tch::{Device, Kind};
+//!
+//! let dir = std::path::Path::new("all-MiniLM-L6-v2");
+//! let Model::Bert(bert) = Model::load(dir, Device::Cpu, Kind::Float)? else { unreachable!() };
+//! let (ids, mask) = Tokenizer::from_dir(dir)?.encode_batch(&["The cat sat."], bert.max_length())?;
+//! let store = ActivationStore::new(&bert, ["encoder.layer.*.output", "pooler"])?;
+//! store.enable();
+//! bert.forward(&ids, &mask)?;
+//! for (layer, tensor) in store.activations() {
+//!     println!("{layer}: {:?}", tensor.size());
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod activation;
+mod attention;
+pub mod bert;
+mod config;
+mod error;
+pub mod gpt2;
+mod model;
+mod tokenizer;
+mod weights;
+
+pub use activation::Activation;
+pub use bert::Bert;
+pub use config::{BertConfig, Gpt2Config};
+pub use error::{ModelError, Result};
+pub use gpt2::Gpt2;
+pub use model::{Model, TextModel, SUPPORTED_MODEL_TYPES};
+pub use tokenizer::Tokenizer;

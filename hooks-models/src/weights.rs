@@ -1,0 +1,147 @@
+//! Reading a checkpoint's safetensors and copying it into a model's variables, by name.
+//!
+//! A model is first built with placeholder values in a `VarStore` whose variable names are the
+//! checkpoint's names (`encoder.layer.0.attention.self.query.weight`); then every variable is
+//! filled from the checkpoint, checking names and shapes. Extra tensors (buffers such as
+//! `embeddings.position_ids`, or the heads of a `...ForMaskedLM` checkpoint) are ignored.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tch::{nn, Kind, Tensor};
+
+use crate::error::{ModelError, Result};
+
+const SINGLE: &str = "model.safetensors";
+const INDEX: &str = "model.safetensors.index.json";
+
+/// The tensors of a checkpoint, by stored name.
+pub(crate) struct Checkpoint {
+    /// The file (or, for sharded weights, the folder) the tensors came from, for messages.
+    path: PathBuf,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Checkpoint {
+    /// Reads `<dir>/model.safetensors`, or every shard listed in `model.safetensors.index.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let single = dir.join(SINGLE);
+        if single.is_file() {
+            return Ok(Checkpoint {
+                tensors: read_file(&single)?,
+                path: single,
+            });
+        }
+        let index = dir.join(INDEX);
+        if index.is_file() {
+            let mut tensors = HashMap::new();
+            for shard in shards(&index)? {
+                tensors.extend(read_file(&dir.join(shard))?);
+            }
+            return Ok(Checkpoint {
+                path: dir.to_path_buf(),
+                tensors,
+            });
+        }
+        let hint = if dir.join("pytorch_model.bin").is_file() {
+            "only safetensors weights are read; convert `pytorch_model.bin` with `save_pretrained(dir, safe_serialization=True)`"
+        } else {
+            "a model folder needs the `model.safetensors` that `save_pretrained` writes"
+        };
+        Err(ModelError::MissingFile { path: single, hint })
+    }
+
+    /// Whether the checkpoint holds `name`, with or without `prefix`.
+    pub fn contains(&self, name: &str, prefix: &str) -> bool {
+        self.tensors.contains_key(name) || self.tensors.contains_key(&format!("{prefix}{name}"))
+    }
+
+    /// Fills every variable of `vs` from the tensor of the same name, or of the same name after
+    /// `prefix` (how a `BertFor...` checkpoint stores its `bert.` base model), converting to the
+    /// variable's kind and device.
+    pub fn load_into(&self, vs: &mut nn::VarStore, prefix: &str) -> Result<()> {
+        let _no_grad = tch::no_grad_guard();
+        let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        // Sorted, so that the first error reported does not depend on hash order.
+        variables.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, variable) in variables {
+            let prefixed = format!("{prefix}{name}");
+            let (stored_name, stored) = match (self.tensors.get(&name), self.tensors.get(&prefixed)) {
+                (Some(t), _) => (name, t),
+                (None, Some(t)) => (prefixed, t),
+                (None, None) => {
+                    return Err(ModelError::MissingWeight {
+                        path: self.path.clone(),
+                        name,
+                        expected: variable.size(),
+                    })
+                }
+            };
+            if stored.size() != variable.size() {
+                return Err(ModelError::WeightShape {
+                    path: self.path.clone(),
+                    name: stored_name,
+                    expected: variable.size(),
+                    found: stored.size(),
+                });
+            }
+            if !is_float(stored.kind()) {
+                return Err(ModelError::BadWeights {
+                    path: self.path.clone(),
+                    reason: format!(
+                        "`{stored_name}` has dtype {:?}, but weights must be floating point",
+                        stored.kind()
+                    ),
+                });
+            }
+            let mut variable = variable;
+            variable.f_copy_(stored)?;
+        }
+        vs.freeze();
+        Ok(())
+    }
+}
+
+fn is_float(kind: Kind) -> bool {
+    matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16)
+}
+
+fn read_file(path: &Path) -> Result<HashMap<String, Tensor>> {
+    if !path.is_file() {
+        return Err(ModelError::MissingFile {
+            path: path.to_path_buf(),
+            hint: "a shard listed in `model.safetensors.index.json` is absent; copy the whole model folder",
+        });
+    }
+    let tensors = Tensor::read_safetensors(path).map_err(|e| ModelError::BadWeights {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(tensors.into_iter().collect())
+}
+
+/// The shard files named by a `model.safetensors.index.json`, each once.
+fn shards(index: &Path) -> Result<BTreeSet<String>> {
+    let bad = |reason: String| ModelError::BadWeights {
+        path: index.to_path_buf(),
+        reason,
+    };
+    let text = fs::read_to_string(index).map_err(|source| ModelError::Io {
+        path: index.to_path_buf(),
+        source,
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON ({e})")))?;
+    let map = json
+        .get("weight_map")
+        .and_then(serde_json::Value::as_object)
+        .ok_or_else(|| bad("no `weight_map` object".into()))?;
+    map.values()
+        .map(|file| {
+            file.as_str()
+                .filter(|f| !f.contains('/') && !f.contains('\\'))
+                .map(str::to_owned)
+                .ok_or_else(|| bad(format!("`weight_map` entry {file} is not a file name")))
+        })
+        .collect()
+}

@@ -1,0 +1,370 @@
+//! Loading and input errors, on tiny model folders written here (no Python needed): each bad
+//! input is an error naming the problem, never a panic.
+
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly by unwrapping")]
+
+use std::fs;
+use std::path::Path;
+
+use hooks::{ActivationStore, Hookable};
+use hooks_models::{Bert, Model, ModelError, TextModel, Tokenizer};
+use tch::{Device, Kind, Tensor};
+
+/// A one-layer BERT with 2 heads of width 2, intermediate 6, vocabulary 10, 8 positions.
+fn bert_config() -> serde_json::Value {
+    serde_json::json!({
+        "model_type": "bert",
+        "vocab_size": 10,
+        "hidden_size": 4,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 6,
+        "max_position_embeddings": 8,
+        "type_vocab_size": 2,
+        "hidden_act": "gelu",
+    })
+}
+
+/// The parameters of `bert_config()`, spelled out as transformers stores them.
+fn bert_weights() -> Vec<(String, Vec<i64>)> {
+    let mut w: Vec<(String, Vec<i64>)> = vec![
+        ("embeddings.word_embeddings.weight".into(), vec![10, 4]),
+        ("embeddings.position_embeddings.weight".into(), vec![8, 4]),
+        ("embeddings.token_type_embeddings.weight".into(), vec![2, 4]),
+        ("embeddings.LayerNorm.weight".into(), vec![4]),
+        ("embeddings.LayerNorm.bias".into(), vec![4]),
+    ];
+    let l = "encoder.layer.0";
+    for (name, out, inp) in [
+        ("attention.self.query", 4, 4),
+        ("attention.self.key", 4, 4),
+        ("attention.self.value", 4, 4),
+        ("attention.output.dense", 4, 4),
+        ("intermediate.dense", 6, 4),
+        ("output.dense", 4, 6),
+    ] {
+        w.push((format!("{l}.{name}.weight"), vec![out, inp]));
+        w.push((format!("{l}.{name}.bias"), vec![out]));
+    }
+    for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
+        w.push((format!("{l}.{norm}.weight"), vec![4]));
+        w.push((format!("{l}.{norm}.bias"), vec![4]));
+    }
+    w
+}
+
+/// Writes `config` and the given weights (random values, each name prefixed) to `dir`.
+fn write_model(dir: &Path, config: &serde_json::Value, weights: &[(String, Vec<i64>)], prefix: &str) {
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let tensors: Vec<(String, Tensor)> = weights
+        .iter()
+        .map(|(name, shape)| {
+            (
+                format!("{prefix}{name}"),
+                Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu)),
+            )
+        })
+        .collect();
+    Tensor::write_safetensors(&tensors, dir.join("model.safetensors")).unwrap();
+}
+
+fn load_err(dir: &Path) -> ModelError {
+    let err = Model::load(dir, Device::Cpu, Kind::Float).unwrap_err();
+    let message = err.to_string();
+    assert!(!message.contains('\n'), "one line: {message}");
+    assert!(message.starts_with(|c: char| !c.is_uppercase()), "lowercase: {message}");
+    err
+}
+
+#[test]
+fn loads_prefixed_weights_ignoring_buffers_and_heads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut weights = bert_weights();
+    weights.push(("cls.predictions.bias".into(), vec![10]));
+    write_model(tmp.path(), &bert_config(), &weights, "bert.");
+    // A non-float buffer, as BertModel saves `position_ids` in older checkpoints.
+    let mut tensors = Tensor::read_safetensors(tmp.path().join("model.safetensors")).unwrap();
+    tensors.push((
+        "bert.embeddings.position_ids".into(),
+        Tensor::arange(8, (Kind::Int64, Device::Cpu)).view([1, 8]),
+    ));
+    Tensor::write_safetensors(&tensors, tmp.path().join("model.safetensors")).unwrap();
+    let stored: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+
+    let bert = Bert::load(tmp.path(), Device::Cpu, Kind::Float).unwrap();
+    assert!(bert.pooler.is_none(), "no pooler weights, so no pooler layer");
+    assert!(!bert.layer_names().iter().any(|n| n.starts_with("pooler")));
+
+    // The word embeddings come from the file: their output rows are the stored rows.
+    let store = ActivationStore::new(&bert, ["embeddings.word_embeddings"]).unwrap();
+    store.enable();
+    let ids = Tensor::from_slice2(&[[3i64, 9, 0]]);
+    let out = bert.forward(&ids, &ids.ones_like()).unwrap();
+    assert_eq!(out.size(), [1, 3, 4]);
+    let table = &stored["bert.embeddings.word_embeddings.weight"];
+    let expected = table.index_select(0, &Tensor::from_slice(&[3i64, 9, 0])).unsqueeze(0);
+    assert!(store.get("embeddings.word_embeddings").unwrap().equal(&expected));
+}
+
+#[test]
+fn missing_folder_and_files_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gone = tmp.path().join("nowhere");
+    assert!(matches!(load_err(&gone), ModelError::MissingFolder { path } if path == gone));
+    assert!(matches!(load_err(tmp.path()), ModelError::MissingFile { path, .. } if path.ends_with("config.json")));
+    fs::write(tmp.path().join("config.json"), bert_config().to_string()).unwrap();
+    let err = load_err(tmp.path());
+    assert!(matches!(&err, ModelError::MissingFile { path, .. } if path.ends_with("model.safetensors")));
+    assert!(err.to_string().contains("save_pretrained"), "{err}");
+}
+
+#[test]
+fn unsupported_model_type_names_the_supported_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = bert_config();
+    config["model_type"] = "llama".into();
+    write_model(tmp.path(), &config, &bert_weights(), "");
+    let message = load_err(tmp.path()).to_string();
+    assert!(
+        message.contains("`llama`") && message.contains("`bert`") && message.contains("`gpt2`"),
+        "{message}"
+    );
+
+    // Loading one architecture from another's folder names the one it takes.
+    let gpt2_dir = tmp.path().join("gpt2");
+    write_model(&gpt2_dir, &serde_json::json!({ "model_type": "gpt2" }), &[], "");
+    let err = Bert::load(&gpt2_dir, Device::Cpu, Kind::Float).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::UnsupportedModelType { found, supported, .. } if found == "gpt2" && supported == &["bert"]),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_weight_names_the_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights: Vec<_> = bert_weights()
+        .into_iter()
+        .filter(|(n, _)| n != "encoder.layer.0.output.dense.bias")
+        .collect();
+    write_model(tmp.path(), &bert_config(), &weights, "");
+    let err = load_err(tmp.path());
+    assert!(
+        matches!(&err, ModelError::MissingWeight { name, expected, .. } if name == "encoder.layer.0.output.dense.bias" && expected == &[4]),
+        "{err}"
+    );
+}
+
+#[test]
+fn mis_shaped_weight_names_both_shapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut weights = bert_weights();
+    for (name, shape) in &mut weights {
+        if name == "encoder.layer.0.intermediate.dense.weight" {
+            *shape = vec![6, 5];
+        }
+    }
+    write_model(tmp.path(), &bert_config(), &weights, "");
+    let err = load_err(tmp.path());
+    assert!(
+        matches!(&err, ModelError::WeightShape { name, expected, found, .. }
+            if name == "encoder.layer.0.intermediate.dense.weight" && expected == &[6, 4] && found == &[6, 5]),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("[6, 4]") && err.to_string().contains("[6, 5]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_configs_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&str, serde_json::Value, &str); 4] = [
+        ("act", serde_json::json!({ "hidden_act": "softmax" }), "`gelu_new`"),
+        ("heads", serde_json::json!({ "num_attention_heads": 3 }), "multiple"),
+        ("type", serde_json::json!({ "hidden_size": "wide" }), "hidden_size"),
+        (
+            "relative",
+            serde_json::json!({ "position_embedding_type": "relative_key" }),
+            "absolute",
+        ),
+    ];
+    for (case, patch, needle) in cases {
+        let mut config = bert_config();
+        for (k, v) in patch.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        let dir = tmp.path().join(case);
+        write_model(&dir, &config, &bert_weights(), "");
+        let message = load_err(&dir).to_string();
+        assert!(message.contains(needle), "{case}: {message}");
+    }
+    let dir = tmp.path().join("json");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("config.json"), "{ not json").unwrap();
+    assert!(matches!(load_err(&dir), ModelError::BadConfig { .. }));
+}
+
+#[test]
+fn unsupported_kind_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_model(tmp.path(), &bert_config(), &bert_weights(), "");
+    let err = Model::load(tmp.path(), Device::Cpu, Kind::Int64).unwrap_err();
+    assert!(matches!(err, ModelError::UnsupportedKind { .. }), "{err}");
+}
+
+#[test]
+fn bad_inputs_are_errors_not_panics() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_model(tmp.path(), &bert_config(), &bert_weights(), "");
+    let bert = Bert::load(tmp.path(), Device::Cpu, Kind::Float).unwrap();
+    let ok = Tensor::from_slice2(&[[1i64, 2, 3]]);
+    let ones = ok.ones_like();
+    let cases = [
+        (
+            "1-d ids",
+            Tensor::from_slice(&[1i64, 2]),
+            Tensor::from_slice(&[1i64, 1]),
+            "shape",
+        ),
+        (
+            "mask shape",
+            ok.shallow_clone(),
+            Tensor::from_slice2(&[[1i64, 1]]),
+            "same shape",
+        ),
+        ("float ids", ok.to_kind(Kind::Float), ones.shallow_clone(), "integer"),
+        (
+            "past vocab",
+            Tensor::from_slice2(&[[1i64, 10]]),
+            Tensor::from_slice2(&[[1i64, 1]]),
+            "vocabulary",
+        ),
+        (
+            "negative",
+            Tensor::from_slice2(&[[-1i64]]),
+            Tensor::from_slice2(&[[1i64]]),
+            "vocabulary",
+        ),
+        (
+            "too long",
+            Tensor::zeros([1, 9], (Kind::Int64, Device::Cpu)),
+            Tensor::ones([1, 9], (Kind::Int64, Device::Cpu)),
+            "at most 8",
+        ),
+        (
+            "empty",
+            Tensor::zeros([0, 3], (Kind::Int64, Device::Cpu)),
+            Tensor::zeros([0, 3], (Kind::Int64, Device::Cpu)),
+            "non-empty",
+        ),
+    ];
+    for (case, ids, mask, needle) in cases {
+        let err = bert.forward(&ids, &mask).unwrap_err();
+        assert!(matches!(err, ModelError::InvalidInput { .. }), "{case}: {err}");
+        assert!(err.to_string().contains(needle), "{case}: {err}");
+    }
+    assert_eq!(bert.forward(&ok, &ones).unwrap().size(), [1, 3, 4]);
+}
+
+#[test]
+fn tokenizer_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = Tokenizer::from_dir(tmp.path()).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::MissingFile { path, .. } if path.ends_with("tokenizer.json")),
+        "{err}"
+    );
+    fs::write(tmp.path().join("tokenizer.json"), "{}").unwrap();
+    assert!(matches!(
+        Tokenizer::from_dir(tmp.path()).unwrap_err(),
+        ModelError::Tokenizer { .. }
+    ));
+}
+
+#[test]
+fn loads_sharded_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (single, sharded) = (tmp.path().join("single"), tmp.path().join("sharded"));
+    write_model(&single, &bert_config(), &bert_weights(), "");
+    let tensors = Tensor::read_safetensors(single.join("model.safetensors")).unwrap();
+    fs::create_dir(&sharded).unwrap();
+    fs::copy(single.join("config.json"), sharded.join("config.json")).unwrap();
+    let (first, second) = tensors.split_at(tensors.len() / 2);
+    let mut weight_map = serde_json::Map::new();
+    for (file, part) in [
+        ("model-00001-of-00002.safetensors", first),
+        ("model-00002-of-00002.safetensors", second),
+    ] {
+        Tensor::write_safetensors(part, sharded.join(file)).unwrap();
+        for (name, _) in part {
+            weight_map.insert(name.clone(), file.into());
+        }
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+    fs::write(sharded.join("model.safetensors.index.json"), index.to_string()).unwrap();
+
+    let ids = Tensor::from_slice2(&[[1i64, 5, 7]]);
+    let expected = Bert::load(&single, Device::Cpu, Kind::Float)
+        .unwrap()
+        .forward(&ids, &ids.ones_like());
+    let got = Bert::load(&sharded, Device::Cpu, Kind::Float)
+        .unwrap()
+        .forward(&ids, &ids.ones_like());
+    assert!(got.unwrap().equal(&expected.unwrap()));
+}
+
+#[test]
+fn gpt2_loads_prefixed_weights_and_conv1d_is_input_by_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({
+        "model_type": "gpt2", "vocab_size": 10, "n_positions": 8, "n_embd": 4, "n_layer": 1, "n_head": 2,
+    });
+    let mut weights: Vec<(String, Vec<i64>)> =
+        vec![("wte.weight".into(), vec![10, 4]), ("wpe.weight".into(), vec![8, 4])];
+    for (name, shape) in [
+        ("ln_1.weight", vec![4]),
+        ("ln_1.bias", vec![4]),
+        ("attn.c_attn.weight", vec![4, 12]),
+        ("attn.c_attn.bias", vec![12]),
+        ("attn.c_proj.weight", vec![4, 4]),
+        ("attn.c_proj.bias", vec![4]),
+        ("ln_2.weight", vec![4]),
+        ("ln_2.bias", vec![4]),
+        ("mlp.c_fc.weight", vec![4, 16]),
+        ("mlp.c_fc.bias", vec![16]),
+        ("mlp.c_proj.weight", vec![16, 4]),
+        ("mlp.c_proj.bias", vec![4]),
+    ] {
+        weights.push((format!("h.0.{name}"), shape));
+    }
+    weights.extend([("ln_f.weight".into(), vec![4]), ("ln_f.bias".into(), vec![4])]);
+    // The causal-mask buffer old checkpoints carry: not a parameter, ignored.
+    weights.push(("h.0.attn.bias".into(), vec![1, 1, 8, 8]));
+    write_model(tmp.path(), &config, &weights, "transformer.");
+    let stored: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(tmp.path().join("model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+
+    let gpt2 = Model::load(tmp.path(), Device::Cpu, Kind::Float).unwrap();
+    let Model::Gpt2(gpt2) = gpt2 else { panic!("not a GPT-2") };
+    let store = ActivationStore::new(&gpt2, ["h.0.ln_1", "h.0.attn.c_attn"]).unwrap();
+    store.enable();
+    let ids = Tensor::from_slice2(&[[2i64, 4, 6], [1, 3, 0]]);
+    let mask = Tensor::from_slice2(&[[1i64, 1, 1], [1, 1, 0]]);
+    assert_eq!(gpt2.forward(&ids, &mask).unwrap().size(), [2, 3, 4]);
+    // `c_attn(x) = x W + b` with W stored [in, out].
+    let x = store.get("h.0.ln_1").unwrap();
+    let w = &stored["transformer.h.0.attn.c_attn.weight"];
+    let b = &stored["transformer.h.0.attn.c_attn.bias"];
+    let manual = x.matmul(w) + b;
+    let diff = (store.get("h.0.attn.c_attn").unwrap() - manual)
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(diff < 1e-5, "{diff}");
+}

@@ -1,0 +1,253 @@
+//! Every layer of the reference models against transformers' own forward hooks on the same
+//! weights and inputs: the layer names must be `named_modules()`'s (less the documented
+//! exceptions, in the same order), and each captured tensor must match on non-padding positions.
+
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly by unwrapping")]
+
+mod common;
+
+use std::time::Instant;
+
+use hooks::Hookable;
+use hooks_models::{Bert, Gpt2, Model, TextModel, Tokenizer};
+use tch::{Device, Kind, Tensor};
+
+use common::{capture_all, compare, expected_layer_names, python, read_modules, reference, write_inputs};
+
+/// Three right-padded rows of different lengths (5, 3 and 1 tokens) over a vocabulary of 100.
+fn padded_batch() -> (Tensor, Tensor) {
+    let ids = Tensor::from_slice2(&[[7i64, 42, 3, 99, 15], [1, 64, 27, 0, 0], [88, 0, 0, 0, 0]]);
+    let mask = Tensor::from_slice2(&[[1i64, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]]);
+    (ids, mask)
+}
+
+/// Builds a random `arch` model with transformers, runs both sides on `padded_batch` and
+/// compares every layer; returns the loaded model for further checks.
+fn random_model_parity(arch: &str) -> Option<(tempfile::TempDir, Model)> {
+    let start = Instant::now();
+    let python = python()?;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(arch);
+    let (inputs, capture) = (tmp.path().join("inputs.npz"), tmp.path().join("reference.npz"));
+    let (ids, mask) = padded_batch();
+    write_inputs(&inputs, &ids, &mask);
+    let dir_s = dir.to_str().unwrap();
+    let steps = [
+        "build",
+        arch,
+        dir_s,
+        "+",
+        "capture",
+        dir_s,
+        inputs.to_str().unwrap(),
+        capture.to_str().unwrap(),
+    ];
+    reference(&python, &steps);
+
+    let model = Model::load(&dir, Device::Cpu, Kind::Float).unwrap();
+    assert_eq!(model.model_type(), arch);
+    let modules = read_modules(&capture);
+    assert_eq!(model.layer_names(), expected_layer_names(&modules));
+    let ours = match &model {
+        Model::Bert(m) => capture_all(m, &ids, &mask),
+        Model::Gpt2(m) => capture_all(m, &ids, &mask),
+    };
+    let comparison = compare(&ours, &capture, &mask);
+    let (layer, diff, scale) = comparison.worst();
+    eprintln!(
+        "{arch}: {} layers match transformers ({} attention); max abs diff {:.2e}; closest to tolerance: max abs diff {diff:.2e} at `{layer}` (max |ref| {scale:.2}); {:.1} s",
+        comparison.diffs.len(),
+        modules.attn_implementation,
+        comparison.max_abs(),
+        start.elapsed().as_secs_f64()
+    );
+    Some((tmp, model))
+}
+
+// `?` on the Python lookup: the tests return early (and pass) where there is no Python.
+macro_rules! or_skip {
+    ($e:expr) => {
+        match $e {
+            Some(v) => v,
+            None => return,
+        }
+    };
+}
+
+#[test]
+fn random_bert_matches_transformers_on_every_layer() {
+    let (tmp, model) = or_skip!(random_model_parity("bert"));
+    let Model::Bert(bert) = model else { panic!("not a BERT") };
+    assert!(bert.layer_names().contains(&"pooler.dense".to_owned()));
+
+    // The half-precision kinds run the same forward: close to f32 at their own precision.
+    let (ids, mask) = padded_batch();
+    let keep = mask.unsqueeze(-1).to_kind(Kind::Float);
+    let reference = bert.forward(&ids, &mask).unwrap() * &keep;
+    for kind in [Kind::Half, Kind::BFloat16] {
+        let low = Bert::load(tmp.path().join("bert"), Device::Cpu, kind).unwrap();
+        let out = low.forward(&ids, &mask).unwrap();
+        assert_eq!(out.kind(), kind);
+        let diff = (out.to_kind(Kind::Float) * &keep - &reference)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 0.1, "{kind:?} differs from f32 by {diff}");
+    }
+}
+
+#[test]
+fn random_gpt2_matches_transformers_on_every_layer() {
+    let (_tmp, model) = or_skip!(random_model_parity("gpt2"));
+    let Model::Gpt2(gpt2) = model else {
+        panic!("not a GPT-2")
+    };
+
+    // Causal: a row's hidden states do not depend on what follows, padding or not.
+    let (ids, mask) = padded_batch();
+    let full = gpt2.forward(&ids, &mask).unwrap();
+    let prefix = gpt2.forward(&ids.narrow(1, 0, 3), &mask.narrow(1, 0, 3)).unwrap();
+    let diff = (full.narrow(1, 0, 3) - prefix).abs().max().double_value(&[]);
+    assert!(diff < 1e-5, "causal mask leaks the future: {diff}");
+}
+
+const SENTENCES: [&str; 3] = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Activations, captured by layer path!",
+    "Hooks work in Rust too.",
+];
+
+#[test]
+fn minilm_tokenizer_and_every_layer_match_transformers() {
+    let start = Instant::now();
+    let python = or_skip!(python());
+    let dir = common::minilm_dir(&python);
+    let tmp = tempfile::tempdir().unwrap();
+    let (tokens, inputs, capture) = (
+        tmp.path().join("tokens.npz"),
+        tmp.path().join("inputs.npz"),
+        tmp.path().join("reference.npz"),
+    );
+
+    // Our tokenizer's batch is what both sides run on; Python's tokenization is checked against it.
+    let tokenizer = Tokenizer::from_dir(&dir).unwrap();
+    let model = Bert::load(&dir, Device::Cpu, Kind::Float).unwrap();
+    let (ids, mask) = tokenizer.encode_batch(&SENTENCES, model.max_length()).unwrap();
+    write_inputs(&inputs, &ids, &mask);
+    let dir_s = dir.to_str().unwrap();
+    let mut steps = vec!["tokenize", dir_s, "512", tokens.to_str().unwrap()];
+    steps.extend(SENTENCES);
+    steps.extend([
+        "+",
+        "capture",
+        dir_s,
+        inputs.to_str().unwrap(),
+        capture.to_str().unwrap(),
+    ]);
+    reference(&python, &steps);
+
+    let theirs = hooks::load_activations(&tokens).unwrap();
+    assert!(
+        ids.equal(theirs.get("input_ids").unwrap()),
+        "input_ids differ from AutoTokenizer's"
+    );
+    assert!(
+        mask.equal(theirs.get("attention_mask").unwrap()),
+        "attention_mask differs from AutoTokenizer's"
+    );
+    assert!(
+        mask.sum(Kind::Int64).int64_value(&[]) < mask.numel() as i64,
+        "the batch should need padding"
+    );
+
+    let modules = read_modules(&capture);
+    assert_eq!(model.layer_names(), expected_layer_names(&modules));
+    assert!(model.pooler.is_some(), "MiniLM's weights have a pooler");
+    let ours = capture_all(&model, &ids, &mask);
+    let comparison = compare(&ours, &capture, &mask);
+    let (layer, diff, scale) = comparison.worst();
+    eprintln!(
+        "minilm: {} layers match transformers ({} attention); max abs diff {:.2e}; closest to tolerance: max abs diff {diff:.2e} at `{layer}` (max |ref| {scale:.2}); {:.1} s",
+        comparison.diffs.len(),
+        modules.attn_implementation,
+        comparison.max_abs(),
+        start.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn minilm_truncation_matches_transformers() {
+    let python = or_skip!(python());
+    let dir = common::minilm_dir(&python);
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = tmp.path().join("tokens.npz");
+    let long = "a sentence long enough to be cut at eight tokens, special ones included";
+    let texts = [long, "short"];
+    let (ids, mask) = Tokenizer::from_dir(&dir).unwrap().encode_batch(&texts, 8).unwrap();
+    assert_eq!(ids.size(), [2, 8]);
+    reference(
+        &python,
+        &[
+            "tokenize",
+            dir.to_str().unwrap(),
+            "8",
+            tokens.to_str().unwrap(),
+            long,
+            "short",
+        ],
+    );
+    let theirs = hooks::load_activations(&tokens).unwrap();
+    assert!(ids.equal(theirs.get("input_ids").unwrap()));
+    assert!(mask.equal(theirs.get("attention_mask").unwrap()));
+}
+
+#[test]
+fn layer_templates_read_like_pytorch() {
+    // Independent of Python: the paths spelled out as `named_modules()` lists them.
+    let attention = [
+        "attention",
+        "attention.self",
+        "attention.self.query",
+        "attention.self.key",
+    ];
+    let rest = [
+        "attention.self.value",
+        "attention.output",
+        "attention.output.dense",
+        "attention.output.LayerNorm",
+        "intermediate",
+        "intermediate.dense",
+        "output",
+        "output.dense",
+        "output.LayerNorm",
+    ];
+    let mut bert: Vec<String> = [
+        "embeddings",
+        "embeddings.word_embeddings",
+        "embeddings.position_embeddings",
+        "embeddings.token_type_embeddings",
+        "embeddings.LayerNorm",
+        "encoder",
+        "encoder.layer.*",
+    ]
+    .map(String::from)
+    .into();
+    bert.extend(attention.iter().chain(&rest).map(|s| format!("encoder.layer.*.{s}")));
+    bert.extend(["pooler".to_owned(), "pooler.dense".to_owned()]);
+    assert_eq!(<Bert as Hookable>::SCHEMA.templates(), bert);
+
+    let block = [
+        "ln_1",
+        "attn",
+        "attn.c_attn",
+        "attn.c_proj",
+        "ln_2",
+        "mlp",
+        "mlp.c_fc",
+        "mlp.c_proj",
+    ];
+    let mut gpt2: Vec<String> = ["wte", "wpe", "h.*"].map(String::from).into();
+    gpt2.extend(block.iter().map(|s| format!("h.*.{s}")));
+    gpt2.push("ln_f".to_owned());
+    assert_eq!(<Gpt2 as Hookable>::SCHEMA.templates(), gpt2);
+}

@@ -1,0 +1,141 @@
+"""The transformers side of hooks-models' parity tests.
+
+Run by the Rust tests with the interpreter in `HOOKS_PYTHON`. Steps run in order, separated by `+`:
+
+    build bert|gpt2 DIR              save a small random-initialised model to DIR (safetensors)
+    tokenize DIR MAX_LEN OUT TEXT..  AutoTokenizer(texts, padding=True, truncation=True, max_length)
+                                     -> OUT (.npz with `input_ids`, `attention_mask`, int64)
+    capture DIR INPUTS OUT           AutoModel from DIR, a forward hook on every named module, run on
+                                     INPUTS (.npz with `input_ids`, `attention_mask`) -> OUT (.npz,
+                                     one array per module that produced a tensor, keyed by its
+                                     dotted name) and OUT.modules.json (every `named_modules()`
+                                     entry with its class, direct parameter count, child count)
+
+A hook keeps the module's output, or the first element of a tuple or ModelOutput, as PyTorch
+forward hooks in reference tools do.
+"""
+
+import json
+import sys
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, GPT2Config, GPT2Model
+
+SEED = 0
+
+# Small enough to build and run in a second, big enough to exercise every code path: several
+# heads, more than one layer, an intermediate size that is not 4 × hidden for BERT.
+CONFIGS = {
+    "bert": lambda: BertModel(
+        BertConfig(
+            vocab_size=100,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=48,
+            max_position_embeddings=64,
+            type_vocab_size=2,
+            hidden_act="gelu",
+        )
+    ),
+    "gpt2": lambda: GPT2Model(
+        GPT2Config(
+            vocab_size=100,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=64,
+            activation_function="gelu_new",
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    ),
+}
+
+
+def build(arch, out_dir):
+    torch.manual_seed(SEED)
+    model = CONFIGS[arch]()
+    # Random init puts LayerNorm at weight 1, bias 0 and linear biases at 0; perturb every
+    # parameter so that a swapped or skipped weight changes the outputs.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    model.save_pretrained(out_dir, safe_serialization=True)
+
+
+def tokenize(model_dir, max_length, out, *texts):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=int(max_length), return_tensors="np")
+    np.savez(
+        out,
+        input_ids=enc["input_ids"].astype(np.int64),
+        attention_mask=enc["attention_mask"].astype(np.int64),
+    )
+
+
+def first_tensor(output):
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) or hasattr(output, "to_tuple"):
+        return output[0] if len(output) else None
+    return None
+
+
+def capture(model_dir, inputs, out):
+    model = AutoModel.from_pretrained(model_dir).eval()
+    captured = {}
+
+    def hook_for(name):
+        def hook(_module, _args, output):
+            tensor = first_tensor(output)
+            if tensor is not None:
+                captured[name] = tensor.detach().cpu().numpy().copy()
+
+        return hook
+
+    modules = []
+    for name, module in model.named_modules():
+        modules.append(
+            {
+                "name": name,
+                "class": type(module).__name__,
+                "parameters": sum(1 for _ in module.parameters(recurse=False)),
+                "children": sum(1 for _ in module.children()),
+            }
+        )
+        if name:
+            module.register_forward_hook(hook_for(name))
+
+    data = np.load(inputs)
+    input_ids = torch.from_numpy(data["input_ids"]).long()
+    attention_mask = torch.from_numpy(data["attention_mask"]).long()
+    with torch.no_grad():
+        model(input_ids=input_ids, attention_mask=attention_mask)
+
+    np.savez(out, **captured)
+    with open(out + ".modules.json", "w") as f:
+        json.dump(
+            {"attn_implementation": model.config._attn_implementation, "modules": modules},
+            f,
+            indent=1,
+        )
+
+
+STEPS = {"build": build, "tokenize": tokenize, "capture": capture}
+
+
+def main(argv):
+    step = []
+    for arg in argv + ["+"]:
+        if arg == "+":
+            if step:
+                STEPS[step[0]](*step[1:])
+            step = []
+        else:
+            step.append(arg)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
