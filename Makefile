@@ -18,7 +18,7 @@ endif
 # Tests that check our files with numpy (and later transformers) run this interpreter.
 export HOOKS_PYTHON := $(PYTHON)
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean example
 
 setup: $(STAMP)
 
@@ -29,8 +29,13 @@ $(STAMP): requirements.txt
 	@$(PYTHON) scripts/verify_minilm.py >/dev/null
 	@touch $@
 
+# The main job: every block's output of all-MiniLM-L6-v2 (mean-pooled over real tokens) and the
+# pooler, on the bundled sentences; then what the file holds, and how to load it.
+DEMO_OUT := out/minilm.npz
 demo: $(STAMP)
-	cargo run --release --example demo
+	cargo run -q -p hooks-cli -- extract --layers 'encoder.layer.*.output,pooler' --pool mean --out $(DEMO_OUT)
+	cargo run -q -p hooks-cli -- inspect $(DEMO_OUT)
+	@printf '\nLoad it in numpy:\n  import numpy as np\n  acts = np.load("$(DEMO_OUT)")\n  print({name: acts[name].shape for name in acts.files})\n'
 
 test: $(STAMP)
 	cargo fmt --all --check
@@ -40,3 +45,7 @@ test: $(STAMP)
 clean:
 	cargo clean
 	rm -rf $(VENV)
+
+# The library example of the README (examples/demo.rs).
+example: $(STAMP)
+	cargo run -q --example demo

@@ -3,6 +3,6 @@
 include!("../build-support/link_libtorch.rs");
 
 fn main() {
-    // hooks-runtime (`links = "hooks_runtime"`) passes on the libtorch folder torch-sys found.
-    link_libtorch("DEP_HOOKS_RUNTIME_LIBTORCH_LIB");
+    // The `hooks` facade (`links = "hooks"`) passes on the libtorch folder torch-sys found.
+    link_libtorch("DEP_HOOKS_LIBTORCH_LIB");
 }

@@ -279,7 +279,17 @@ fn four_threads_capture_into_one_store_without_losing_any() {
     const FORWARDS: i64 = 25;
     const ROWS: i64 = 2;
     // One model instance per thread (tch tensors are Send, not Sync), all attached to one store.
-    let models: Vec<(nn::VarStore, Net)> = (0..THREADS).map(|_| net(1)).collect();
+    // They share one set of weights, copied: other tests draw from the global RNG concurrently,
+    // so seeding alone would not make them equal.
+    let (vs0, net0) = net(1);
+    let copy = || {
+        let (mut vs, model) = net(1);
+        vs.copy(&vs0).unwrap();
+        (vs, model)
+    };
+    let reference = copy();
+    let mut models: Vec<(nn::VarStore, Net)> = (1..THREADS).map(|_| copy()).collect();
+    models.insert(0, (vs0, net0));
     let store = ActivationStore::with_mode(
         &models[0].1,
         ["layers.0.act"],
@@ -305,16 +315,18 @@ fn four_threads_capture_into_one_store_without_losing_any() {
     });
     let got = store.get("layers.0.act").unwrap();
     assert_eq!(got.size(), [THREADS * FORWARDS * ROWS, 3, 2 * DIM]);
-    // Every thread's rows are all there: all models share weights (same seed), so the row for
-    // token t is the same whichever instance made it (up to libtorch's thread-dependent
-    // summation order, hence allclose).
-    let (_vs, reference) = net(1);
+    // Every thread's rows are all there: all models share weights, so the row for token t is the
+    // same whichever instance made it (up to libtorch's thread-dependent summation order, hence
+    // allclose).
+    let (_vs, reference) = reference;
     let reference_store = ActivationStore::new(&reference, ["layers.0.act"]).unwrap();
     reference_store.enable();
     for t in 0..THREADS {
         let _ = reference.forward_t(&Tensor::full([1, 3], t, (Kind::Int64, Device::Cpu)), false);
         let want = reference_store.get("layers.0.act").unwrap();
-        let matches = (0..got.size()[0]).filter(|&r| got.get(r).allclose(&want.get(0), 1e-5, 1e-6, false)).count();
+        let matches = (0..got.size()[0])
+            .filter(|&r| got.get(r).allclose(&want.get(0), 1e-5, 1e-6, false))
+            .count();
         assert_eq!(matches as i64, FORWARDS * ROWS, "thread {t}'s rows");
     }
 }

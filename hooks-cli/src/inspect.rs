@@ -1,0 +1,56 @@
+//! `hooks inspect`: what an `.npz` file holds.
+
+use std::path::Path;
+
+use tch::Kind;
+
+use crate::error::CliError;
+
+/// Prints one line per array: name, dtype, shape, bytes, min / max / mean.
+pub fn run(path: &Path) -> Result<(), CliError> {
+    let acts = hooks::load_activations(path)?;
+    let width = acts.names().map(str::len).max().unwrap_or(4).max(4);
+    println!(
+        "{:<width$}  {:<7} {:<18} {:>12}  {:>12} {:>12} {:>12}",
+        "name", "dtype", "shape", "bytes", "min", "max", "mean"
+    );
+    let mut total = 0usize;
+    for (name, t) in &acts {
+        let bytes = t.numel() * t.kind().elt_size_in_bytes();
+        total += bytes;
+        let (min, max, mean) = if t.numel() == 0 {
+            ("-".to_owned(), "-".to_owned(), "-".to_owned())
+        } else {
+            let f = t.to_kind(Kind::Double);
+            let fmt = |v: f64| format!("{v:.6}");
+            (
+                fmt(f.min().double_value(&[])),
+                fmt(f.max().double_value(&[])),
+                fmt(f.mean(Kind::Double).double_value(&[])),
+            )
+        };
+        println!(
+            "{name:<width$}  {:<7} {:<18} {bytes:>12}  {min:>12} {max:>12} {mean:>12}",
+            dtype(t.kind()),
+            format!("{:?}", t.size())
+        );
+    }
+    println!("{} arrays, {} bytes of data in {}", acts.len(), total, path.display());
+    Ok(())
+}
+
+/// numpy's name for a tch kind (as our `.npz` files store it).
+pub fn dtype(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Float => "float32",
+        Kind::Double => "float64",
+        Kind::Half => "float16",
+        Kind::Int64 => "int64",
+        Kind::Int => "int32",
+        Kind::Int16 => "int16",
+        Kind::Int8 => "int8",
+        Kind::Uint8 => "uint8",
+        Kind::Bool => "bool",
+        _ => "other",
+    }
+}

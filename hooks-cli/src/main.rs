@@ -1,0 +1,57 @@
+//! `hooks`: list the layers of a BERT or GPT-2 checkpoint, extract their activations to `.npz`,
+//! and inspect the result.
+
+mod error;
+mod extract;
+mod input;
+mod inspect;
+mod pool;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::CliError;
+
+/// See inside BERT and GPT-2 checkpoints: activations by transformers' own module names.
+#[derive(Debug, Parser)]
+#[command(name = "hooks", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List every capturable layer path, with its output shape for a one-sentence input.
+    Layers {
+        /// A Hugging Face model folder (config.json, model.safetensors, tokenizer.json).
+        /// Default: all-MiniLM-L6-v2 from the project's .venv.
+        #[arg(long, value_name = "DIR")]
+        model: Option<PathBuf>,
+    },
+    /// Run a model over an input file and save the selected layers' activations to one .npz.
+    Extract(extract::ExtractArgs),
+    /// Show each array of an .npz file: name, dtype, shape, bytes, min/max/mean.
+    Inspect {
+        /// The .npz file.
+        path: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: Result<(), CliError> = match cli.command {
+        Command::Layers { model } => extract::layers(model.as_deref()),
+        Command::Extract(args) => extract::run(&args),
+        Command::Inspect { path } => inspect::run(&path),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The `hooks` command, run as a user runs it: real checkpoints, files, exit codes, messages.
+#![allow(clippy::unwrap_used)] // a failing test should fail loudly
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use hooks::load_activations;
+use tch::{Kind, Tensor};
+
+fn hooks_cmd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hooks"))
+        .args(args)
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts the command failed with exactly one line on stderr that contains `needle`.
+fn fails_with(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "succeeded; stdout: {}", stdout(out));
+    assert_eq!(err.lines().count(), 1, "want one line on stderr, got:\n{err}");
+    assert!(err.starts_with("error: ") && err.contains(needle), "stderr: {err}");
+}
+
+/// The all-MiniLM-L6-v2 folder `make` installs, or `None` (with a note) outside `make`.
+fn minilm() -> Option<PathBuf> {
+    let python = common::python()?;
+    let out = Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/verify_minilm.py"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Some(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()))
+}
+
+const SENTENCES: &str =
+    "The cat sat on the mat.\nA longer sentence, with punctuation; it pads the others!\nCafé crème in Zürich?\n";
+
+#[test]
+fn mean_pooling_the_last_layer_reproduces_sentence_transformers() {
+    let Some(model) = minilm() else { return };
+    let python = common::python().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, SENTENCES).unwrap();
+    let out_path = dir.path().join("ours.npz");
+    let out = hooks_cmd(&[
+        "extract",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--layers",
+        "encoder.layer.5",
+        "--pool",
+        "mean",
+        "--batch-size",
+        "2",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout(&out).starts_with("extracted 3 samples x 1 layers, "),
+        "{}",
+        stdout(&out)
+    );
+
+    let reference = dir.path().join("reference.npz");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/st_reference.py");
+    let status = Command::new(&python)
+        .arg(script)
+        .args([
+            model.to_str().unwrap(),
+            input.to_str().unwrap(),
+            reference.to_str().unwrap(),
+        ])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TQDM_DISABLE", "1")
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+
+    let ours = load_activations(&out_path).unwrap();
+    let want = load_activations(&reference).unwrap();
+    let got = ours.get("encoder.layer.5").unwrap();
+    let want = want.get("embeddings").unwrap();
+    assert_eq!(got.size(), [3, 384]);
+    let diff = (got - want).abs().max().double_value(&[]);
+    let scale = want.abs().max().double_value(&[]).max(1.0);
+    assert!(diff <= 1e-4 * scale, "max abs diff {diff}");
+    // The mask and ids come along, so padding is never a guess.
+    let mask = ours.get("attention_mask").unwrap();
+    assert_eq!(mask.size(), ours.get("input_ids").unwrap().size());
+    let lengths = mask.sum_dim_intlist(1, false, Kind::Int64);
+    assert_eq!(lengths.size(), [3]);
+    assert!(
+        lengths.int64_value(&[1]) > lengths.int64_value(&[0]),
+        "the second sentence is longer"
+    );
+}
+
+#[test]
+fn layers_lists_paths_with_shapes() {
+    let Some(model) = minilm() else { return };
+    let out = hooks_cmd(&["layers", "--model", model.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6 * 14 + 5 + 1 + 2, "{text}");
+    assert!(
+        lines[0].starts_with("embeddings ") && lines[0].ends_with("[1, 12, 384]"),
+        "{}",
+        lines[0]
+    );
+    assert!(text.contains("encoder.layer.5.intermediate.dense") && text.contains("[1, 12, 1536]"));
+}
+
+#[test]
+fn token_ids_in_jsonl_work_and_inspect_shows_the_file() {
+    let Some(model) = minilm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("ids.jsonl");
+    std::fs::write(
+        &input,
+        "{\"input_ids\": [101, 7592, 2088, 102]}\n{\"input_ids\": [101, 102]}\n",
+    )
+    .unwrap();
+    let out_path = dir.path().join("ids");
+    let out = hooks_cmd(&[
+        "extract",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--layers",
+        "embeddings.word_embeddings",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let acts = load_activations(dir.path().join("ids.npz")).unwrap();
+    assert_eq!(
+        acts.get("input_ids").unwrap(),
+        &Tensor::from_slice(&[101i64, 7592, 2088, 102, 101, 102, 0, 0]).view([2, 4])
+    );
+    assert_eq!(
+        acts.get("attention_mask").unwrap(),
+        &Tensor::from_slice(&[1i64, 1, 1, 1, 1, 1, 0, 0]).view([2, 4])
+    );
+    assert_eq!(acts.get("embeddings.word_embeddings").unwrap().size(), [2, 4, 384]);
+
+    let out = hooks_cmd(&["inspect", dir.path().join("ids.npz").to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.contains("embeddings.word_embeddings  float32 [2, 4, 384]"),
+        "{text}"
+    );
+    assert!(text.contains("input_ids") && text.contains("int64"), "{text}");
+}
+
+#[test]
+fn bad_input_gets_one_line_and_no_output_file() {
+    let Some(model) = minilm() else { return };
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.npz");
+    let out = out_path.to_str().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+
+    fails_with(
+        &hooks_cmd(&["extract", "--model", "/no/such/folder", "--layers", "x", "--out", out]),
+        "/no/such/folder",
+    );
+    let no_config = dir.path().join("empty-model");
+    std::fs::create_dir(&no_config).unwrap();
+    fails_with(
+        &hooks_cmd(&[
+            "extract",
+            "--model",
+            no_config.to_str().unwrap(),
+            "--layers",
+            "x",
+            "--out",
+            out,
+        ]),
+        "config.json",
+    );
+    let llama = dir.path().join("llama");
+    std::fs::create_dir(&llama).unwrap();
+    std::fs::write(llama.join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
+    fails_with(
+        &hooks_cmd(&[
+            "extract",
+            "--model",
+            llama.to_str().unwrap(),
+            "--layers",
+            "x",
+            "--out",
+            out,
+        ]),
+        "llama",
+    );
+
+    let empty = write("empty.txt", "\n\n");
+    fails_with(
+        &hooks_cmd(&[
+            "extract", "--model", model, "--input", &empty, "--layers", "pooler", "--out", out,
+        ]),
+        "has no samples",
+    );
+    let broken = write("broken.jsonl", "{\"text\": \"fine\"}\n{\"text\": \n");
+    fails_with(
+        &hooks_cmd(&[
+            "extract", "--model", model, "--input", &broken, "--layers", "pooler", "--out", out,
+        ]),
+        "broken.jsonl, line 2: invalid JSON",
+    );
+    let ok = write("ok.txt", "hello\n");
+    fails_with(
+        &hooks_cmd(&[
+            "extract",
+            "--model",
+            model,
+            "--input",
+            &ok,
+            "--layers",
+            "encoder.layer.0.attention.slef",
+            "--out",
+            out,
+        ]),
+        "unknown layer `encoder.layer.0.attention.slef` (did you mean `encoder.layer.0.attention.self`?)",
+    );
+    fails_with(
+        &hooks_cmd(&[
+            "extract", "--model", model, "--input", &ok, "--layers", "pooler", "--device", "cuda", "--out", out,
+        ]),
+        "CUDA is not available",
+    );
+    assert!(!out_path.exists(), "a failed run left an output file");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        leftovers.iter().all(|n| !n.to_string_lossy().ends_with(".tmp")),
+        "{leftovers:?}"
+    );
+}
