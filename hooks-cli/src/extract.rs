@@ -292,18 +292,16 @@ fn extract<M: TextModel>(
     }
     store.disable();
     progress.finish();
-    let never: Vec<String> = names
-        .iter()
-        .zip(&rows)
-        .filter(|(_, r)| r.tensor().is_none())
-        .map(|(n, _)| n.clone())
-        .collect();
+    let mut acts = Activations::new();
+    let mut never = Vec::new();
+    for (name, mut buffer) in names.into_iter().zip(rows) {
+        match buffer.tensor()? {
+            Some(t) => acts.insert(name, t),
+            None => never.push(name),
+        }
+    }
     if !never.is_empty() {
         return Err(Error::NeverFired { layers: never }.into());
     }
-    Ok(names
-        .into_iter()
-        .zip(rows)
-        .filter_map(|(n, r)| r.tensor().map(|t| (n, t)))
-        .collect())
+    Ok(acts)
 }

@@ -5,6 +5,7 @@
 mod error;
 mod extract;
 mod hookable;
+mod host;
 mod npz;
 mod path;
 mod registry;

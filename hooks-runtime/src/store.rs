@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 use crate::error::{Error, Result};
 use crate::hookable::{Hookable, Walker};
+use crate::host::{snapshot, InFlight};
 use crate::rows::RowBuffer;
 use crate::select::{resolve, Selection};
 use crate::site::Sink;
@@ -72,6 +73,8 @@ struct Shared {
     slots: Vec<Mutex<Option<Captured>>>,
     /// Errors met while capturing (a capture site cannot return one); surfaced by `check`.
     failures: Mutex<Vec<Error>>,
+    /// CUDA devices that `Replace` captures may still be copying from.
+    in_flight: InFlight,
 }
 
 #[derive(Debug)]
@@ -83,9 +86,10 @@ enum Captured {
 }
 
 impl Captured {
-    fn tensor(&self) -> Option<Tensor> {
+    /// What was captured; the caller has waited for copies in flight to `One`.
+    fn tensor(&mut self) -> Result<Option<Tensor>> {
         match self {
-            Captured::One(t) => Some(t.shallow_clone()),
+            Captured::One(t) => Ok(Some(t.shallow_clone())),
             Captured::Rows(rows) => rows.tensor(),
         }
     }
@@ -140,6 +144,7 @@ impl ActivationStore {
                 index,
                 slots,
                 failures: Mutex::new(Vec::new()),
+                in_flight: InFlight::default(),
             }),
         };
         store.subscribe(model);
@@ -218,10 +223,12 @@ impl ActivationStore {
     }
 
     /// What `layer` captured (a CPU tensor sharing storage with the store), or `None`.
+    ///
+    /// Copies from CUDA still in flight are waited for first.
     #[must_use]
     pub fn get(&self, layer: &str) -> Option<Tensor> {
         let &i = self.shared.index.get(layer)?;
-        lock(&self.shared.slots[i]).as_ref().and_then(Captured::tensor)
+        self.shared.read(i)
     }
 
     /// A snapshot of everything captured, in [`layer_names`](Self::layer_names) order, leaving
@@ -229,8 +236,8 @@ impl ActivationStore {
     #[must_use]
     pub fn activations(&self) -> Activations {
         let mut out = Activations::default();
-        for (name, slot) in self.shared.names.iter().zip(&self.shared.slots) {
-            if let Some(t) = lock(slot).as_ref().and_then(Captured::tensor) {
+        for (i, name) in self.shared.names.iter().enumerate() {
+            if let Some(t) = self.shared.read(i) {
                 out.insert(name.clone(), t);
             }
         }
@@ -274,6 +281,21 @@ impl Drop for ActivationStore {
     }
 }
 
+impl Shared {
+    /// Layer `i`'s capture, once every copy to it has landed. A failure to move staged copies
+    /// into place waits in `failures` like any capture error.
+    fn read(&self, i: usize) -> Option<Tensor> {
+        self.in_flight.wait();
+        let result = lock(&self.slots[i]).as_mut().map(Captured::tensor).transpose();
+        result
+            .unwrap_or_else(|e| {
+                lock(&self.failures).push(e);
+                None
+            })
+            .flatten()
+    }
+}
+
 impl Sink for Shared {
     fn wants(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
@@ -282,7 +304,10 @@ impl Sink for Shared {
     fn record(&self, layer: usize, output: &Tensor) {
         let mut slot = lock(&self.slots[layer]);
         let result = match self.mode {
-            CaptureMode::Replace => snapshot(output).map(|t| *slot = Some(Captured::One(t))),
+            CaptureMode::Replace => snapshot(output).map(|(t, device)| {
+                self.in_flight.add(device);
+                *slot = Some(Captured::One(t));
+            }),
             CaptureMode::Accumulate { max_rows } => match &mut *slot {
                 Some(Captured::Rows(rows)) => rows.push(output, &self.names[layer]),
                 _ => {
@@ -297,15 +322,6 @@ impl Sink for Shared {
             lock(&self.failures).push(e);
         }
     }
-}
-
-/// A detached, contiguous CPU copy that nothing else shares: a later in-place op on the model's
-/// tensor cannot change it (PyTorch's `.detach().cpu()` shares storage on CPU).
-pub(crate) fn snapshot(t: &Tensor) -> Result<Tensor> {
-    let src = t.detach();
-    let mut out = Tensor::f_empty(src.size(), (src.kind(), Device::Cpu))?;
-    out.f_copy_(&src)?;
-    Ok(out)
 }
 
 /// Captured tensors by layer path, in selection order.
