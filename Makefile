@@ -18,7 +18,7 @@ endif
 # Tests that check our files with numpy (and later transformers) run this interpreter.
 export HOOKS_PYTHON := $(PYTHON)
 
-.PHONY: demo test setup clean example
+.PHONY: demo test setup clean example gpu-bundle
 
 setup: $(STAMP)
 
@@ -49,3 +49,7 @@ clean:
 # The library example of the README (examples/demo.rs).
 example: $(STAMP)
 	cargo run -q --example demo
+
+# What scripts/gpu-check.sh runs on a GPU machine, built here (see that script).
+gpu-bundle: $(STAMP)
+	bash scripts/gpu-bundle.sh

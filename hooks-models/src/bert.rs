@@ -17,7 +17,7 @@ use crate::activation::Activation;
 use crate::attention;
 use crate::config::{BertConfig, ConfigFile};
 use crate::error::Result;
-use crate::model::{self, TextModel};
+use crate::model::{self, embedding, layer_norm, TextModel};
 use crate::weights::Checkpoint;
 
 /// How `BertFor...` checkpoints prefix the base model's weights.
@@ -156,22 +156,6 @@ fn linear(p: nn::Path<'_>, input: i64, output: i64) -> Hook<nn::Linear> {
         bias: true,
     };
     Hook::new(nn::linear(p, input, output, config))
-}
-
-fn embedding(p: nn::Path<'_>, rows: i64, width: i64) -> Hook<nn::Embedding> {
-    let config = nn::EmbeddingConfig {
-        ws_init: nn::Init::Const(0.0),
-        ..Default::default()
-    };
-    Hook::new(nn::embedding(p, rows, width, config))
-}
-
-fn layer_norm(p: nn::Path<'_>, width: i64, eps: f64) -> Hook<nn::LayerNorm> {
-    let config = nn::LayerNormConfig {
-        eps,
-        ..Default::default()
-    };
-    Hook::new(nn::layer_norm(p, vec![width], config))
 }
 
 impl Bert {

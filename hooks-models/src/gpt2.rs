@@ -14,7 +14,7 @@ use crate::activation::Activation;
 use crate::attention;
 use crate::config::{ConfigFile, Gpt2Config};
 use crate::error::Result;
-use crate::model::{self, TextModel};
+use crate::model::{self, embedding, layer_norm, TextModel};
 use crate::weights::Checkpoint;
 
 /// How `GPT2LMHeadModel` checkpoints prefix the base model's weights.
@@ -118,22 +118,6 @@ impl Module for Conv1D {
             .addmm(&xs.reshape([-1, input]), &self.weight)
             .view(size.as_slice())
     }
-}
-
-fn embedding(p: nn::Path<'_>, rows: i64, width: i64) -> Hook<nn::Embedding> {
-    let config = nn::EmbeddingConfig {
-        ws_init: nn::Init::Const(0.0),
-        ..Default::default()
-    };
-    Hook::new(nn::embedding(p, rows, width, config))
-}
-
-fn layer_norm(p: nn::Path<'_>, width: i64, eps: f64) -> Hook<nn::LayerNorm> {
-    let config = nn::LayerNormConfig {
-        eps,
-        ..Default::default()
-    };
-    Hook::new(nn::layer_norm(p, vec![width], config))
 }
 
 impl Gpt2 {

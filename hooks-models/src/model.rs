@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use hooks::Hookable;
-use tch::{Device, Kind, Tensor};
+use hooks::{Hook, Hookable};
+use tch::{nn, Device, Kind, Tensor};
 
 use crate::bert::Bert;
 use crate::config::ConfigFile;
@@ -235,4 +235,23 @@ fn is_integer(kind: Kind) -> bool {
 /// `usize` from a positive config size (configs are checked positive when loaded).
 pub(crate) fn to_usize(n: i64) -> usize {
     usize::try_from(n).unwrap_or(0)
+}
+
+/// A hooked embedding whose weights the checkpoint fills (zero-initialised, not random: every
+/// value is overwritten, so random init would only cost time).
+pub(crate) fn embedding(p: nn::Path<'_>, rows: i64, width: i64) -> Hook<nn::Embedding> {
+    let config = nn::EmbeddingConfig {
+        ws_init: nn::Init::Const(0.0),
+        ..Default::default()
+    };
+    Hook::new(nn::embedding(p, rows, width, config))
+}
+
+/// A hooked layer norm over the last dimension, with the checkpoint's epsilon.
+pub(crate) fn layer_norm(p: nn::Path<'_>, width: i64, eps: f64) -> Hook<nn::LayerNorm> {
+    let config = nn::LayerNormConfig {
+        eps,
+        ..Default::default()
+    };
+    Hook::new(nn::layer_norm(p, vec![width], config))
 }

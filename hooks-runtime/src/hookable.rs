@@ -145,6 +145,13 @@ impl Hookable for HookPoint {
     }
 }
 
+/// Walks the elements of a `Vec` or array, each under its index.
+fn walk_elements<T: Hookable>(elements: &[T], walker: &mut Walker<'_>) {
+    for (index, element) in elements.iter().enumerate() {
+        walker.enter(index, |w| element.walk(w));
+    }
+}
+
 impl<T: Hookable> Hookable for Vec<T> {
     const SCHEMA: &'static Schema = &Schema::Seq {
         elem: T::SCHEMA,
@@ -157,9 +164,7 @@ impl<T: Hookable> Hookable for Vec<T> {
     }
 
     fn walk(&self, walker: &mut Walker<'_>) {
-        for (index, item) in self.iter().enumerate() {
-            walker.enter(index, |w| item.walk(w));
-        }
+        walk_elements(self, walker);
     }
 }
 
@@ -175,9 +180,7 @@ impl<T: Hookable, const N: usize> Hookable for [T; N] {
     }
 
     fn walk(&self, walker: &mut Walker<'_>) {
-        for (index, item) in self.iter().enumerate() {
-            walker.enter(index, |w| item.walk(w));
-        }
+        walk_elements(self, walker);
     }
 }
 

@@ -8,9 +8,15 @@ use std::process::Command;
 /// else the project's `.venv`. `None` (and a note on stderr) when neither exists, so that
 /// `cargo test` outside `make` still runs everything else.
 pub fn python() -> Option<PathBuf> {
-    let candidate = std::env::var_os("HOOKS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    // The workspace's `.venv`, found upwards from whichever package includes this file.
+    let venv = || {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|dir| dir.join(".venv/bin/python"))
+            .find(|python| python.exists())
+            .unwrap_or_else(|| PathBuf::from(".venv/bin/python"))
+    };
+    let candidate = std::env::var_os("HOOKS_PYTHON").map_or_else(venv, PathBuf::from);
     if candidate.exists() {
         Some(candidate)
     } else {
