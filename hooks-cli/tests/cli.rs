@@ -199,6 +199,21 @@ fn bad_input_gets_one_line_and_no_output_file() {
         ]),
         "config.json",
     );
+    let no_weights = dir.path().join("no-weights");
+    std::fs::create_dir(&no_weights).unwrap();
+    std::fs::copy(Path::new(model).join("config.json"), no_weights.join("config.json")).unwrap();
+    fails_with(
+        &hooks_cmd(&[
+            "extract",
+            "--model",
+            no_weights.to_str().unwrap(),
+            "--layers",
+            "x",
+            "--out",
+            out,
+        ]),
+        "model.safetensors",
+    );
     let llama = dir.path().join("llama");
     std::fs::create_dir(&llama).unwrap();
     std::fs::write(llama.join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
