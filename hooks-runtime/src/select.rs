@@ -151,7 +151,10 @@ mod tests {
         );
         // Ties are all offered.
         let msg = unknown("encoder.layer.9.output", &available).to_string();
-        assert!(msg.contains("(did you mean `encoder.layer.0.output` or `encoder.layer.1.output`?)"), "{msg}");
+        assert!(
+            msg.contains("(did you mean `encoder.layer.0.output` or `encoder.layer.1.output`?)"),
+            "{msg}"
+        );
         let msg = unknown("encoder.layer.0", &available).to_string();
         assert!(msg.contains("did you mean `encoder.layer.0.output`?"), "{msg}");
     }
