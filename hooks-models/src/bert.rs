@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use hooks::{Hook, Hookable};
+use hooks::Hookable;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -19,6 +19,8 @@ use crate::config::{BertConfig, ConfigFile};
 use crate::error::Result;
 use crate::model::{self, TextModel};
 use crate::weights::Checkpoint;
+// `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
+use crate::Hook;
 
 /// How `BertFor...` checkpoints prefix the base model's weights.
 const PREFIX: &str = "bert.";

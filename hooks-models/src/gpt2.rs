@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use hooks::{Hook, Hookable};
+use hooks::Hookable;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -16,6 +16,8 @@ use crate::config::{ConfigFile, Gpt2Config};
 use crate::error::Result;
 use crate::model::{self, TextModel};
 use crate::weights::Checkpoint;
+// `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
+use crate::Hook;
 
 /// How `GPT2LMHeadModel` checkpoints prefix the base model's weights.
 const PREFIX: &str = "transformer.";
