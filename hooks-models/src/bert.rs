@@ -347,7 +347,7 @@ impl BertEmbeddings {
 }
 
 impl BertEncoder {
-    fn forward(&self, hidden: &Tensor, mask: &Tensor) -> Tensor {
+    fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let mut hidden = hidden.shallow_clone();
         for layer in &self.layer {
             hidden = layer.call(|m| m.forward(&hidden, mask));
@@ -357,7 +357,7 @@ impl BertEncoder {
 }
 
 impl BertLayer {
-    fn forward(&self, hidden: &Tensor, mask: &Tensor) -> Tensor {
+    fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let attention = self.attention.call(|m| m.forward(hidden, mask));
         let intermediate = self.intermediate.call(|m| m.forward(&attention));
         self.output.call(|m| m.forward(&intermediate, &attention))
@@ -365,14 +365,14 @@ impl BertLayer {
 }
 
 impl BertAttention {
-    fn forward(&self, hidden: &Tensor, mask: &Tensor) -> Tensor {
+    fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let context = self.self_attention.call(|m| m.forward(hidden, mask));
         self.output.call(|m| m.forward(&context, hidden))
     }
 }
 
 impl BertSelfAttention {
-    fn forward(&self, hidden: &Tensor, mask: &Tensor) -> Tensor {
+    fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let query = attention::split_heads(&self.query.forward(hidden), self.heads);
         let key = attention::split_heads(&self.key.forward(hidden), self.heads);
         let value = attention::split_heads(&self.value.forward(hidden), self.heads);

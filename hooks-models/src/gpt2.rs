@@ -275,7 +275,7 @@ impl nn::ModuleT for Gpt2 {
 }
 
 impl Gpt2Block {
-    fn forward(&self, hidden: &Tensor, mask: &Tensor) -> Tensor {
+    fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let attn = self.attn.call(|m| m.forward(&self.ln_1.forward(hidden), mask));
         let hidden = attn + hidden;
         let mlp = self.mlp.call(|m| m.forward(&self.ln_2.forward(&hidden)));
@@ -284,7 +284,7 @@ impl Gpt2Block {
 }
 
 impl Gpt2Attention {
-    fn forward(&self, hidden: &Tensor, mask: &Tensor) -> Tensor {
+    fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let qkv = self.c_attn.forward(hidden);
         let width = qkv.size()[2] / 3;
         let parts = qkv.split(width, 2);
