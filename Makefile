@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` (the main job) and `make test`.
+# The two commands of the README: `make demo` (the main job) and `make test`; and `make bench`.
 # Each sets up what it needs: a project-local .venv/ with the pinned torch wheel, whose libtorch
 # tch builds against. Set LIBTORCH to your own libtorch 2.11 to skip the venv's torch.
 
@@ -18,7 +18,7 @@ endif
 # Tests that check our files with numpy (and later transformers) run this interpreter.
 export HOOKS_PYTHON := $(PYTHON)
 
-.PHONY: demo test setup clean example gpu-bundle
+.PHONY: demo test bench setup clean example gpu-bundle
 
 setup: $(STAMP)
 
@@ -41,6 +41,14 @@ test: $(STAMP)
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace
+
+# Benchmarks, not tests (`make test` runs each once at toy sizes; nothing here fails on timing):
+# capture cost, Rust against the Python reference, writing, memory. Builds in release, then
+# about 5 minutes on 2 cores; writes BENCHMARKS.md, keeping its hand-written notes.
+bench: $(STAMP)
+	cargo build --release -p hooks-cli
+	cargo bench -p hooks-bench --bench site
+	cargo bench -p hooks-bench --bench report
 
 clean:
 	cargo clean

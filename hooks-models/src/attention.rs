@@ -1,6 +1,11 @@
-//! Scaled dot-product attention and its masks, computed as transformers' eager attention does:
-//! an additive mask of `0` (attend) or the dtype's most negative finite value (do not), added to
-//! the scaled scores before the softmax.
+//! Scaled dot-product attention and its masks, computed as transformers' default attention
+//! (`sdpa`) computes them: libtorch's fused `scaled_dot_product_attention`, with no mask at all
+//! when no position is padding (transformers drops the mask then too, and libtorch takes its
+//! fastest kernel), and otherwise an additive mask of `0` (attend) or the dtype's most negative
+//! finite value (do not).
+//!
+//! The fused kernel is also why the attention probabilities are not a tensor here: a hook point
+//! on them would need the unfused computation.
 
 use tch::{Device, Kind, Tensor};
 
@@ -15,22 +20,44 @@ pub(crate) fn most_negative(kind: Kind) -> f64 {
     }
 }
 
-/// BERT's extended attention mask, `[B, 1, 1, T]`: `(1 - mask) * finfo.min`, so every query
-/// ignores padding keys.
-pub(crate) fn padding_mask(attention_mask: &Tensor, kind: Kind) -> Tensor {
-    let keep = attention_mask.to_kind(kind).unsqueeze(1).unsqueeze(2);
-    (-keep + 1.0) * most_negative(kind)
+/// Which keys each query attends to.
+pub(crate) enum Mask {
+    /// Every key: no mask tensor.
+    All,
+    /// Keys up to the query's own position (GPT-2 without padding).
+    Causal,
+    /// An additive mask, broadcast to `[B, heads, T, T]`.
+    Additive(Tensor),
 }
 
-/// GPT-2's mask, `[B, 1, T, T]`: query `i` attends to key `j` when `j <= i` and key `j` is not
-/// padding.
-pub(crate) fn causal_padding_mask(attention_mask: &Tensor, kind: Kind) -> Tensor {
+/// Whether `attention_mask` marks every position as a token (then no mask is needed).
+fn no_padding(attention_mask: &Tensor) -> bool {
+    attention_mask.eq(0).any().int64_value(&[]) == 0
+}
+
+/// BERT's mask: every query ignores padding keys; `[B, 1, 1, T]` `(1 - mask) * finfo.min`.
+pub(crate) fn padding_mask(attention_mask: &Tensor, kind: Kind) -> Mask {
+    if no_padding(attention_mask) {
+        return Mask::All;
+    }
+    let keep = attention_mask.to_kind(kind).unsqueeze(1).unsqueeze(2);
+    Mask::Additive((-keep + 1.0) * most_negative(kind))
+}
+
+/// GPT-2's mask: query `i` attends to key `j` when `j <= i` and key `j` is not padding
+/// (`[B, 1, T, T]` when there is padding).
+pub(crate) fn causal_padding_mask(attention_mask: &Tensor, kind: Kind) -> Mask {
+    if no_padding(attention_mask) {
+        return Mask::Causal;
+    }
     let (batch, len) = (attention_mask.size()[0], attention_mask.size()[1]);
     let device: Device = attention_mask.device();
     let causal = Tensor::ones([len, len], (Kind::Bool, device)).tril(0);
     let keys = attention_mask.ne(0).view([batch, 1, 1, len]);
     let allowed = causal.view([1, 1, len, len]).logical_and(&keys);
-    Tensor::zeros([batch, 1, len, len], (kind, device)).masked_fill(&allowed.logical_not(), most_negative(kind))
+    Mask::Additive(
+        Tensor::zeros([batch, 1, len, len], (kind, device)).masked_fill(&allowed.logical_not(), most_negative(kind)),
+    )
 }
 
 /// Splits `[B, T, heads * head_dim]` into `[B, heads, T, head_dim]`.
@@ -41,10 +68,15 @@ pub(crate) fn split_heads(x: &Tensor, heads: i64) -> Tensor {
 }
 
 /// `softmax(q kᵀ · scaling + mask) v`, heads merged back: `[B, heads, T, d]` → `[B, T, heads * d]`.
-pub(crate) fn attend(query: &Tensor, key: &Tensor, value: &Tensor, mask: &Tensor, scaling: f64) -> Tensor {
-    let scores = query.matmul(&key.transpose(-1, -2)) * scaling + mask;
-    let probs = scores.softmax(-1, scores.kind());
-    let context = probs.matmul(value).transpose(1, 2).contiguous();
+pub(crate) fn attend(query: &Tensor, key: &Tensor, value: &Tensor, mask: &Mask, scaling: f64) -> Tensor {
+    let (additive, causal) = match mask {
+        Mask::All => (None, false),
+        Mask::Causal => (None, true),
+        Mask::Additive(m) => (Some(m), false),
+    };
+    let context = Tensor::scaled_dot_product_attention(query, key, value, additive, 0.0, causal, scaling, false)
+        .transpose(1, 2)
+        .contiguous();
     let size = context.size();
     context.view([size[0], size[1], size[2] * size[3]])
 }

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use hooks::{Hook, Hookable};
+use hooks::Hookable;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -19,6 +19,8 @@ use crate::config::{BertConfig, ConfigFile};
 use crate::error::Result;
 use crate::model::{self, embedding, layer_norm, TextModel};
 use crate::weights::Checkpoint;
+// `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
+use crate::Hook;
 
 /// How `BertFor...` checkpoints prefix the base model's weights.
 const PREFIX: &str = "bert.";
@@ -329,7 +331,7 @@ impl BertEmbeddings {
 }
 
 impl BertEncoder {
-    fn forward(&self, hidden: &Tensor, mask: &Tensor) -> Tensor {
+    fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let mut hidden = hidden.shallow_clone();
         for layer in &self.layer {
             hidden = layer.call(|m| m.forward(&hidden, mask));
@@ -339,7 +341,7 @@ impl BertEncoder {
 }
 
 impl BertLayer {
-    fn forward(&self, hidden: &Tensor, mask: &Tensor) -> Tensor {
+    fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let attention = self.attention.call(|m| m.forward(hidden, mask));
         let intermediate = self.intermediate.call(|m| m.forward(&attention));
         self.output.call(|m| m.forward(&intermediate, &attention))
@@ -347,14 +349,14 @@ impl BertLayer {
 }
 
 impl BertAttention {
-    fn forward(&self, hidden: &Tensor, mask: &Tensor) -> Tensor {
+    fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let context = self.self_attention.call(|m| m.forward(hidden, mask));
         self.output.call(|m| m.forward(&context, hidden))
     }
 }
 
 impl BertSelfAttention {
-    fn forward(&self, hidden: &Tensor, mask: &Tensor) -> Tensor {
+    fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let query = attention::split_heads(&self.query.forward(hidden), self.heads);
         let key = attention::split_heads(&self.key.forward(hidden), self.heads);
         let value = attention::split_heads(&self.value.forward(hidden), self.heads);

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use hooks::{Hook, Hookable};
+use hooks::Hookable;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -16,6 +16,8 @@ use crate::config::{ConfigFile, Gpt2Config};
 use crate::error::Result;
 use crate::model::{self, embedding, layer_norm, TextModel};
 use crate::weights::Checkpoint;
+// `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
+use crate::Hook;
 
 /// How `GPT2LMHeadModel` checkpoints prefix the base model's weights.
 const PREFIX: &str = "transformer.";
@@ -257,7 +259,7 @@ impl nn::ModuleT for Gpt2 {
 }
 
 impl Gpt2Block {
-    fn forward(&self, hidden: &Tensor, mask: &Tensor) -> Tensor {
+    fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let attn = self.attn.call(|m| m.forward(&self.ln_1.forward(hidden), mask));
         let hidden = attn + hidden;
         let mlp = self.mlp.call(|m| m.forward(&self.ln_2.forward(&hidden)));
@@ -266,7 +268,7 @@ impl Gpt2Block {
 }
 
 impl Gpt2Attention {
-    fn forward(&self, hidden: &Tensor, mask: &Tensor) -> Tensor {
+    fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let qkv = self.c_attn.forward(hidden);
         let width = qkv.size()[2] / 3;
         let parts = qkv.split(width, 2);

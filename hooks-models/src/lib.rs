@@ -39,7 +39,17 @@ mod error;
 pub mod gpt2;
 mod model;
 mod tokenizer;
+#[cfg(feature = "uninstrumented")]
+pub mod uninstrumented;
 mod weights;
+
+// The wrapper every capture site of the models is built with. The `uninstrumented` feature swaps
+// in a pass-through with the same forward and no capture site, so the benchmark can compare the
+// same model with and without capture sites (see BENCHMARKS.md); everything else uses `hooks::Hook`.
+#[cfg(not(feature = "uninstrumented"))]
+use hooks::Hook;
+#[cfg(feature = "uninstrumented")]
+use uninstrumented::Hook;
 
 pub use activation::Activation;
 pub use bert::Bert;

@@ -3,13 +3,15 @@
 
 use std::path::Path;
 
-use hooks::{Hook, Hookable};
+use hooks::Hookable;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::bert::Bert;
 use crate::config::ConfigFile;
 use crate::error::{ModelError, Result};
 use crate::gpt2::Gpt2;
+// `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
+use crate::Hook;
 
 /// The `model_type`s of `config.json` that [`Model::load`] loads.
 pub const SUPPORTED_MODEL_TYPES: [&str; 2] = ["bert", "gpt2"];

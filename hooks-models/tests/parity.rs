@@ -21,15 +21,22 @@ fn padded_batch() -> (Tensor, Tensor) {
     (ids, mask)
 }
 
-/// Builds a random `arch` model with transformers, runs both sides on `padded_batch` and
-/// compares every layer; returns the loaded model for further checks.
-fn random_model_parity(arch: &str) -> Option<(tempfile::TempDir, Model)> {
+/// Two rows of five tokens, no padding: the attention then runs without a mask tensor, on both
+/// sides (transformers drops an all-ones mask too).
+fn unpadded_batch() -> (Tensor, Tensor) {
+    let ids = Tensor::from_slice2(&[[7i64, 42, 3, 99, 15], [1, 64, 27, 5, 9]]);
+    (ids.shallow_clone(), ids.ones_like())
+}
+
+/// Builds a random `arch` model with transformers, runs both sides on `batch` and compares every
+/// layer; returns the loaded model for further checks.
+fn random_model_parity(arch: &str, batch: fn() -> (Tensor, Tensor)) -> Option<(tempfile::TempDir, Model)> {
     let start = Instant::now();
     let python = python()?;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join(arch);
     let (inputs, capture) = (tmp.path().join("inputs.npz"), tmp.path().join("reference.npz"));
-    let (ids, mask) = padded_batch();
+    let (ids, mask) = batch();
     write_inputs(&inputs, &ids, &mask);
     let dir_s = dir.to_str().unwrap();
     let steps = [
@@ -76,7 +83,7 @@ macro_rules! or_skip {
 
 #[test]
 fn random_bert_matches_transformers_on_every_layer() {
-    let (tmp, model) = or_skip!(random_model_parity("bert"));
+    let (tmp, model) = or_skip!(random_model_parity("bert", padded_batch));
     let Model::Bert(bert) = model else { panic!("not a BERT") };
     assert!(bert.layer_names().contains(&"pooler.dense".to_owned()));
 
@@ -98,7 +105,7 @@ fn random_bert_matches_transformers_on_every_layer() {
 
 #[test]
 fn random_gpt2_matches_transformers_on_every_layer() {
-    let (_tmp, model) = or_skip!(random_model_parity("gpt2"));
+    let (_tmp, model) = or_skip!(random_model_parity("gpt2", padded_batch));
     let Model::Gpt2(gpt2) = model else {
         panic!("not a GPT-2")
     };
@@ -109,6 +116,14 @@ fn random_gpt2_matches_transformers_on_every_layer() {
     let prefix = gpt2.forward(&ids.narrow(1, 0, 3), &mask.narrow(1, 0, 3)).unwrap();
     let diff = (full.narrow(1, 0, 3) - prefix).abs().max().double_value(&[]);
     assert!(diff < 1e-5, "causal mask leaks the future: {diff}");
+}
+
+#[test]
+fn random_models_without_padding_match_transformers() {
+    // Without padding the attention takes its unmasked (BERT) and causal-only (GPT-2) paths.
+    for arch in ["bert", "gpt2"] {
+        or_skip!(random_model_parity(arch, unpadded_batch));
+    }
 }
 
 const SENTENCES: [&str; 3] = [

