@@ -12,7 +12,7 @@ use hooks::Hookable;
 use hooks_models::{Bert, Gpt2, Model, TextModel, Tokenizer};
 use tch::{Device, Kind, Tensor};
 
-use common::{capture_all, compare, expected_layer_names, python, read_modules, reference, write_inputs};
+use common::{capture_all, compare, expected_layer_names, python, read_modules, reference, write_inputs, Comparison};
 
 /// Three right-padded rows of different lengths (5, 3 and 1 tokens) over a vocabulary of 100.
 fn padded_batch() -> (Tensor, Tensor) {
@@ -59,14 +59,11 @@ fn random_model_parity(arch: &str, batch: fn() -> (Tensor, Tensor)) -> Option<(t
         Model::Bert(m) => capture_all(m, &ids, &mask),
         Model::Gpt2(m) => capture_all(m, &ids, &mask),
     };
-    let comparison = compare(&ours, &capture, &mask);
-    let (layer, diff, scale) = comparison.worst();
-    eprintln!(
-        "{arch}: {} layers match transformers ({} attention); max abs diff {:.2e}; closest to tolerance: max abs diff {diff:.2e} at `{layer}` (max |ref| {scale:.2}); {:.1} s",
-        comparison.diffs.len(),
-        modules.attn_implementation,
-        comparison.max_abs(),
-        start.elapsed().as_secs_f64()
+    report(
+        arch,
+        &compare(&ours, &capture, &mask),
+        &modules.attn_implementation,
+        start,
     );
     Some((tmp, model))
 }
@@ -179,14 +176,11 @@ fn minilm_tokenizer_and_every_layer_match_transformers() {
     assert_eq!(model.layer_names(), expected_layer_names(&modules));
     assert!(model.pooler.is_some(), "MiniLM's weights have a pooler");
     let ours = capture_all(&model, &ids, &mask);
-    let comparison = compare(&ours, &capture, &mask);
-    let (layer, diff, scale) = comparison.worst();
-    eprintln!(
-        "minilm: {} layers match transformers ({} attention); max abs diff {:.2e}; closest to tolerance: max abs diff {diff:.2e} at `{layer}` (max |ref| {scale:.2}); {:.1} s",
-        comparison.diffs.len(),
-        modules.attn_implementation,
-        comparison.max_abs(),
-        start.elapsed().as_secs_f64()
+    report(
+        "minilm",
+        &compare(&ours, &capture, &mask),
+        &modules.attn_implementation,
+        start,
     );
 }
 
@@ -265,4 +259,15 @@ fn layer_templates_read_like_pytorch() {
     gpt2.extend(block.iter().map(|s| format!("h.*.{s}")));
     gpt2.push("ln_f".to_owned());
     assert_eq!(<Gpt2 as Hookable>::SCHEMA.templates(), gpt2);
+}
+
+/// Prints how close the captures came to transformers' (the test has already asserted they match).
+fn report(label: &str, comparison: &Comparison, attention: &str, start: Instant) {
+    let (layer, diff, scale) = comparison.worst();
+    eprintln!(
+        "{label}: {} layers match transformers ({attention} attention); max abs diff {:.2e}; closest to tolerance: max abs diff {diff:.2e} at `{layer}` (max |ref| {scale:.2}); {:.1} s",
+        comparison.diffs.len(),
+        comparison.max_abs(),
+        start.elapsed().as_secs_f64()
+    );
 }

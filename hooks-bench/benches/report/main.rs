@@ -54,34 +54,48 @@ struct Target {
 impl Target {
     /// `measured` must be at most `limit`.
     fn at_most(what: impl Into<String>, limit: f64, measured: &stats::Summary, digits: usize) -> Target {
-        let m = measured.median;
-        Target {
-            what: what.into(),
-            goal: format!("≤ {limit}"),
-            measured: measured.show(digits),
-            verdict: if m.is_nan() {
-                "not measured".into()
-            } else if m <= limit {
-                "met".into()
-            } else {
-                format!("**missed** by {:.1}%", (m / limit - 1.0) * 100.0)
-            },
-        }
+        Target::new(
+            what,
+            format!("≤ {limit}"),
+            measured,
+            digits,
+            |m| m <= limit,
+            |m| m / limit - 1.0,
+        )
     }
 
     /// `measured` must be at least `limit`.
     fn at_least(what: impl Into<String>, limit: f64, measured: &stats::Summary, digits: usize) -> Target {
+        Target::new(
+            what,
+            format!("≥ {limit}"),
+            measured,
+            digits,
+            |m| m >= limit,
+            |m| 1.0 - m / limit,
+        )
+    }
+
+    /// `met` when `ok(median)`, else missed by `shortfall(median)` (a fraction of the limit).
+    fn new(
+        what: impl Into<String>,
+        goal: String,
+        measured: &stats::Summary,
+        digits: usize,
+        ok: impl Fn(f64) -> bool,
+        shortfall: impl Fn(f64) -> f64,
+    ) -> Target {
         let m = measured.median;
         Target {
             what: what.into(),
-            goal: format!("≥ {limit}"),
+            goal,
             measured: measured.show(digits),
             verdict: if m.is_nan() {
                 "not measured".into()
-            } else if m >= limit {
+            } else if ok(m) {
                 "met".into()
             } else {
-                format!("**missed** by {:.1}%", (1.0 - m / limit) * 100.0)
+                format!("**missed** by {:.1}%", shortfall(m) * 100.0)
             },
         }
     }
