@@ -15,8 +15,10 @@ ifeq ($(strip $(LIBTORCH)),)
   export VIRTUAL_ENV := $(VENV)
   export PATH := $(VENV)/bin:$(PATH)
 endif
-# Tests that check our files with numpy (and later transformers) run this interpreter.
-export HOOKS_PYTHON := $(PYTHON)
+# The interpreter the tests' references (numpy, torch, transformers) and the benchmarks run:
+# the venv's, unless HOOKS_PYTHON names another.
+HOOKS_PYTHON ?= $(PYTHON)
+export HOOKS_PYTHON
 
 .PHONY: demo test bench setup clean example gpu-bundle
 
@@ -37,8 +39,13 @@ demo: $(STAMP)
 	cargo run -q -p hooks-cli -- inspect $(DEMO_OUT)
 	@printf '\nLoad it in numpy:\n  import numpy as np\n  acts = np.load("$(DEMO_OUT)")\n  print({name: acts[name].shape for name in acts.files})\n'
 
+# As CI runs it: a test that needs Python fails when the interpreter is missing, rather than
+# skipping (HOOKS_REQUIRE_PYTHON); and no two modules of a crate import each other.
+test: export HOOKS_REQUIRE_PYTHON := 1
 test: $(STAMP)
+	@test -x "$(HOOKS_PYTHON)" || { echo "error: the Python interpreter \`$(HOOKS_PYTHON)\` does not exist; run \`rm -rf .venv && make setup\`, or set HOOKS_PYTHON to a Python with requirements.txt installed" >&2; exit 1; }
 	cargo fmt --all --check
+	python3 scripts/check_module_cycles.py
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace
 

@@ -5,7 +5,7 @@
 
 use std::error::Error;
 
-use hooks::{save_activations, ActivationStore, Hook, HookPoint, Hookable};
+use hooks::{save_activations, ActivationStore, Hook, HookPoint, Hookable, LayerTree};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 

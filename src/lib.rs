@@ -4,25 +4,44 @@
 //! This crate is the facade: it re-exports the runtime ([`hooks_runtime`]) and the derive
 //! ([`hooks_derive`]), so one dependency and `use hooks::{Hookable, Hook, HookPoint};` suffice.
 
-/// Runnable examples of `#[derive(Hookable)]`; the reference for each attribute follows them.
+/// `#[derive(Hookable)]`: gives every layer of a model struct its PyTorch path. This is the
+/// reference for the derive and its attributes.
+///
+/// Each field whose type is `Hookable` is a layer named after the field: `Hook<M>` and
+/// `HookPoint` fields are capture sites, derived structs nest, and `Vec`, arrays, `Option` and
+/// `Box` of those add indices or nothing, the way PyTorch's `named_modules()` names modules.
+/// Other fields (configs, tensors, sizes) are not part of the tree. A unit struct has no layers.
+///
+/// The derive generates:
+///
+/// - `impl LayerTree`: a `walk` over an instance's capture sites, so that `layer_names()` lists
+///   them and an [`ActivationStore`] binds to them. This trait is object-safe: code that handles
+///   any architecture holds a `&dyn LayerTree`.
+/// - `impl Hookable`: the type's static layer tree (`SCHEMA`), which [`layer!`] checks paths
+///   against at compile time, and the typed path builder `{Type}Paths` returned by
+///   `Type::paths()`, with one method per field, named after the field (a `Vec` or array field's
+///   method takes the index).
+/// - For a type without generic parameters, an entry in [`registry()`].
+///
+/// A type parameter used in a field gets a `Hookable` bound on the generated impls.
 ///
 /// # A model
 ///
 /// ```
-/// use hooks::{Hook, HookPoint, Hookable};
+/// use hooks::{Hook, HookPoint, Hookable, LayerTree};
 /// use tch::{nn, Device};
 ///
 /// #[derive(Hookable)]
 /// struct Block {
-///     attention: Hook<nn::Linear>,
-///     resid: HookPoint,
-///     dropout: f64, // not a layer
+///     attention: Hook<nn::Linear>, // `layer.N.attention`
+///     resid: HookPoint,            // `layer.N.resid`
+///     dropout: f64,                // not a layer
 /// }
 ///
 /// #[derive(Hookable)]
 /// struct Model {
-///     layer: Vec<Hook<Block>>,
-///     pooler: Option<Hook<nn::Linear>>,
+///     layer: Vec<Hook<Block>>,           // `layer.N`
+///     pooler: Option<Hook<nn::Linear>>,  // `pooler`, when `Some`
 /// }
 ///
 /// let vs = nn::VarStore::new(Device::Cpu);
@@ -43,21 +62,34 @@
 ///
 /// // The typed builder and `layer!` name the same layer; a typo in either fails to compile.
 /// assert_eq!(Model::paths().layer(1).attention().path(), hooks::layer!(Model, "layer.1.attention"));
+///
+/// // Any model, behind the object-safe half of the trait.
+/// let any: &dyn LayerTree = &model;
+/// assert_eq!(any.layer_names().len(), 6);
 /// ```
 ///
-/// # `rename` and `skip`
+/// # `#[hook(rename = "...")]`
+///
+/// On a field: its layer-path segment, when it differs from the field's name (PyTorch's names
+/// are not always Rust names: `LayerNorm`, `self`). It must be one segment: not empty, no `.`. A
+/// raw name such as `r#type` is the segment `type` without any rename.
+///
+/// # `#[hook(skip)]`
+///
+/// On a field: leave it out of the layer tree, even if its type is `Hookable`. A skipped field
+/// has no builder method and no bound, and cannot also be renamed.
 ///
 /// ```
-/// use hooks::{Hook, HookPoint, Hookable};
+/// use hooks::{Hook, HookPoint, Hookable, LayerTree};
 /// use tch::{nn, Device};
 ///
 /// #[derive(Hookable)]
 /// struct Output {
 ///     dense: Hook<nn::Linear>,
 ///     #[hook(rename = "LayerNorm")]
-///     layer_norm: Hook<nn::LayerNorm>,
+///     layer_norm: Hook<nn::LayerNorm>, // `LayerNorm`
 ///     #[hook(skip)]
-///     debug: HookPoint,
+///     debug: HookPoint,                // not captured
 /// }
 ///
 /// let vs = nn::VarStore::new(Device::Cpu);
@@ -70,7 +102,10 @@
 /// assert_eq!(Output::paths().layer_norm().path(), hooks::layer!(Output, "LayerNorm"));
 /// ```
 ///
-/// # `crate`
+/// # `#[hook(crate = "...")]`
+///
+/// On the struct: the path generated code names the `hooks` crate by, `::hooks` by default. Use
+/// it when `hooks` is a dependency under another name, or is reached through a re-export.
 ///
 /// ```
 /// // `hooks` reached under another name, as through a re-export.
@@ -82,8 +117,19 @@
 ///     point: my_hooks::HookPoint,
 /// }
 ///
-/// # use my_hooks::Hookable as _;
+/// # use my_hooks::LayerTree as _;
 /// assert_eq!(Probe { point: my_hooks::HookPoint::new() }.layer_names(), ["point"]);
+/// ```
+///
+/// # Errors
+///
+/// An enum, a union or a tuple struct, an unknown or repeated key, a `rename` that is not one
+/// segment, a `rename` on a skipped field, and two fields with the same segment are compile
+/// errors, all reported at once, each on the offending token (`tests/ui/` holds one case each).
+///
+/// ```compile_fail
+/// #[derive(hooks::Hookable)]
+/// struct Heads(hooks::HookPoint); // a tuple struct: fields need names to be layers
 /// ```
 pub use hooks_derive::Hookable;
 pub use hooks_runtime::*;

@@ -8,7 +8,7 @@
 #[deny(warnings)]
 #[deny(clippy::pedantic)]
 mod strict {
-    use hooks::{Hook, HookPoint, Hookable};
+    use hooks::{Hook, HookPoint, Hookable, LayerTree};
     use tch::nn;
 
     /// A plain struct: sites, a nested generic struct, a list, an optional layer, a config field,
@@ -67,7 +67,7 @@ mod strict {
     }
 }
 
-use hooks::{Hook, HookPoint, Hookable};
+use hooks::{Hook, HookPoint, LayerTree};
 use tch::{nn, Device};
 
 #[test]

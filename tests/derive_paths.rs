@@ -4,7 +4,7 @@
 //! Every expected list is written out by hand from the PyTorch naming rule (dotted field names,
 //! list indices, nothing for `None`), not computed by the code under test.
 
-use hooks::{Hook, HookPoint, Hookable, LayerPath};
+use hooks::{Hook, HookPoint, Hookable, LayerPath, LayerTree};
 use tch::{nn, Device};
 
 fn linear(path: nn::Path<'_>) -> Hook<nn::Linear> {

@@ -2,11 +2,9 @@
 //! intermediate values the tests compute by hand.
 #![allow(clippy::unwrap_used)] // a failing test should fail loudly
 
-mod common;
-
 use hooks::{
     extract_representations, load_activations, save_activations, ActivationStore, Activations, CaptureMode, Error,
-    Hook, HookPoint, Hookable,
+    Hook, HookPoint, Hookable, LayerTree,
 };
 use tch::nn::{self, Module, ModuleT};
 use tch::{Device, Kind, Tensor};
@@ -478,13 +476,16 @@ fn npz_files_round_trip_every_dtype() {
 
 #[test]
 fn numpy_reads_our_files_and_we_read_numpys() {
-    let Some(python) = common::python() else { return };
+    let Some(python) = hooks_test_support::python() else {
+        return;
+    };
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/npz_interop.py");
     let dir = tempfile::tempdir().unwrap();
     save_activations(&dtype_arrays(), dir.path().join("dtypes.npz")).unwrap();
     let dir_str = dir.path().to_str().unwrap();
-    common::run_python(&python, "npz_interop.py", &["check", dir_str]);
+    let _ = hooks_test_support::run_python(&python, &script, &["check", dir_str]);
 
-    common::run_python(&python, "npz_interop.py", &["write", dir_str]);
+    let _ = hooks_test_support::run_python(&python, &script, &["write", dir_str]);
     let back = load_activations(dir.path().join("numpy.npz")).unwrap();
     let a = Tensor::arange(12, (Kind::Int64, Device::Cpu)).reshape([3, 4]);
     let f = a.to_kind(Kind::Double);

@@ -8,12 +8,11 @@
 //!   bytes.
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss)] // a check tool: fail loudly; ratios
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use hooks::{load_activations, ActivationStore, HookPoint, Hookable};
-use hooks_models::{Model, TextModel};
+use hooks_models::{Gpt2, Gpt2Config, TextModel};
 use tch::{Device, Kind, Tensor};
 
 fn main() -> ExitCode {
@@ -73,50 +72,6 @@ fn compare(a: &str, b: &str, tol: f64) -> ExitCode {
     }
 }
 
-/// Writes a GPT-2 folder with GPT-2-small's shapes and random weights (std 0.02, as GPT-2 inits).
-fn random_gpt2(dir: &Path) {
-    let (layers, hidden, vocab, positions) = (12, 768i64, 50257i64, 1024i64);
-    std::fs::write(
-        dir.join("config.json"),
-        format!(r#"{{"model_type": "gpt2", "n_layer": {layers}, "n_embd": {hidden}, "n_head": 12, "vocab_size": {vocab}, "n_positions": {positions}}}"#),
-    )
-    .unwrap();
-    let randn = |shape: &[i64]| Tensor::randn(shape, (Kind::Float, Device::Cpu)) * 0.02;
-    let mut tensors: Vec<(String, Tensor)> = vec![
-        ("wte.weight".into(), randn(&[vocab, hidden])),
-        ("wpe.weight".into(), randn(&[positions, hidden])),
-    ];
-    for i in 0..layers {
-        let p = |s: &str| format!("h.{i}.{s}");
-        for ln in ["ln_1", "ln_2"] {
-            tensors.push((
-                p(&format!("{ln}.weight")),
-                Tensor::ones([hidden], (Kind::Float, Device::Cpu)),
-            ));
-            tensors.push((
-                p(&format!("{ln}.bias")),
-                Tensor::zeros([hidden], (Kind::Float, Device::Cpu)),
-            ));
-        }
-        for (name, fan_in, fan_out) in [
-            ("attn.c_attn", hidden, 3 * hidden),
-            ("attn.c_proj", hidden, hidden),
-            ("mlp.c_fc", hidden, 4 * hidden),
-            ("mlp.c_proj", 4 * hidden, hidden),
-        ] {
-            tensors.push((p(&format!("{name}.weight")), randn(&[fan_in, fan_out])));
-            tensors.push((
-                p(&format!("{name}.bias")),
-                Tensor::zeros([fan_out], (Kind::Float, Device::Cpu)),
-            ));
-        }
-    }
-    tensors.push(("ln_f.weight".into(), Tensor::ones([hidden], (Kind::Float, Device::Cpu))));
-    tensors.push(("ln_f.bias".into(), Tensor::zeros([hidden], (Kind::Float, Device::Cpu))));
-    let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    Tensor::write_safetensors(&named, dir.join("model.safetensors")).unwrap();
-}
-
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
@@ -141,11 +96,8 @@ fn gpt2(batch: i64, seq: i64, reps: usize) {
             tch::Cuda::synchronize(0);
         }
     };
-    let dir = tempfile::tempdir().unwrap();
-    random_gpt2(dir.path());
-    let Model::Gpt2(model) = Model::load(dir.path(), device, Kind::Float).unwrap() else {
-        unreachable!()
-    };
+    // GPT-2 small's shape (the default config) with random weights, std 0.02 as GPT-2 inits.
+    let model = Gpt2::new(&Gpt2Config::default(), device, Kind::Float).unwrap();
     let ids = Tensor::randint(50257, [batch, seq], (Kind::Int64, device));
     let mask = Tensor::ones([batch, seq], (Kind::Int64, device));
     let blocks: Vec<String> = (0..12).map(|i| format!("h.{i}")).collect();

@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use hooks::LayerTree;
 use hooks::{save_activations, ActivationStore, Activations, Error, Progress, RowBuffer};
-use hooks_models::{Model, TextModel, Tokenizer};
+use hooks_models::{TextModel, Tokenizer};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::CliError;
@@ -182,7 +183,7 @@ fn tokenize(samples: &[Sample], dir: &Path, max_length: usize) -> Result<Batch, 
 /// `hooks layers`.
 pub fn layers(model: Option<&Path>) -> Result<(), CliError> {
     let dir = model_dir(model)?;
-    let model = Model::load(&dir, Device::Cpu, Kind::Float)?;
+    let model = hooks_models::load(&dir, Device::Cpu, Kind::Float)?;
     let sample = [Sample::Text("The quick brown fox jumps over the lazy dog.".into())];
     let sample = if dir.join("tokenizer.json").is_file() {
         sample.to_vec()
@@ -190,15 +191,8 @@ pub fn layers(model: Option<&Path>) -> Result<(), CliError> {
         vec![Sample::Ids((1..=8).collect())]
     };
     let batch = tokenize(&sample, &dir, model.max_length())?;
-    match &model {
-        Model::Bert(m) => print_layers(m, &batch),
-        Model::Gpt2(m) => print_layers(m, &batch),
-    }
-}
-
-fn print_layers<M: TextModel>(model: &M, batch: &Batch) -> Result<(), CliError> {
     let names = model.layer_names();
-    let store = ActivationStore::new(model, &names)?;
+    let store = ActivationStore::new(&*model, &names)?;
     store.enable();
     let _no_grad = tch::no_grad_guard();
     let _ = model.forward(&batch.input_ids, &batch.attention_mask)?;
@@ -222,7 +216,7 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
     if let Some(max) = args.max_samples {
         samples.truncate(usize::try_from(max).unwrap_or(usize::MAX));
     }
-    let model = Model::load(&dir, device, args.dtype.kind())?;
+    let model = hooks_models::load(&dir, device, args.dtype.kind())?;
     let max_length = args.max_length.map_or(model.max_length(), |m| {
         usize::try_from(m).unwrap_or(usize::MAX).min(model.max_length())
     });
@@ -233,10 +227,7 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    let mut acts = match &model {
-        Model::Bert(m) => extract(m, &batch, &layers, args, device)?,
-        Model::Gpt2(m) => extract(m, &batch, &layers, args, device)?,
-    };
+    let mut acts = extract(&*model, &batch, &layers, args, device)?;
     acts.insert("input_ids", batch.input_ids.shallow_clone());
     acts.insert("attention_mask", batch.attention_mask.shallow_clone());
     let path = save_activations(&acts, &args.out)?;
@@ -252,8 +243,8 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn extract<M: TextModel>(
-    model: &M,
+fn extract(
+    model: &dyn TextModel,
     batch: &Batch,
     layers: &[&str],
     args: &ExtractArgs,

@@ -1,9 +1,6 @@
 //! The `hooks` command, run as a user runs it: real checkpoints, files, exit codes, messages.
 #![allow(clippy::unwrap_used)] // a failing test should fail loudly
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -32,13 +29,7 @@ fn fails_with(out: &Output, needle: &str) {
 
 /// The all-MiniLM-L6-v2 folder `make` installs, or `None` (with a note) outside `make`.
 fn minilm() -> Option<PathBuf> {
-    let python = common::python()?;
-    let out = Command::new(python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/verify_minilm.py"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    Some(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()))
+    hooks_test_support::python().map(|python| hooks_test_support::minilm_dir(&python))
 }
 
 const SENTENCES: &str =
@@ -47,7 +38,7 @@ const SENTENCES: &str =
 #[test]
 fn mean_pooling_the_last_layer_reproduces_sentence_transformers() {
     let Some(model) = minilm() else { return };
-    let python = common::python().unwrap();
+    let python = hooks_test_support::python().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.txt");
     std::fs::write(&input, SENTENCES).unwrap();
@@ -76,18 +67,15 @@ fn mean_pooling_the_last_layer_reproduces_sentence_transformers() {
 
     let reference = dir.path().join("reference.npz");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/st_reference.py");
-    let status = Command::new(&python)
-        .arg(script)
-        .args([
+    let _ = hooks_test_support::run_python(
+        &python,
+        &script,
+        &[
             model.to_str().unwrap(),
             input.to_str().unwrap(),
             reference.to_str().unwrap(),
-        ])
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TQDM_DISABLE", "1")
-        .output()
-        .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        ],
+    );
 
     let ours = load_activations(&out_path).unwrap();
     let want = load_activations(&reference).unwrap();

@@ -1,4 +1,4 @@
-//! Generates `impl Hookable`, the typed path builder and the registry entry.
+//! Generates `impl LayerTree`, `impl Hookable`, the typed path builder and the registry entry.
 //!
 //! Everything sits in `const _: () = { ... };`, so the builder struct (`{Type}Paths`) and the
 //! imports never meet the user's names. Generated code names the `hooks` crate only through its
@@ -8,36 +8,14 @@
 use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
-use syn::{DeriveInput, GenericArgument, GenericParam, Ident, PathArguments, PathSegment, Type};
+use syn::{GenericArgument, GenericParam, Ident, PathArguments, PathSegment, Type};
 
-use crate::ast::{Container, Data, Field};
+use crate::ast::{Container, Field};
 use crate::bound;
-use crate::check;
-use crate::ctxt::Ctxt;
-use crate::fallback;
 
-/// The whole derive: read, check, then generate (or report).
-pub fn derive(input: &DeriveInput) -> TokenStream {
-    let cx = Ctxt::new();
-    let cont = Container::from_ast(&cx, input);
-    check::check(&cx, &cont);
-    match (cx.check(), cont.attrs.crate_path()) {
-        (Ok(()), Some(krate)) => expand(&cont, &krate),
-        (Err(errors), krate) => fallback::expand(&cont, krate.as_ref(), &errors),
-        // A crate path that does not parse is an error, so `cx` has it.
-        (Ok(()), None) => TokenStream::new(),
-    }
-}
-
-/// The generated items for a struct the derive supports, or the stub for one it does not.
-pub fn expand(cont: &Container<'_>, krate: &syn::Path) -> TokenStream {
-    match &cont.data {
-        Data::Struct(fields) => expand_struct(cont, fields, krate),
-        Data::Unsupported => fallback::stub(cont, krate),
-    }
-}
-
-fn expand_struct(cont: &Container<'_>, fields: &[Field<'_>], krate: &syn::Path) -> TokenStream {
+/// `impl LayerTree`, `impl Hookable`, the typed path builder and the registry entry of a
+/// struct with named fields.
+pub fn expand_struct(cont: &Container<'_>, fields: &[Field<'_>], krate: &syn::Path) -> TokenStream {
     let ident = cont.ident;
     let name = ident.unraw().to_string();
     let paths_ident = format_ident!("{}Paths", ident);
@@ -92,6 +70,13 @@ fn expand_struct(cont: &Container<'_>, fields: &[Field<'_>], krate: &syn::Path) 
             use #krate::__private::NotHookable as _;
 
             #[automatically_derived]
+            impl #impl_generics #krate::LayerTree for #ident #ty_generics #where_clause {
+                fn walk(&self, #walk_param: &mut #krate::Walker<'_>) {
+                    #(#walks)*
+                }
+            }
+
+            #[automatically_derived]
             impl #impl_generics #krate::Hookable for #ident #ty_generics #where_clause {
                 const SCHEMA: &'static #krate::Schema = &#krate::Schema::Struct {
                     name: #name,
@@ -102,10 +87,6 @@ fn expand_struct(cont: &Container<'_>, fields: &[Field<'_>], krate: &syn::Path) 
 
                 fn paths_at(prefix: #krate::Prefix) -> Self::Paths {
                     #paths_ident { prefix, #marker_value }
-                }
-
-                fn walk(&self, #walk_param: &mut #krate::Walker<'_>) {
-                    #(#walks)*
                 }
             }
 

@@ -88,3 +88,18 @@ impl Activation {
         }
     }
 }
+
+/// Read from a config's activation name (`"gelu"`, ...); an unknown name is an error listing the
+/// supported ones.
+impl<'de> serde::Deserialize<'de> for Activation {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Activation::from_name(&name).ok_or_else(|| {
+            let supported: Vec<String> = Activation::NAMES.iter().map(|n| format!("`{n}`")).collect();
+            serde::de::Error::custom(format!(
+                "unsupported activation `{name}`; supported: {}",
+                supported.join(", ")
+            ))
+        })
+    }
+}

@@ -1,23 +1,28 @@
-//! BERT, as transformers' `BertModel` computes it, with every module at its PyTorch path.
+//! BERT, as transformers' `BertModel` computes it
+//! ([`modeling_bert.py`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/bert/modeling_bert.py)),
+//! with every module at its PyTorch path.
 //!
-//! This file doubles as the worked example of annotating a model for `hooks`: each module is a
-//! `#[derive(Hookable)]` struct; each sub-module whose output should be capturable is a
+//! This file doubles as the worked example of annotating a model for `hooks`, and reads next to
+//! the Python: each module is a `#[derive(Hookable)]` struct with, right below it, its
+//! constructor and its forward. Each sub-module whose output should be capturable is a
 //! `Hook<...>` field (tch's `nn` types included); `#[hook(rename = "...")]` gives a field the
 //! name PyTorch uses when Rust cannot (`self`) or style would not (`LayerNorm`); and a module
-//! with a forward of its own signature is run through [`Hook::call`]. Fields of other types
-//! (sizes, the activation) are not layers and need no attribute.
+//! with a forward of its own signature is run through [`Hook::call`](hooks::Hook::call). Fields
+//! of other types (sizes, the activation) are not layers and need no attribute.
 
 use std::path::Path;
 
 use hooks::Hookable;
+use serde::Deserialize;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 use crate::activation::Activation;
 use crate::attention;
-use crate::config::{BertConfig, ConfigFile};
+use crate::config::{self, ArchConfig, ConfigFile, Invalid};
 use crate::error::Result;
-use crate::model::{self, embedding, layer_norm, TextModel};
+use crate::layers::{embedding, layer_norm, linear, Init};
+use crate::text_model::{check_inputs, load_as, to_usize, Pretrained, TextModel};
 use crate::weights::Checkpoint;
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
 use crate::Hook;
@@ -25,7 +30,112 @@ use crate::Hook;
 /// How `BertFor...` checkpoints prefix the base model's weights.
 const PREFIX: &str = "bert.";
 
-/// A BERT encoder (transformers' `BertModel`): embeddings, `num_hidden_layers` encoder layers
+/// The hyper-parameters of a BERT encoder: transformers'
+/// [`BertConfig`](https://huggingface.co/docs/transformers/model_doc/bert#transformers.BertConfig),
+/// only what the forward pass of `BertModel` reads.
+///
+/// `Default` gives transformers' defaults (bert-base-uncased's shape), and a field that
+/// `config.json` leaves out takes its default. Build a model of any shape in code:
+///
+/// ```
+/// use hooks::LayerTree;
+/// use hooks_models::{Bert, BertConfig};
+/// use tch::{Device, Kind};
+///
+/// let mut config = BertConfig::default();
+/// config.hidden_size = 32;
+/// config.num_hidden_layers = 2;
+/// config.num_attention_heads = 4;
+/// config.intermediate_size = 64;
+/// let bert = Bert::new(&config, Device::Cpu, Kind::Float)?;
+/// assert!(bert.layer_names().contains(&"encoder.layer.1.attention.self.query".to_owned()));
+/// # Ok::<(), hooks_models::ModelError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct BertConfig {
+    /// Rows of `embeddings.word_embeddings`.
+    pub vocab_size: i64,
+    /// Width of every hidden state.
+    pub hidden_size: i64,
+    /// Entries of `encoder.layer`.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer; divides `hidden_size`.
+    pub num_attention_heads: i64,
+    /// Width of `intermediate.dense`.
+    pub intermediate_size: i64,
+    /// The activation after `intermediate.dense`.
+    pub hidden_act: Activation,
+    /// Rows of `embeddings.position_embeddings`: the longest input.
+    pub max_position_embeddings: i64,
+    /// Rows of `embeddings.token_type_embeddings`.
+    pub type_vocab_size: i64,
+    /// Epsilon of every LayerNorm.
+    pub layer_norm_eps: f64,
+    /// The standard deviation of the random weights of a model built with [`Bert::new`].
+    pub initializer_range: f64,
+    /// Only `absolute` (learned position embeddings) is implemented.
+    pub position_embedding_type: String,
+    /// A decoder BERT (causal attention) is not implemented.
+    pub is_decoder: bool,
+    /// Cross-attention layers are not implemented.
+    pub add_cross_attention: bool,
+}
+
+impl Default for BertConfig {
+    /// transformers' `BertConfig()` defaults.
+    fn default() -> Self {
+        BertConfig {
+            vocab_size: 30522,
+            hidden_size: 768,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            intermediate_size: 3072,
+            hidden_act: Activation::Gelu,
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            initializer_range: 0.02,
+            position_embedding_type: "absolute".into(),
+            is_decoder: false,
+            add_cross_attention: false,
+        }
+    }
+}
+
+impl ArchConfig for BertConfig {
+    fn check(&self) -> std::result::Result<(), Invalid> {
+        if self.position_embedding_type != "absolute" {
+            return Err(Invalid::Unsupported {
+                setting: format!("`position_embedding_type` is `{}`", self.position_embedding_type),
+                hint: "only `absolute` position embeddings are implemented",
+            });
+        }
+        if self.is_decoder || self.add_cross_attention {
+            return Err(Invalid::Unsupported {
+                setting: "`is_decoder` or `add_cross_attention` is true".into(),
+                hint: "only the encoder BERT (`BertModel` as an encoder) is implemented",
+            });
+        }
+        for (name, value) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ] {
+            config::positive(name, value)?;
+        }
+        config::heads_divide(
+            ("hidden_size", self.hidden_size),
+            ("num_attention_heads", self.num_attention_heads),
+        )
+    }
+}
+
+/// A BERT encoder: transformers' `BertModel`. Embeddings, `num_hidden_layers` encoder layers
 /// and, when the weights have one, the pooler.
 ///
 /// Its layers are named as `BertModel.named_modules()` names them: `embeddings`,
@@ -33,7 +143,7 @@ const PREFIX: &str = "bert.";
 /// dropouts and activation functions hold no parameters and are not layers.
 ///
 /// ```no_run
-/// use hooks::{ActivationStore, Hookable};
+/// use hooks::ActivationStore;
 /// use hooks_models::{Bert, TextModel, Tokenizer};
 /// use tch::{Device, Kind};
 ///
@@ -55,193 +165,51 @@ pub struct Bert {
     /// `pooler`: present when the weights have `pooler.dense`.
     pub pooler: Option<Hook<BertPooler>>,
     config: BertConfig,
-    device: Device,
-    kind: Kind,
-}
-
-/// `embeddings`: word + token type + position embeddings, then LayerNorm.
-#[derive(Debug, Hookable)]
-pub struct BertEmbeddings {
-    /// `embeddings.word_embeddings`.
-    pub word_embeddings: Hook<nn::Embedding>,
-    /// `embeddings.position_embeddings`; its output is `[1, T, H]`, as in transformers.
-    pub position_embeddings: Hook<nn::Embedding>,
-    /// `embeddings.token_type_embeddings` (every token has type 0).
-    pub token_type_embeddings: Hook<nn::Embedding>,
-    /// `embeddings.LayerNorm`.
-    #[hook(rename = "LayerNorm")]
-    pub layer_norm: Hook<nn::LayerNorm>,
-}
-
-/// `encoder`: the stack of layers.
-#[derive(Debug, Hookable)]
-pub struct BertEncoder {
-    /// `encoder.layer.N`.
-    pub layer: Vec<Hook<BertLayer>>,
-}
-
-/// `encoder.layer.N`: self-attention, then the feed-forward block.
-#[derive(Debug, Hookable)]
-pub struct BertLayer {
-    /// `encoder.layer.N.attention`.
-    pub attention: Hook<BertAttention>,
-    /// `encoder.layer.N.intermediate`: the feed-forward block's first half.
-    pub intermediate: Hook<BertIntermediate>,
-    /// `encoder.layer.N.output`: the feed-forward block's second half, residual and LayerNorm.
-    pub output: Hook<BertOutput>,
-}
-
-/// `encoder.layer.N.attention`: multi-head self-attention, then projection, residual and
-/// LayerNorm.
-#[derive(Debug, Hookable)]
-pub struct BertAttention {
-    /// `encoder.layer.N.attention.self`: its output is the heads' merged context, `[B, T, H]`.
-    #[hook(rename = "self")]
-    pub self_attention: Hook<BertSelfAttention>,
-    /// `encoder.layer.N.attention.output`.
-    pub output: Hook<BertSelfOutput>,
-}
-
-/// `encoder.layer.N.attention.self`: the query, key and value projections and the attention.
-#[derive(Debug, Hookable)]
-pub struct BertSelfAttention {
-    /// `...attention.self.query`.
-    pub query: Hook<nn::Linear>,
-    /// `...attention.self.key`.
-    pub key: Hook<nn::Linear>,
-    /// `...attention.self.value`.
-    pub value: Hook<nn::Linear>,
-    heads: i64,
-    scaling: f64,
-}
-
-/// `encoder.layer.N.attention.output`: `LayerNorm(dense(context) + input)`.
-#[derive(Debug, Hookable)]
-pub struct BertSelfOutput {
-    /// `...attention.output.dense`.
-    pub dense: Hook<nn::Linear>,
-    /// `...attention.output.LayerNorm`.
-    #[hook(rename = "LayerNorm")]
-    pub layer_norm: Hook<nn::LayerNorm>,
-}
-
-/// `encoder.layer.N.intermediate`: `act(dense(x))`.
-#[derive(Debug, Hookable)]
-pub struct BertIntermediate {
-    /// `...intermediate.dense`.
-    pub dense: Hook<nn::Linear>,
-    act: Activation,
-}
-
-/// `encoder.layer.N.output`: `LayerNorm(dense(x) + attention_output)`.
-#[derive(Debug, Hookable)]
-pub struct BertOutput {
-    /// `...output.dense`.
-    pub dense: Hook<nn::Linear>,
-    /// `...output.LayerNorm`.
-    #[hook(rename = "LayerNorm")]
-    pub layer_norm: Hook<nn::LayerNorm>,
-}
-
-/// `pooler`: `tanh(dense(x[:, 0]))`, the first token's state, `[B, H]`.
-#[derive(Debug, Hookable)]
-pub struct BertPooler {
-    /// `pooler.dense`.
-    pub dense: Hook<nn::Linear>,
-}
-
-/// Weights are overwritten by the checkpoint: skip random initialisation.
-fn linear(p: nn::Path<'_>, input: i64, output: i64) -> Hook<nn::Linear> {
-    let config = nn::LinearConfig {
-        ws_init: nn::Init::Const(0.0),
-        bs_init: Some(nn::Init::Const(0.0)),
-        bias: true,
-    };
-    Hook::new(nn::linear(p, input, output, config))
+    vs: nn::VarStore,
 }
 
 impl Bert {
+    /// A BERT of `config`'s shape with random weights, as transformers' `BertModel(config)`
+    /// builds one (with its pooler), on `device` in `kind`.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::BadConfig`](crate::ModelError::BadConfig) or
+    /// [`ModelError::UnsupportedConfig`](crate::ModelError::UnsupportedConfig) for a config it
+    /// cannot build, [`ModelError::UnsupportedKind`](crate::ModelError::UnsupportedKind).
+    pub fn new(config: &BertConfig, device: Device, kind: Kind) -> Result<Bert> {
+        config::check_in_code(config, kind)?;
+        let init = Init::Random {
+            std: config.initializer_range,
+        };
+        Ok(Bert::build(config.clone(), device, kind, init, true))
+    }
+
     /// Loads the BERT in `dir` (`config.json` with `model_type: "bert"`, `model.safetensors`)
     /// onto `device` in `kind`. Weights stored under a `bert.` prefix (a `BertFor...`
     /// checkpoint) load too; other tensors in the file are ignored.
     ///
     /// # Errors
     ///
-    /// As [`Model::load`](crate::Model::load); [`ModelError::UnsupportedModelType`](crate::ModelError::UnsupportedModelType)
+    /// As [`load`](crate::load); [`ModelError::UnsupportedModelType`](crate::ModelError::UnsupportedModelType)
     /// when the folder holds another architecture.
     pub fn load(dir: impl AsRef<Path>, device: Device, kind: Kind) -> Result<Bert> {
-        let dir = dir.as_ref();
-        let config = model::open(dir, kind)?;
-        model::expect_model_type(&config, &["bert"])?;
-        Bert::from_config(dir, &config, device, kind)
+        load_as(dir.as_ref(), device, kind)
     }
 
-    pub(crate) fn from_config(dir: &Path, file: &ConfigFile, device: Device, kind: Kind) -> Result<Bert> {
-        let (config, act) = file.bert()?;
-        let checkpoint = Checkpoint::read(dir)?;
+    fn build(config: BertConfig, device: Device, kind: Kind, init: Init, pooler: bool) -> Bert {
         let mut vs = nn::VarStore::new(device);
         vs.set_kind(kind);
-        let pooler = checkpoint.contains("pooler.dense.weight", PREFIX);
-        let bert = Bert::new(&vs.root(), config, act, pooler, kind);
-        checkpoint.load_into(&mut vs, PREFIX)?;
-        Ok(bert)
-    }
-
-    fn new(p: &nn::Path<'_>, config: BertConfig, act: Activation, pooler: bool, kind: Kind) -> Bert {
-        let h = config.hidden_size;
-        let eps = config.layer_norm_eps;
-        let e = p / "embeddings";
-        let embeddings = BertEmbeddings {
-            word_embeddings: embedding(&e / "word_embeddings", config.vocab_size, h),
-            position_embeddings: embedding(&e / "position_embeddings", config.max_position_embeddings, h),
-            token_type_embeddings: embedding(&e / "token_type_embeddings", config.type_vocab_size, h),
-            layer_norm: layer_norm(&e / "LayerNorm", h, eps),
-        };
-        let layers = p / "encoder" / "layer";
-        let layer = (0..config.num_hidden_layers)
-            .map(|i| {
-                let l = &layers / i;
-                let heads = config.num_attention_heads;
-                let a = &l / "attention";
-                let attention = BertAttention {
-                    self_attention: Hook::new(BertSelfAttention {
-                        query: linear(&a / "self" / "query", h, h),
-                        key: linear(&a / "self" / "key", h, h),
-                        value: linear(&a / "self" / "value", h, h),
-                        heads,
-                        // transformers computes `head_dim ** -0.5` in double precision too.
-                        scaling: 1.0 / ((h / heads) as f64).sqrt(),
-                    }),
-                    output: Hook::new(BertSelfOutput {
-                        dense: linear(&a / "output" / "dense", h, h),
-                        layer_norm: layer_norm(&a / "output" / "LayerNorm", h, eps),
-                    }),
-                };
-                Hook::new(BertLayer {
-                    attention: Hook::new(attention),
-                    intermediate: Hook::new(BertIntermediate {
-                        dense: linear(&l / "intermediate" / "dense", h, config.intermediate_size),
-                        act,
-                    }),
-                    output: Hook::new(BertOutput {
-                        dense: linear(&l / "output" / "dense", config.intermediate_size, h),
-                        layer_norm: layer_norm(&l / "output" / "LayerNorm", h, eps),
-                    }),
-                })
-            })
-            .collect();
-        let pooler = pooler.then(|| {
-            Hook::new(BertPooler {
-                dense: linear(p / "pooler" / "dense", h, h),
-            })
-        });
+        let p = vs.root();
+        let embeddings = Hook::new(BertEmbeddings::new(&p / "embeddings", &config, init));
+        let encoder = Hook::new(BertEncoder::new(&p / "encoder", &config, init));
+        let pooler = pooler.then(|| Hook::new(BertPooler::new(&p / "pooler", &config, init)));
         Bert {
-            embeddings: Hook::new(embeddings),
-            encoder: Hook::new(BertEncoder { layer }),
+            embeddings,
+            encoder,
             pooler,
             config,
-            device: p.device(),
-            kind,
+            vs,
         }
     }
 
@@ -258,12 +226,12 @@ impl Bert {
     ///
     /// As [`TextModel::forward`].
     pub fn forward_with_pooler(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
-        let (ids, mask) = model::check_inputs(
+        let (ids, mask) = check_inputs(
             input_ids,
             attention_mask,
             self.config.max_position_embeddings,
             self.config.vocab_size,
-            self.device,
+            self.vs.device(),
         )?;
         Ok(self.run(&ids, &mask))
     }
@@ -272,10 +240,23 @@ impl Bert {
     fn run(&self, input_ids: &Tensor, attention_mask: &Tensor) -> (Tensor, Option<Tensor>) {
         let _no_grad = tch::no_grad_guard();
         let hidden = self.embeddings.call(|m| m.forward(input_ids));
-        let mask = attention::padding_mask(attention_mask, self.kind);
+        let mask = attention::padding_mask(attention_mask, self.vs.kind());
         let hidden = self.encoder.call(|m| m.forward(&hidden, &mask));
         let pooled = self.pooler.as_ref().map(|p| p.call(|m| m.forward(&hidden)));
         (hidden, pooled)
+    }
+}
+
+impl Pretrained for Bert {
+    const MODEL_TYPE: &'static str = "bert";
+
+    fn load_from(dir: &Path, file: &ConfigFile, device: Device, kind: Kind) -> Result<Bert> {
+        let config: BertConfig = file.config()?;
+        let checkpoint = Checkpoint::read(dir)?;
+        let pooler = checkpoint.contains("pooler.dense.weight", PREFIX);
+        let mut bert = Bert::build(config, device, kind, Init::Placeholder, pooler);
+        checkpoint.load_into(&mut bert.vs, PREFIX)?;
+        Ok(bert)
     }
 }
 
@@ -286,23 +267,19 @@ impl TextModel for Bert {
     }
 
     fn max_length(&self) -> usize {
-        model::to_usize(self.config.max_position_embeddings)
+        to_usize(self.config.max_position_embeddings)
     }
 
     fn model_type(&self) -> &'static str {
-        "bert"
+        Self::MODEL_TYPE
     }
 
     fn hidden_size(&self) -> usize {
-        model::to_usize(self.config.hidden_size)
+        to_usize(self.config.hidden_size)
     }
 
-    fn device(&self) -> Device {
-        self.device
-    }
-
-    fn kind(&self) -> Kind {
-        self.kind
+    fn var_store(&self) -> &nn::VarStore {
+        &self.vs
     }
 }
 
@@ -312,12 +289,36 @@ impl TextModel for Bert {
 /// errors instead.
 impl nn::ModuleT for Bert {
     fn forward_t(&self, input_ids: &Tensor, _train: bool) -> Tensor {
-        let ids = input_ids.to_device(self.device);
+        let ids = input_ids.to_device(self.vs.device());
         self.run(&ids, &ids.ones_like()).0
     }
 }
 
+/// `embeddings`: word + token type + position embeddings, then LayerNorm (`BertEmbeddings`).
+#[derive(Debug, Hookable)]
+pub struct BertEmbeddings {
+    /// `embeddings.word_embeddings`.
+    pub word_embeddings: Hook<nn::Embedding>,
+    /// `embeddings.position_embeddings`; its output is `[1, T, H]`, as in transformers.
+    pub position_embeddings: Hook<nn::Embedding>,
+    /// `embeddings.token_type_embeddings` (every token has type 0).
+    pub token_type_embeddings: Hook<nn::Embedding>,
+    /// `embeddings.LayerNorm`.
+    #[hook(rename = "LayerNorm")]
+    pub layer_norm: Hook<nn::LayerNorm>,
+}
+
 impl BertEmbeddings {
+    fn new(p: nn::Path<'_>, config: &BertConfig, init: Init) -> Self {
+        let h = config.hidden_size;
+        BertEmbeddings {
+            word_embeddings: embedding(&p / "word_embeddings", config.vocab_size, h, init),
+            position_embeddings: embedding(&p / "position_embeddings", config.max_position_embeddings, h, init),
+            token_type_embeddings: embedding(&p / "token_type_embeddings", config.type_vocab_size, h, init),
+            layer_norm: layer_norm(&p / "LayerNorm", h, config.layer_norm_eps),
+        }
+    }
+
     fn forward(&self, input_ids: &Tensor) -> Tensor {
         let (batch, len) = (input_ids.size()[0], input_ids.size()[1]);
         let device = input_ids.device();
@@ -330,7 +331,21 @@ impl BertEmbeddings {
     }
 }
 
+/// `encoder`: the stack of layers (`BertEncoder`).
+#[derive(Debug, Hookable)]
+pub struct BertEncoder {
+    /// `encoder.layer.N`.
+    pub layer: Vec<Hook<BertLayer>>,
+}
+
 impl BertEncoder {
+    fn new(p: nn::Path<'_>, config: &BertConfig, init: Init) -> Self {
+        let layer = (0..config.num_hidden_layers)
+            .map(|i| Hook::new(BertLayer::new(&p / "layer" / i, config, init)))
+            .collect();
+        BertEncoder { layer }
+    }
+
     fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let mut hidden = hidden.shallow_clone();
         for layer in &self.layer {
@@ -340,7 +355,26 @@ impl BertEncoder {
     }
 }
 
+/// `encoder.layer.N`: self-attention, then the feed-forward block (`BertLayer`).
+#[derive(Debug, Hookable)]
+pub struct BertLayer {
+    /// `encoder.layer.N.attention`.
+    pub attention: Hook<BertAttention>,
+    /// `encoder.layer.N.intermediate`: the feed-forward block's first half.
+    pub intermediate: Hook<BertIntermediate>,
+    /// `encoder.layer.N.output`: the feed-forward block's second half, residual and LayerNorm.
+    pub output: Hook<BertOutput>,
+}
+
 impl BertLayer {
+    fn new(p: nn::Path<'_>, config: &BertConfig, init: Init) -> Self {
+        BertLayer {
+            attention: Hook::new(BertAttention::new(&p / "attention", config, init)),
+            intermediate: Hook::new(BertIntermediate::new(&p / "intermediate", config, init)),
+            output: Hook::new(BertOutput::new(&p / "output", config.intermediate_size, config, init)),
+        }
+    }
+
     fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let attention = self.attention.call(|m| m.forward(hidden, mask));
         let intermediate = self.intermediate.call(|m| m.forward(&attention));
@@ -348,14 +382,58 @@ impl BertLayer {
     }
 }
 
+/// `encoder.layer.N.attention`: multi-head self-attention, then projection, residual and
+/// LayerNorm (`BertAttention`).
+#[derive(Debug, Hookable)]
+pub struct BertAttention {
+    /// `encoder.layer.N.attention.self`: its output is the heads' merged context, `[B, T, H]`.
+    #[hook(rename = "self")]
+    pub self_attention: Hook<BertSelfAttention>,
+    /// `encoder.layer.N.attention.output`.
+    pub output: Hook<BertSelfOutput>,
+}
+
 impl BertAttention {
+    fn new(p: nn::Path<'_>, config: &BertConfig, init: Init) -> Self {
+        BertAttention {
+            self_attention: Hook::new(BertSelfAttention::new(&p / "self", config, init)),
+            output: Hook::new(BertSelfOutput::new(&p / "output", config.hidden_size, config, init)),
+        }
+    }
+
     fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let context = self.self_attention.call(|m| m.forward(hidden, mask));
         self.output.call(|m| m.forward(&context, hidden))
     }
 }
 
+/// `encoder.layer.N.attention.self`: the query, key and value projections and the attention
+/// (`BertSelfAttention`, with transformers' default `sdpa` attention).
+#[derive(Debug, Hookable)]
+pub struct BertSelfAttention {
+    /// `...attention.self.query`.
+    pub query: Hook<nn::Linear>,
+    /// `...attention.self.key`.
+    pub key: Hook<nn::Linear>,
+    /// `...attention.self.value`.
+    pub value: Hook<nn::Linear>,
+    heads: i64,
+    scaling: f64,
+}
+
 impl BertSelfAttention {
+    fn new(p: nn::Path<'_>, config: &BertConfig, init: Init) -> Self {
+        let (h, heads) = (config.hidden_size, config.num_attention_heads);
+        BertSelfAttention {
+            query: linear(&p / "query", h, h, init),
+            key: linear(&p / "key", h, h, init),
+            value: linear(&p / "value", h, h, init),
+            heads,
+            // transformers computes `head_dim ** -0.5` in double precision too.
+            scaling: 1.0 / ((h / heads) as f64).sqrt(),
+        }
+    }
+
     fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let query = attention::split_heads(&self.query.forward(hidden), self.heads);
         let key = attention::split_heads(&self.key.forward(hidden), self.heads);
@@ -364,25 +442,73 @@ impl BertSelfAttention {
     }
 }
 
-impl BertSelfOutput {
-    fn forward(&self, hidden: &Tensor, input: &Tensor) -> Tensor {
-        self.layer_norm.forward(&(self.dense.forward(hidden) + input))
-    }
+/// `encoder.layer.N.intermediate`: `act(dense(x))` (`BertIntermediate`).
+#[derive(Debug, Hookable)]
+pub struct BertIntermediate {
+    /// `...intermediate.dense`.
+    pub dense: Hook<nn::Linear>,
+    act: Activation,
 }
 
 impl BertIntermediate {
+    fn new(p: nn::Path<'_>, config: &BertConfig, init: Init) -> Self {
+        BertIntermediate {
+            dense: linear(&p / "dense", config.hidden_size, config.intermediate_size, init),
+            act: config.hidden_act,
+        }
+    }
+
     fn forward(&self, hidden: &Tensor) -> Tensor {
         self.act.apply(&self.dense.forward(hidden))
     }
 }
 
+/// `LayerNorm(dense(x) + input)`: transformers' `BertOutput` (`encoder.layer.N.output`, `x` the
+/// intermediate state) and `BertSelfOutput` (`encoder.layer.N.attention.output`, `x` the heads'
+/// context), two classes that compute the same thing from inputs of different widths.
+#[derive(Debug, Hookable)]
+pub struct BertOutput {
+    /// `...output.dense`.
+    pub dense: Hook<nn::Linear>,
+    /// `...output.LayerNorm`.
+    #[hook(rename = "LayerNorm")]
+    pub layer_norm: Hook<nn::LayerNorm>,
+}
+
+/// transformers' `BertSelfOutput` (`encoder.layer.N.attention.output`) is a [`BertOutput`] from
+/// the hidden width.
+pub type BertSelfOutput = BertOutput;
+
 impl BertOutput {
+    /// The block at `p` whose `dense` maps `input` features to the hidden width.
+    fn new(p: nn::Path<'_>, input: i64, config: &BertConfig, init: Init) -> Self {
+        let h = config.hidden_size;
+        BertOutput {
+            dense: linear(&p / "dense", input, h, init),
+            layer_norm: layer_norm(&p / "LayerNorm", h, config.layer_norm_eps),
+        }
+    }
+
     fn forward(&self, hidden: &Tensor, input: &Tensor) -> Tensor {
         self.layer_norm.forward(&(self.dense.forward(hidden) + input))
     }
 }
 
+/// `pooler`: `tanh(dense(x[:, 0]))`, the first token's state, `[B, H]` (`BertPooler`).
+#[derive(Debug, Hookable)]
+pub struct BertPooler {
+    /// `pooler.dense`.
+    pub dense: Hook<nn::Linear>,
+}
+
 impl BertPooler {
+    fn new(p: nn::Path<'_>, config: &BertConfig, init: Init) -> Self {
+        let h = config.hidden_size;
+        BertPooler {
+            dense: linear(&p / "dense", h, h, init),
+        }
+    }
+
     fn forward(&self, hidden: &Tensor) -> Tensor {
         self.dense.forward(&hidden.select(1, 0)).tanh()
     }

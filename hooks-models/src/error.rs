@@ -30,11 +30,11 @@ pub enum ModelError {
         /// The cause.
         source: std::io::Error,
     },
-    /// `config.json` is not valid JSON or lacks a field the architecture needs.
-    #[error("invalid `{}`: {reason}; it must be the `config.json` transformers writes for this model", path.display())]
+    /// `config.json` is not valid JSON, or a config holds a value the architecture cannot take.
+    #[error("invalid {}: {reason}; {}", config_name(path.as_deref()), config_fix(path.as_deref()))]
     BadConfig {
-        /// The config file.
-        path: PathBuf,
+        /// The config file; `None` for a config built in code.
+        path: Option<PathBuf>,
         /// What is wrong with it.
         reason: String,
     },
@@ -46,13 +46,13 @@ pub enum ModelError {
         /// The `model_type` it names (empty when absent).
         found: String,
         /// The `model_type`s this loader takes.
-        supported: &'static [&'static str],
+        supported: Vec<&'static str>,
     },
-    /// `config.json` asks for a variant of the architecture this crate does not implement.
-    #[error("unsupported setting in `{}`: {setting}; {hint}", path.display())]
+    /// A config asks for a variant of the architecture this crate does not implement.
+    #[error("unsupported setting in {}: {setting}; {hint}", config_name(path.as_deref()))]
     UnsupportedConfig {
-        /// The config file.
-        path: PathBuf,
+        /// The config file; `None` for a config built in code.
+        path: Option<PathBuf>,
         /// The setting and its value.
         setting: String,
         /// What is supported instead.
@@ -89,10 +89,10 @@ pub enum ModelError {
         found: Vec<i64>,
     },
     /// A dtype the models do not run in.
-    #[error("unsupported dtype `{kind}`; load the model with `Kind::Float`, `Kind::Half` or `Kind::BFloat16`")]
+    #[error("unsupported dtype `{kind:?}`; load the model with `Kind::Float`, `Kind::Half` or `Kind::BFloat16`")]
     UnsupportedKind {
-        /// The kind asked for, as debug text.
-        kind: String,
+        /// The kind asked for.
+        kind: tch::Kind,
     },
     /// `tokenizer.json` could not be loaded, or a text could not be encoded.
     #[error("tokenizer `{}`: {reason}", path.display())]
@@ -111,6 +111,19 @@ pub enum ModelError {
     /// libtorch reported an error.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+}
+
+/// The config file in backticks, or "the config" for one built in code.
+fn config_name(path: Option<&std::path::Path>) -> String {
+    path.map_or_else(|| "the config".to_owned(), |p| format!("`{}`", p.display()))
+}
+
+fn config_fix(path: Option<&std::path::Path>) -> &'static str {
+    if path.is_some() {
+        "it must be the `config.json` transformers writes for this model"
+    } else {
+        "give the field a value transformers accepts"
+    }
 }
 
 fn backticked(names: &[&str]) -> String {

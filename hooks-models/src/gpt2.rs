@@ -1,20 +1,25 @@
-//! GPT-2, as transformers' `GPT2Model` computes it, with every module at its PyTorch path.
+//! GPT-2, as transformers' `GPT2Model` computes it
+//! ([`modeling_gpt2.py`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/gpt2/modeling_gpt2.py)),
+//! with every module at its PyTorch path.
 //!
-//! Annotated like [`crate::bert`]; in addition it shows a hand-written module ([`Conv1D`]) that
-//! joins the layer tree: derive `Hookable` on it (it has no capture sites of its own) and wrap
-//! it in `Hook<...>` where it is used.
+//! Laid out and annotated like [`crate::bert`]: each module's struct, then its constructor and
+//! forward. In addition it shows a hand-written module ([`Conv1D`]) that joins the layer tree:
+//! derive `Hookable` on it (it has no capture sites of its own) and wrap it in `Hook<...>` where
+//! it is used.
 
 use std::path::Path;
 
 use hooks::Hookable;
+use serde::Deserialize;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 use crate::activation::Activation;
 use crate::attention;
-use crate::config::{ConfigFile, Gpt2Config};
+use crate::config::{self, ArchConfig, ConfigFile, Invalid};
 use crate::error::Result;
-use crate::model::{self, embedding, layer_norm, TextModel};
+use crate::layers::{embedding, layer_norm, Init};
+use crate::text_model::{check_inputs, load_as, to_usize, Pretrained, TextModel};
 use crate::weights::Checkpoint;
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
 use crate::Hook;
@@ -22,7 +27,103 @@ use crate::Hook;
 /// How `GPT2LMHeadModel` checkpoints prefix the base model's weights.
 const PREFIX: &str = "transformer.";
 
-/// A GPT-2 decoder (transformers' `GPT2Model`): token and position embeddings, `n_layer`
+/// The hyper-parameters of a GPT-2 decoder: transformers'
+/// [`GPT2Config`](https://huggingface.co/docs/transformers/model_doc/gpt2#transformers.GPT2Config),
+/// only what the forward pass of `GPT2Model` reads. transformers' generic names (`hidden_size`,
+/// ...) are accepted too.
+///
+/// `Default` gives transformers' defaults (gpt2-small's shape), and a field that `config.json`
+/// leaves out takes its default. Build a model of any shape in code:
+///
+/// ```
+/// use hooks::LayerTree;
+/// use hooks_models::{Gpt2, Gpt2Config};
+/// use tch::{Device, Kind};
+///
+/// let mut config = Gpt2Config::default();
+/// config.n_embd = 32;
+/// config.n_layer = 2;
+/// config.n_head = 4;
+/// let gpt2 = Gpt2::new(&config, Device::Cpu, Kind::Float)?;
+/// assert!(gpt2.layer_names().contains(&"h.1.mlp.c_fc".to_owned()));
+/// # Ok::<(), hooks_models::ModelError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct Gpt2Config {
+    /// Rows of `wte`.
+    pub vocab_size: i64,
+    /// Rows of `wpe`: the longest input.
+    #[serde(alias = "max_position_embeddings")]
+    pub n_positions: i64,
+    /// Width of every hidden state.
+    #[serde(alias = "hidden_size")]
+    pub n_embd: i64,
+    /// Entries of `h`.
+    #[serde(alias = "num_hidden_layers")]
+    pub n_layer: usize,
+    /// Attention heads per block; divides `n_embd`.
+    #[serde(alias = "num_attention_heads")]
+    pub n_head: i64,
+    /// Width of `mlp.c_fc`; `None` means `4 * n_embd`.
+    pub n_inner: Option<i64>,
+    /// The activation inside the MLP.
+    pub activation_function: Activation,
+    /// Epsilon of every LayerNorm.
+    pub layer_norm_epsilon: f64,
+    /// The standard deviation of the random weights of a model built with [`Gpt2::new`].
+    pub initializer_range: f64,
+    /// Whether attention scores are divided by `sqrt(head_dim)`.
+    pub scale_attn_weights: bool,
+    /// Whether block `i`'s attention scores are also divided by `i + 1`.
+    pub scale_attn_by_inverse_layer_idx: bool,
+    /// Cross-attention layers are not implemented.
+    pub add_cross_attention: bool,
+}
+
+impl Default for Gpt2Config {
+    /// transformers' `GPT2Config()` defaults.
+    fn default() -> Self {
+        Gpt2Config {
+            vocab_size: 50257,
+            n_positions: 1024,
+            n_embd: 768,
+            n_layer: 12,
+            n_head: 12,
+            n_inner: None,
+            activation_function: Activation::GeluNew,
+            layer_norm_epsilon: 1e-5,
+            initializer_range: 0.02,
+            scale_attn_weights: true,
+            scale_attn_by_inverse_layer_idx: false,
+            add_cross_attention: false,
+        }
+    }
+}
+
+impl ArchConfig for Gpt2Config {
+    fn check(&self) -> std::result::Result<(), Invalid> {
+        if self.add_cross_attention {
+            return Err(Invalid::Unsupported {
+                setting: "`add_cross_attention` is true".into(),
+                hint: "only the decoder-only GPT-2 (`GPT2Model`) is implemented",
+            });
+        }
+        for (name, value) in [
+            ("vocab_size", self.vocab_size),
+            ("n_positions", self.n_positions),
+            ("n_embd", self.n_embd),
+            ("n_head", self.n_head),
+            ("n_inner", self.n_inner.unwrap_or(1)),
+        ] {
+            config::positive(name, value)?;
+        }
+        config::heads_divide(("n_embd", self.n_embd), ("n_head", self.n_head))
+    }
+}
+
+/// A GPT-2 decoder: transformers' `GPT2Model`. Token and position embeddings, `n_layer`
 /// blocks and the final LayerNorm.
 ///
 /// Its layers are named as `GPT2Model.named_modules()` names them: `wte`, `wpe`, `h.0`,
@@ -53,144 +154,53 @@ pub struct Gpt2 {
     /// `ln_f`: the final LayerNorm, whose output is the model's.
     pub ln_f: Hook<nn::LayerNorm>,
     config: Gpt2Config,
-    device: Device,
-    kind: Kind,
-}
-
-/// `h.N`: pre-LayerNorm attention and MLP, each with a residual connection.
-#[derive(Debug, Hookable)]
-pub struct Gpt2Block {
-    /// `h.N.ln_1`.
-    pub ln_1: Hook<nn::LayerNorm>,
-    /// `h.N.attn`: its output is after `c_proj`, before the residual.
-    pub attn: Hook<Gpt2Attention>,
-    /// `h.N.ln_2`.
-    pub ln_2: Hook<nn::LayerNorm>,
-    /// `h.N.mlp`: its output is before the residual.
-    pub mlp: Hook<Gpt2Mlp>,
-}
-
-/// `h.N.attn`: causal multi-head self-attention.
-#[derive(Debug, Hookable)]
-pub struct Gpt2Attention {
-    /// `h.N.attn.c_attn`: query, key and value in one projection, `[B, T, 3H]`.
-    pub c_attn: Hook<Conv1D>,
-    /// `h.N.attn.c_proj`.
-    pub c_proj: Hook<Conv1D>,
-    heads: i64,
-    scaling: f64,
-}
-
-/// `h.N.mlp`: `c_proj(act(c_fc(x)))`.
-#[derive(Debug, Hookable)]
-pub struct Gpt2Mlp {
-    /// `h.N.mlp.c_fc`.
-    pub c_fc: Hook<Conv1D>,
-    /// `h.N.mlp.c_proj`.
-    pub c_proj: Hook<Conv1D>,
-    act: Activation,
-}
-
-/// transformers' `Conv1D`: a linear layer whose weight is stored `[in, out]` (the transpose of
-/// `nn.Linear`'s), computed as `addmm(bias, x, weight)`.
-#[derive(Debug, Hookable)]
-pub struct Conv1D {
-    /// `[in, out]`.
-    pub weight: Tensor,
-    /// `[out]`.
-    pub bias: Tensor,
-}
-
-impl Conv1D {
-    fn new(p: nn::Path<'_>, input: i64, output: i64) -> Hook<Conv1D> {
-        // Placeholder values: the checkpoint overwrites them.
-        Hook::new(Conv1D {
-            weight: p.var("weight", &[input, output], nn::Init::Const(0.0)),
-            bias: p.var("bias", &[output], nn::Init::Const(0.0)),
-        })
-    }
-}
-
-impl Module for Conv1D {
-    fn forward(&self, xs: &Tensor) -> Tensor {
-        let mut size = xs.size();
-        let input = size.pop().unwrap_or(0);
-        size.push(self.bias.size()[0]);
-        self.bias
-            .addmm(&xs.reshape([-1, input]), &self.weight)
-            .view(size.as_slice())
-    }
+    vs: nn::VarStore,
 }
 
 impl Gpt2 {
+    /// A GPT-2 of `config`'s shape with random weights, as transformers' `GPT2Model(config)`
+    /// builds one, on `device` in `kind`.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::BadConfig`](crate::ModelError::BadConfig) or
+    /// [`ModelError::UnsupportedConfig`](crate::ModelError::UnsupportedConfig) for a config it
+    /// cannot build, [`ModelError::UnsupportedKind`](crate::ModelError::UnsupportedKind).
+    pub fn new(config: &Gpt2Config, device: Device, kind: Kind) -> Result<Gpt2> {
+        config::check_in_code(config, kind)?;
+        let init = Init::Random {
+            std: config.initializer_range,
+        };
+        Ok(Gpt2::build(config.clone(), device, kind, init))
+    }
+
     /// Loads the GPT-2 in `dir` (`config.json` with `model_type: "gpt2"`, `model.safetensors`)
     /// onto `device` in `kind`. Weights stored under a `transformer.` prefix (a
     /// `GPT2LMHeadModel` checkpoint) load too; other tensors in the file are ignored.
     ///
     /// # Errors
     ///
-    /// As [`Model::load`](crate::Model::load); [`ModelError::UnsupportedModelType`](crate::ModelError::UnsupportedModelType)
+    /// As [`load`](crate::load); [`ModelError::UnsupportedModelType`](crate::ModelError::UnsupportedModelType)
     /// when the folder holds another architecture.
     pub fn load(dir: impl AsRef<Path>, device: Device, kind: Kind) -> Result<Gpt2> {
-        let dir = dir.as_ref();
-        let config = model::open(dir, kind)?;
-        model::expect_model_type(&config, &["gpt2"])?;
-        Gpt2::from_config(dir, &config, device, kind)
+        load_as(dir.as_ref(), device, kind)
     }
 
-    pub(crate) fn from_config(dir: &Path, file: &ConfigFile, device: Device, kind: Kind) -> Result<Gpt2> {
-        let (config, act) = file.gpt2()?;
-        let checkpoint = Checkpoint::read(dir)?;
+    fn build(config: Gpt2Config, device: Device, kind: Kind, init: Init) -> Gpt2 {
         let mut vs = nn::VarStore::new(device);
         vs.set_kind(kind);
-        let gpt2 = Gpt2::new(&vs.root(), config, act, kind);
-        checkpoint.load_into(&mut vs, PREFIX)?;
-        Ok(gpt2)
-    }
-
-    fn new(p: &nn::Path<'_>, config: Gpt2Config, act: Activation, kind: Kind) -> Gpt2 {
+        let p = vs.root();
         let h = config.n_embd;
-        let eps = config.layer_norm_epsilon;
-        let inner = config.n_inner.unwrap_or(4 * h);
-        let heads = config.n_head;
-        let blocks = p / "h";
-        let h_blocks = (0..config.n_layer)
-            .map(|i| {
-                let b = &blocks / i;
-                // transformers computes the scale in double precision too.
-                let mut scaling = if config.scale_attn_weights {
-                    1.0 / ((h / heads) as f64).sqrt()
-                } else {
-                    1.0
-                };
-                if config.scale_attn_by_inverse_layer_idx {
-                    scaling /= (i + 1) as f64;
-                }
-                Hook::new(Gpt2Block {
-                    ln_1: layer_norm(&b / "ln_1", h, eps),
-                    attn: Hook::new(Gpt2Attention {
-                        c_attn: Conv1D::new(&b / "attn" / "c_attn", h, 3 * h),
-                        c_proj: Conv1D::new(&b / "attn" / "c_proj", h, h),
-                        heads,
-                        scaling,
-                    }),
-                    ln_2: layer_norm(&b / "ln_2", h, eps),
-                    mlp: Hook::new(Gpt2Mlp {
-                        c_fc: Conv1D::new(&b / "mlp" / "c_fc", h, inner),
-                        c_proj: Conv1D::new(&b / "mlp" / "c_proj", inner, h),
-                        act,
-                    }),
-                })
-            })
+        let blocks = (0..config.n_layer)
+            .map(|i| Hook::new(Gpt2Block::new(&p / "h" / i, &config, i, init)))
             .collect();
         Gpt2 {
-            wte: embedding(p / "wte", config.vocab_size, h),
-            wpe: embedding(p / "wpe", config.n_positions, h),
-            h: h_blocks,
-            ln_f: layer_norm(p / "ln_f", h, eps),
+            wte: embedding(&p / "wte", config.vocab_size, h, init),
+            wpe: embedding(&p / "wpe", config.n_positions, h, init),
+            h: blocks,
+            ln_f: layer_norm(&p / "ln_f", h, config.layer_norm_epsilon),
             config,
-            device: p.device(),
-            kind,
+            vs,
         }
     }
 
@@ -206,7 +216,7 @@ impl Gpt2 {
         let len = input_ids.size()[1];
         let position_ids = Tensor::arange(len, (Kind::Int64, input_ids.device())).unsqueeze(0);
         let mut hidden = self.wte.forward(input_ids) + self.wpe.forward(&position_ids);
-        let mask = attention::causal_padding_mask(attention_mask, self.kind);
+        let mask = attention::causal_padding_mask(attention_mask, self.vs.kind());
         for block in &self.h {
             hidden = block.call(|m| m.forward(&hidden, &mask));
         }
@@ -214,36 +224,44 @@ impl Gpt2 {
     }
 }
 
+impl Pretrained for Gpt2 {
+    const MODEL_TYPE: &'static str = "gpt2";
+
+    fn load_from(dir: &Path, file: &ConfigFile, device: Device, kind: Kind) -> Result<Gpt2> {
+        let config: Gpt2Config = file.config()?;
+        let checkpoint = Checkpoint::read(dir)?;
+        let mut gpt2 = Gpt2::build(config, device, kind, Init::Placeholder);
+        checkpoint.load_into(&mut gpt2.vs, PREFIX)?;
+        Ok(gpt2)
+    }
+}
+
 impl TextModel for Gpt2 {
     fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
-        let (ids, mask) = model::check_inputs(
+        let (ids, mask) = check_inputs(
             input_ids,
             attention_mask,
             self.config.n_positions,
             self.config.vocab_size,
-            self.device,
+            self.vs.device(),
         )?;
         Ok(self.run(&ids, &mask))
     }
 
     fn max_length(&self) -> usize {
-        model::to_usize(self.config.n_positions)
+        to_usize(self.config.n_positions)
     }
 
     fn model_type(&self) -> &'static str {
-        "gpt2"
+        Self::MODEL_TYPE
     }
 
     fn hidden_size(&self) -> usize {
-        model::to_usize(self.config.n_embd)
+        to_usize(self.config.n_embd)
     }
 
-    fn device(&self) -> Device {
-        self.device
-    }
-
-    fn kind(&self) -> Kind {
-        self.kind
+    fn var_store(&self) -> &nn::VarStore {
+        &self.vs
     }
 }
 
@@ -253,12 +271,36 @@ impl TextModel for Gpt2 {
 /// errors instead.
 impl nn::ModuleT for Gpt2 {
     fn forward_t(&self, input_ids: &Tensor, _train: bool) -> Tensor {
-        let ids = input_ids.to_device(self.device);
+        let ids = input_ids.to_device(self.vs.device());
         self.run(&ids, &ids.ones_like())
     }
 }
 
+/// `h.N`: pre-LayerNorm attention and MLP, each with a residual connection (`GPT2Block`).
+#[derive(Debug, Hookable)]
+pub struct Gpt2Block {
+    /// `h.N.ln_1`.
+    pub ln_1: Hook<nn::LayerNorm>,
+    /// `h.N.attn`: its output is after `c_proj`, before the residual.
+    pub attn: Hook<Gpt2Attention>,
+    /// `h.N.ln_2`.
+    pub ln_2: Hook<nn::LayerNorm>,
+    /// `h.N.mlp`: its output is before the residual.
+    pub mlp: Hook<Gpt2Mlp>,
+}
+
 impl Gpt2Block {
+    /// Block `index` (its attention scaling may depend on it).
+    fn new(p: nn::Path<'_>, config: &Gpt2Config, index: usize, init: Init) -> Self {
+        let (h, eps) = (config.n_embd, config.layer_norm_epsilon);
+        Gpt2Block {
+            ln_1: layer_norm(&p / "ln_1", h, eps),
+            attn: Hook::new(Gpt2Attention::new(&p / "attn", config, index, init)),
+            ln_2: layer_norm(&p / "ln_2", h, eps),
+            mlp: Hook::new(Gpt2Mlp::new(&p / "mlp", config, init)),
+        }
+    }
+
     fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let attn = self.attn.call(|m| m.forward(&self.ln_1.forward(hidden), mask));
         let hidden = attn + hidden;
@@ -267,7 +309,38 @@ impl Gpt2Block {
     }
 }
 
+/// `h.N.attn`: causal multi-head self-attention (`GPT2Attention`, with transformers' default
+/// `sdpa` attention).
+#[derive(Debug, Hookable)]
+pub struct Gpt2Attention {
+    /// `h.N.attn.c_attn`: query, key and value in one projection, `[B, T, 3H]`.
+    pub c_attn: Hook<Conv1D>,
+    /// `h.N.attn.c_proj`.
+    pub c_proj: Hook<Conv1D>,
+    heads: i64,
+    scaling: f64,
+}
+
 impl Gpt2Attention {
+    fn new(p: nn::Path<'_>, config: &Gpt2Config, index: usize, init: Init) -> Self {
+        let (h, heads) = (config.n_embd, config.n_head);
+        // transformers computes the scale in double precision too.
+        let mut scaling = if config.scale_attn_weights {
+            1.0 / ((h / heads) as f64).sqrt()
+        } else {
+            1.0
+        };
+        if config.scale_attn_by_inverse_layer_idx {
+            scaling /= (index + 1) as f64;
+        }
+        Gpt2Attention {
+            c_attn: Conv1D::new(&p / "c_attn", h, 3 * h, init),
+            c_proj: Conv1D::new(&p / "c_proj", h, h, init),
+            heads,
+            scaling,
+        }
+    }
+
     fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let qkv = self.c_attn.forward(hidden);
         let width = qkv.size()[2] / 3;
@@ -278,8 +351,58 @@ impl Gpt2Attention {
     }
 }
 
+/// `h.N.mlp`: `c_proj(act(c_fc(x)))` (`GPT2MLP`).
+#[derive(Debug, Hookable)]
+pub struct Gpt2Mlp {
+    /// `h.N.mlp.c_fc`.
+    pub c_fc: Hook<Conv1D>,
+    /// `h.N.mlp.c_proj`.
+    pub c_proj: Hook<Conv1D>,
+    act: Activation,
+}
+
 impl Gpt2Mlp {
+    fn new(p: nn::Path<'_>, config: &Gpt2Config, init: Init) -> Self {
+        let h = config.n_embd;
+        let inner = config.n_inner.unwrap_or(4 * h);
+        Gpt2Mlp {
+            c_fc: Conv1D::new(&p / "c_fc", h, inner, init),
+            c_proj: Conv1D::new(&p / "c_proj", inner, h, init),
+            act: config.activation_function,
+        }
+    }
+
     fn forward(&self, hidden: &Tensor) -> Tensor {
         self.c_proj.forward(&self.act.apply(&self.c_fc.forward(hidden)))
+    }
+}
+
+/// transformers' `Conv1D` (`pytorch_utils.py`): a linear layer whose weight is stored
+/// `[in, out]` (the transpose of `nn.Linear`'s), computed as `addmm(bias, x, weight)`.
+#[derive(Debug, Hookable)]
+pub struct Conv1D {
+    /// `[in, out]`.
+    pub weight: Tensor,
+    /// `[out]`.
+    pub bias: Tensor,
+}
+
+impl Conv1D {
+    fn new(p: nn::Path<'_>, input: i64, output: i64, init: Init) -> Hook<Conv1D> {
+        Hook::new(Conv1D {
+            weight: p.var("weight", &[input, output], init.weight()),
+            bias: p.var("bias", &[output], nn::Init::Const(0.0)),
+        })
+    }
+}
+
+impl Module for Conv1D {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        let mut size = xs.size();
+        let input = size.pop().unwrap_or(0);
+        size.push(self.bias.size()[0]);
+        self.bias
+            .addmm(&xs.reshape([-1, input]), &self.weight)
+            .view(size.as_slice())
     }
 }

@@ -1,7 +1,7 @@
 //! Reference transformers for `hooks`: BERT and GPT-2 in tch, loaded from Hugging Face model
 //! folders, with every module capturable under the path PyTorch's `named_modules()` gives it.
 //!
-//! They serve two purposes. They are ready to use: [`Model::load`] reads a folder written by
+//! They serve two purposes. They are ready to use: [`load`] reads a folder written by
 //! `save_pretrained` (`config.json`, `model.safetensors`), [`Tokenizer`] reads its
 //! `tokenizer.json`, and an [`ActivationStore`](hooks::ActivationStore) captures any layer by the
 //! name you would use in Python. And they show how to annotate your own model: read
@@ -14,17 +14,20 @@
 //! `GPT2Model`, except the root, the list containers (`encoder.layer`, `h`) and modules without
 //! parameters (dropouts, activation functions).
 //!
+//! Every architecture implements [`TextModel`], so a command or an experiment holds whichever
+//! one a folder holds as a `Box<dyn TextModel>`, with no `match` on architectures.
+//!
 //! ```no_run
 //! use hooks::ActivationStore;
-//! use hooks_models::{Model, TextModel, Tokenizer};
+//! use hooks_models::{TextModel, Tokenizer};
 //! use tch::{Device, Kind};
 //!
 //! let dir = std::path::Path::new("all-MiniLM-L6-v2");
-//! let Model::Bert(bert) = Model::load(dir, Device::Cpu, Kind::Float)? else { unreachable!() };
-//! let (ids, mask) = Tokenizer::from_dir(dir)?.encode_batch(&["The cat sat."], bert.max_length())?;
-//! let store = ActivationStore::new(&bert, ["encoder.layer.*.output", "pooler"])?;
+//! let model = hooks_models::load(dir, Device::Cpu, Kind::Float)?;
+//! let (ids, mask) = Tokenizer::from_dir(dir)?.encode_batch(&["The cat sat."], model.max_length())?;
+//! let store = ActivationStore::new(&*model, ["encoder.layer.*.output", "pooler"])?;
 //! store.enable();
-//! bert.forward(&ids, &mask)?;
+//! model.forward(&ids, &mask)?;
 //! for (layer, tensor) in store.activations() {
 //!     println!("{layer}: {:?}", tensor.size());
 //! }
@@ -37,7 +40,9 @@ pub mod bert;
 mod config;
 mod error;
 pub mod gpt2;
-mod model;
+mod layers;
+mod load;
+mod text_model;
 mod tokenizer;
 #[cfg(feature = "uninstrumented")]
 pub mod uninstrumented;
@@ -52,9 +57,9 @@ use hooks::Hook;
 use uninstrumented::Hook;
 
 pub use activation::Activation;
-pub use bert::Bert;
-pub use config::{BertConfig, Gpt2Config};
+pub use bert::{Bert, BertConfig};
 pub use error::{ModelError, Result};
-pub use gpt2::Gpt2;
-pub use model::{Model, TextModel, SUPPORTED_MODEL_TYPES};
+pub use gpt2::{Gpt2, Gpt2Config};
+pub use load::{load, SUPPORTED_MODEL_TYPES};
+pub use text_model::TextModel;
 pub use tokenizer::Tokenizer;

@@ -74,12 +74,6 @@ impl Tokenizer {
         self.pad_id
     }
 
-    /// The underlying `tokenizers` tokenizer (without truncation or padding).
-    #[must_use]
-    pub fn inner(&self) -> &tokenizers::Tokenizer {
-        &self.inner
-    }
-
     /// Tokenizes `texts` into `(input_ids, attention_mask)`, both `Int64` `[B, T]` on the CPU:
     /// special tokens added as the tokenizer's post-processor adds them (`[CLS] ... [SEP]` for
     /// BERT), each row cut to `max_length` tokens counting those, then right-padded to the

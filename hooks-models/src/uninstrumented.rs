@@ -9,7 +9,7 @@
 
 use std::ops::Deref;
 
-use hooks::{Hookable, Prefix, Schema, Walker};
+use hooks::{Hookable, LayerTree, Prefix, Schema, Walker};
 use tch::{nn, Tensor};
 
 /// `hooks::Hook<M>` without its capture site: `M`, with the same forward.
@@ -45,15 +45,17 @@ impl<M: nn::Module> nn::Module for Hook<M> {
 
 /// Transparent: the module's own tree (its fields' sites, of which a model built with the feature
 /// has none), with no site of its own.
+impl<M: LayerTree> LayerTree for Hook<M> {
+    fn walk(&self, walker: &mut Walker<'_>) {
+        self.0.walk(walker);
+    }
+}
+
 impl<M: Hookable> Hookable for Hook<M> {
     const SCHEMA: &'static Schema = M::SCHEMA;
     type Paths = M::Paths;
 
     fn paths_at(prefix: Prefix) -> M::Paths {
         M::paths_at(prefix)
-    }
-
-    fn walk(&self, walker: &mut Walker<'_>) {
-        self.0.walk(walker);
     }
 }

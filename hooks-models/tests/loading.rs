@@ -6,8 +6,8 @@
 use std::fs;
 use std::path::Path;
 
-use hooks::{ActivationStore, Hookable};
-use hooks_models::{Bert, Model, ModelError, TextModel, Tokenizer};
+use hooks::{ActivationStore, LayerTree};
+use hooks_models::{Bert, Gpt2, ModelError, TextModel, Tokenizer};
 use tch::{Device, Kind, Tensor};
 
 /// A one-layer BERT with 2 heads of width 2, intermediate 6, vocabulary 10, 8 positions.
@@ -70,7 +70,7 @@ fn write_model(dir: &Path, config: &serde_json::Value, weights: &[(String, Vec<i
 }
 
 fn load_err(dir: &Path) -> ModelError {
-    let err = Model::load(dir, Device::Cpu, Kind::Float).unwrap_err();
+    let err = hooks_models::load(dir, Device::Cpu, Kind::Float).unwrap_err();
     let message = err.to_string();
     assert!(!message.contains('\n'), "one line: {message}");
     assert!(message.starts_with(|c: char| !c.is_uppercase()), "lowercase: {message}");
@@ -211,7 +211,7 @@ fn bad_configs_are_errors() {
 fn unsupported_kind_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     write_model(tmp.path(), &bert_config(), &bert_weights(), "");
-    let err = Model::load(tmp.path(), Device::Cpu, Kind::Int64).unwrap_err();
+    let err = hooks_models::load(tmp.path(), Device::Cpu, Kind::Int64).unwrap_err();
     assert!(matches!(err, ModelError::UnsupportedKind { .. }), "{err}");
 }
 
@@ -350,8 +350,7 @@ fn gpt2_loads_prefixed_weights_and_conv1d_is_input_by_output() {
             .into_iter()
             .collect();
 
-    let gpt2 = Model::load(tmp.path(), Device::Cpu, Kind::Float).unwrap();
-    let Model::Gpt2(gpt2) = gpt2 else { panic!("not a GPT-2") };
+    let gpt2 = Gpt2::load(tmp.path(), Device::Cpu, Kind::Float).unwrap();
     let store = ActivationStore::new(&gpt2, ["h.0.ln_1", "h.0.attn.c_attn"]).unwrap();
     store.enable();
     let ids = Tensor::from_slice2(&[[2i64, 4, 6], [1, 3, 0]]);
@@ -367,4 +366,22 @@ fn gpt2_loads_prefixed_weights_and_conv1d_is_input_by_output() {
         .max()
         .double_value(&[]);
     assert!(diff < 1e-5, "{diff}");
+}
+
+/// The README's table of supported architectures is the loader's list, in order: it cannot drift.
+#[test]
+fn readme_lists_exactly_the_supported_architectures() {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let section = readme
+        .split("## Supported architectures")
+        .nth(1)
+        .expect("README has a `## Supported architectures` section");
+    let section = section.split("\n## ").next().unwrap();
+    let listed: Vec<&str> = section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .filter(|name| *name != "model_type")
+        .collect();
+    assert_eq!(listed, hooks_models::SUPPORTED_MODEL_TYPES);
 }

@@ -8,11 +8,12 @@ mod common;
 
 use std::time::Instant;
 
-use hooks::Hookable;
-use hooks_models::{Bert, Gpt2, Model, TextModel, Tokenizer};
+use hooks::{Hookable, LayerTree};
+use hooks_models::{Bert, Gpt2, TextModel, Tokenizer};
+use hooks_test_support::{compare, minilm_dir, python, Comparison};
 use tch::{Device, Kind, Tensor};
 
-use common::{capture_all, compare, expected_layer_names, python, read_modules, reference, write_inputs, Comparison};
+use common::{capture_all, capture_step, expected_layer_names, read_modules, reference, write_inputs};
 
 /// Three right-padded rows of different lengths (5, 3 and 1 tokens) over a vocabulary of 100.
 fn padded_batch() -> (Tensor, Tensor) {
@@ -29,8 +30,8 @@ fn unpadded_batch() -> (Tensor, Tensor) {
 }
 
 /// Builds a random `arch` model with transformers, runs both sides on `batch` and compares every
-/// layer; returns the loaded model for further checks.
-fn random_model_parity(arch: &str, batch: fn() -> (Tensor, Tensor)) -> Option<(tempfile::TempDir, Model)> {
+/// layer; returns the folder the model was saved to, for further checks.
+fn random_model_parity(arch: &str, batch: fn() -> (Tensor, Tensor)) -> Option<tempfile::TempDir> {
     let start = Instant::now();
     let python = python()?;
     let tmp = tempfile::tempdir().unwrap();
@@ -39,36 +40,26 @@ fn random_model_parity(arch: &str, batch: fn() -> (Tensor, Tensor)) -> Option<(t
     let (ids, mask) = batch();
     write_inputs(&inputs, &ids, &mask);
     let dir_s = dir.to_str().unwrap();
-    let steps = [
-        "build",
-        arch,
-        dir_s,
-        "+",
-        "capture",
-        dir_s,
-        inputs.to_str().unwrap(),
-        capture.to_str().unwrap(),
-    ];
+    let mut steps = vec!["build", arch, dir_s, "+"];
+    steps.extend(capture_step(dir_s, &inputs, &capture));
     reference(&python, &steps);
 
-    let model = Model::load(&dir, Device::Cpu, Kind::Float).unwrap();
+    let model = hooks_models::load(&dir, Device::Cpu, Kind::Float).unwrap();
     assert_eq!(model.model_type(), arch);
     let modules = read_modules(&capture);
     assert_eq!(model.layer_names(), expected_layer_names(&modules));
-    let ours = match &model {
-        Model::Bert(m) => capture_all(m, &ids, &mask),
-        Model::Gpt2(m) => capture_all(m, &ids, &mask),
-    };
+    let ours = capture_all(&*model, &ids, &mask);
     report(
         arch,
         &compare(&ours, &capture, &mask),
         &modules.attn_implementation,
         start,
     );
-    Some((tmp, model))
+    Some(tmp)
 }
 
-// `?` on the Python lookup: the tests return early (and pass) where there is no Python.
+// `?` on the Python lookup: the tests return early (and pass) where there is no Python, unless
+// `HOOKS_REQUIRE_PYTHON=1` (as `make test` sets it) makes a missing Python fail them.
 macro_rules! or_skip {
     ($e:expr) => {
         match $e {
@@ -80,8 +71,8 @@ macro_rules! or_skip {
 
 #[test]
 fn random_bert_matches_transformers_on_every_layer() {
-    let (tmp, model) = or_skip!(random_model_parity("bert", padded_batch));
-    let Model::Bert(bert) = model else { panic!("not a BERT") };
+    let tmp = or_skip!(random_model_parity("bert", padded_batch));
+    let bert = Bert::load(tmp.path().join("bert"), Device::Cpu, Kind::Float).unwrap();
     assert!(bert.layer_names().contains(&"pooler.dense".to_owned()));
 
     // The half-precision kinds run the same forward: close to f32 at their own precision.
@@ -102,10 +93,8 @@ fn random_bert_matches_transformers_on_every_layer() {
 
 #[test]
 fn random_gpt2_matches_transformers_on_every_layer() {
-    let (_tmp, model) = or_skip!(random_model_parity("gpt2", padded_batch));
-    let Model::Gpt2(gpt2) = model else {
-        panic!("not a GPT-2")
-    };
+    let tmp = or_skip!(random_model_parity("gpt2", padded_batch));
+    let gpt2 = Gpt2::load(tmp.path().join("gpt2"), Device::Cpu, Kind::Float).unwrap();
 
     // Causal: a row's hidden states do not depend on what follows, padding or not.
     let (ids, mask) = padded_batch();
@@ -133,7 +122,7 @@ const SENTENCES: [&str; 3] = [
 fn minilm_tokenizer_and_every_layer_match_transformers() {
     let start = Instant::now();
     let python = or_skip!(python());
-    let dir = common::minilm_dir(&python);
+    let dir = minilm_dir(&python);
     let tmp = tempfile::tempdir().unwrap();
     let (tokens, inputs, capture) = (
         tmp.path().join("tokens.npz"),
@@ -149,13 +138,8 @@ fn minilm_tokenizer_and_every_layer_match_transformers() {
     let dir_s = dir.to_str().unwrap();
     let mut steps = vec!["tokenize", dir_s, "512", tokens.to_str().unwrap()];
     steps.extend(SENTENCES);
-    steps.extend([
-        "+",
-        "capture",
-        dir_s,
-        inputs.to_str().unwrap(),
-        capture.to_str().unwrap(),
-    ]);
+    steps.push("+");
+    steps.extend(capture_step(dir_s, &inputs, &capture));
     reference(&python, &steps);
 
     let theirs = hooks::load_activations(&tokens).unwrap();
@@ -187,7 +171,7 @@ fn minilm_tokenizer_and_every_layer_match_transformers() {
 #[test]
 fn minilm_truncation_matches_transformers() {
     let python = or_skip!(python());
-    let dir = common::minilm_dir(&python);
+    let dir = minilm_dir(&python);
     let tmp = tempfile::tempdir().unwrap();
     let tokens = tmp.path().join("tokens.npz");
     let long = "a sentence long enough to be cut at eight tokens, special ones included";

@@ -10,13 +10,14 @@ use std::path::PathBuf;
 pub enum Error {
     /// A selected layer path names no capture site of the bound model.
     #[error(
-        "unknown layer `{path}`{suggestion}; list every layer with `layer_names()` on the model or `hooks layers`"
+        "unknown layer `{path}`{}; list every layer with `layer_names()` on the model or `hooks layers`",
+        did_you_mean(.suggestions)
     )]
     UnknownLayer {
         /// The path as given.
         path: String,
-        /// ` (did you mean ...?)`, or empty.
-        suggestion: String,
+        /// The model's layer paths closest to `path`, best first (at most three; may be empty).
+        suggestions: Vec<String>,
     },
     /// A glob matched no capture site.
     #[error("the pattern `{pattern}` matches no layer; list every layer with `layer_names()` on the model or `hooks layers`")]
@@ -64,13 +65,13 @@ pub enum Error {
     },
     /// A tensor dtype that `.npz` files cannot hold.
     #[error(
-        "layer `{layer}` has dtype {kind}, which numpy cannot store; convert it (e.g. `to_kind(Kind::Float)`) first"
+        "layer `{layer}` has dtype {kind:?}, which numpy cannot store; convert it (e.g. `to_kind(Kind::Float)`) first"
     )]
     UnsupportedDtype {
         /// The layer or array name.
         layer: String,
-        /// The tch kind, as debug text.
-        kind: String,
+        /// The tensor's kind.
+        kind: tch::Kind,
     },
     /// A file could not be read or written.
     #[error("{action} `{}`: {source}", path.display())]
@@ -97,6 +98,15 @@ pub enum Error {
 
 fn list(layers: &[String]) -> String {
     layers.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// ` (did you mean `a` or `b`?)`, or nothing when there is no suggestion.
+fn did_you_mean(suggestions: &[String]) -> String {
+    if suggestions.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = suggestions.iter().map(|n| format!("`{n}`")).collect();
+    format!(" (did you mean {}?)", names.join(" or "))
 }
 
 /// `Result` with [`Error`].

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use tch::{nn::ModuleT, Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::hookable::Hookable;
+use crate::hookable::LayerTree;
 use crate::store::{ActivationStore, Activations, CaptureMode};
 
 /// A dataset item that carries token ids (a 1-d integer sequence).
@@ -86,7 +86,7 @@ pub fn extract_representations<M, D, L>(
     max_samples: Option<usize>,
 ) -> Result<Activations>
 where
-    M: Hookable + ModuleT + ?Sized,
+    M: LayerTree + ModuleT + ?Sized,
     D: IntoIterator,
     D::Item: InputIds,
     L: AsRef<str>,

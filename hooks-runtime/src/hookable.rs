@@ -1,23 +1,61 @@
-//! The `Hookable` trait: a type's layer tree, statically and per instance.
+//! The two traits of a layer tree: [`LayerTree`], what an instance has (object-safe, so any
+//! architecture fits behind `&dyn` or `Box<dyn>`), and [`Hookable`], what a type declares (its
+//! static schema and typed paths). `#[derive(Hookable)]` implements both.
 
 use std::fmt;
 use std::marker::PhantomData;
 
-use crate::path::{HookPaths, LayerPath, NoLayers, Prefix, SeqPaths};
+use crate::path::Prefix;
 use crate::schema::Schema;
-use crate::site::{Hook, HookPoint, Site};
+use crate::site::Site;
 
-/// A type whose value holds capture sites at PyTorch-style dotted paths.
+/// The capture sites of one instance, at their PyTorch-style dotted paths.
 ///
-/// Derive it with `#[derive(Hookable)]`; the runtime implements it for [`Hook`], [`HookPoint`],
-/// `Vec`, `Option`, `Box` and arrays of hookable types, and (as leaves with no capture site) for
-/// tch's `nn` modules.
+/// This is the object-safe half of [`Hookable`]: code that handles a model of any architecture
+/// holds a `&dyn LayerTree` (or a `Box<dyn ...>` of a trait built on it) and binds an
+/// [`ActivationStore`](crate::ActivationStore) to it. `#[derive(Hookable)]` implements it; so do
+/// [`Hook`](crate::Hook), [`HookPoint`](crate::HookPoint), `Vec`, arrays, `Option`, `Box` and
+/// tch's `nn` modules (as leaves with no capture site).
+///
+/// ```
+/// use hooks_runtime::{HookPoint, LayerTree};
+///
+/// let points: Vec<HookPoint> = vec![HookPoint::new(), HookPoint::new()];
+/// let tree: &dyn LayerTree = &points;
+/// assert_eq!(tree.layer_names(), ["0", "1"]);
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` has no layer tree",
     label = "not `Hookable`",
     note = "add `#[derive(Hookable)]` to `{Self}` (a struct with no capture sites of its own is fine), or mark the field `#[hook(skip)]`"
 )]
-pub trait Hookable {
+pub trait LayerTree {
+    /// Visits every capture site of this instance with its path, in field order.
+    fn walk(&self, walker: &mut Walker<'_>);
+
+    /// Every capturable layer path of this instance, in field order, with real `Vec` lengths:
+    /// the counterpart of PyTorch's `named_modules()`.
+    #[must_use]
+    fn layer_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        self.walk(&mut Walker::new(&mut |path, _| names.push(path.to_owned())));
+        names
+    }
+}
+
+/// A type whose values hold capture sites at PyTorch-style dotted paths, with its layer tree
+/// known at compile time.
+///
+/// Derive it with `#[derive(Hookable)]`, which also implements [`LayerTree`]. The static half
+/// lives here: the [`Schema`] that `hooks::layer!` checks paths against, and the typed path
+/// builder. An associated const and type make this trait unusable as `dyn`; hold a
+/// [`LayerTree`] for that.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no layer tree",
+    label = "not `Hookable`",
+    note = "add `#[derive(Hookable)]` to `{Self}` (a struct with no capture sites of its own is fine), or mark the field `#[hook(skip)]`"
+)]
+pub trait Hookable: LayerTree {
     /// The static layer tree of this type; `hooks::layer!` checks paths against it.
     const SCHEMA: &'static Schema;
 
@@ -36,21 +74,9 @@ pub trait Hookable {
     {
         Self::paths_at(Prefix::root())
     }
-
-    /// Visits every capture site of this instance with its path, in field order.
-    fn walk(&self, walker: &mut Walker<'_>);
-
-    /// Every capturable layer path of this instance, in field order, with real `Vec` lengths:
-    /// the counterpart of PyTorch's `named_modules()`.
-    #[must_use]
-    fn layer_names(&self) -> Vec<String> {
-        let mut names = Vec::new();
-        self.walk(&mut Walker::new(&mut |path, _| names.push(path.to_owned())));
-        names
-    }
 }
 
-/// Carries the current path through [`Hookable::walk`] and reports each capture site.
+/// Carries the current path through [`LayerTree::walk`] and reports each capture site.
 pub struct Walker<'a> {
     path: String,
     visit: &'a mut dyn FnMut(&str, &Site),
@@ -117,131 +143,3 @@ pub trait NotHookable {
 }
 
 impl<T: ?Sized> NotHookable for Probe<T> {}
-
-impl<M: Hookable> Hookable for Hook<M> {
-    const SCHEMA: &'static Schema = &Schema::Site { inner: Some(M::SCHEMA) };
-    type Paths = HookPaths<M>;
-
-    fn paths_at(prefix: Prefix) -> HookPaths<M> {
-        HookPaths::new(&prefix)
-    }
-
-    fn walk(&self, walker: &mut Walker<'_>) {
-        walker.site(self.site());
-        self.module().walk(walker);
-    }
-}
-
-impl Hookable for HookPoint {
-    const SCHEMA: &'static Schema = &Schema::Site { inner: None };
-    type Paths = LayerPath;
-
-    fn paths_at(prefix: Prefix) -> LayerPath {
-        LayerPath::from(prefix.as_str().to_owned())
-    }
-
-    fn walk(&self, walker: &mut Walker<'_>) {
-        walker.site(self.site());
-    }
-}
-
-/// Walks the elements of a `Vec` or array, each under its index.
-fn walk_elements<T: Hookable>(elements: &[T], walker: &mut Walker<'_>) {
-    for (index, element) in elements.iter().enumerate() {
-        walker.enter(index, |w| element.walk(w));
-    }
-}
-
-impl<T: Hookable> Hookable for Vec<T> {
-    const SCHEMA: &'static Schema = &Schema::Seq {
-        elem: T::SCHEMA,
-        len: None,
-    };
-    type Paths = SeqPaths<T>;
-
-    fn paths_at(prefix: Prefix) -> SeqPaths<T> {
-        SeqPaths::new(prefix)
-    }
-
-    fn walk(&self, walker: &mut Walker<'_>) {
-        walk_elements(self, walker);
-    }
-}
-
-impl<T: Hookable, const N: usize> Hookable for [T; N] {
-    const SCHEMA: &'static Schema = &Schema::Seq {
-        elem: T::SCHEMA,
-        len: Some(N),
-    };
-    type Paths = SeqPaths<T>;
-
-    fn paths_at(prefix: Prefix) -> SeqPaths<T> {
-        SeqPaths::new(prefix)
-    }
-
-    fn walk(&self, walker: &mut Walker<'_>) {
-        walk_elements(self, walker);
-    }
-}
-
-impl<T: Hookable> Hookable for Option<T> {
-    const SCHEMA: &'static Schema = &Schema::Optional { inner: T::SCHEMA };
-    type Paths = T::Paths;
-
-    fn paths_at(prefix: Prefix) -> T::Paths {
-        T::paths_at(prefix)
-    }
-
-    fn walk(&self, walker: &mut Walker<'_>) {
-        if let Some(inner) = self {
-            inner.walk(walker);
-        }
-    }
-}
-
-impl<T: Hookable> Hookable for Box<T> {
-    const SCHEMA: &'static Schema = T::SCHEMA;
-    type Paths = T::Paths;
-
-    fn paths_at(prefix: Prefix) -> T::Paths {
-        T::paths_at(prefix)
-    }
-
-    fn walk(&self, walker: &mut Walker<'_>) {
-        (**self).walk(walker);
-    }
-}
-
-/// tch's modules hold no capture site; they join the tree as leaves so `Hook<nn::Linear>` works.
-macro_rules! leaf {
-    ($($ty:ty => $name:literal),* $(,)?) => {$(
-        impl Hookable for $ty {
-            const SCHEMA: &'static Schema = &Schema::Leaf { name: $name };
-            type Paths = NoLayers;
-
-            fn paths_at(_prefix: Prefix) -> NoLayers {
-                NoLayers
-            }
-
-            fn walk(&self, _walker: &mut Walker<'_>) {}
-        }
-    )*};
-}
-
-leaf! {
-    tch::nn::Linear => "Linear",
-    tch::nn::LayerNorm => "LayerNorm",
-    tch::nn::Embedding => "Embedding",
-    tch::nn::BatchNorm => "BatchNorm",
-    tch::nn::GroupNorm => "GroupNorm",
-    tch::nn::Conv1D => "Conv1D",
-    tch::nn::Conv2D => "Conv2D",
-    tch::nn::Conv3D => "Conv3D",
-    tch::nn::ConvTranspose1D => "ConvTranspose1D",
-    tch::nn::ConvTranspose2D => "ConvTranspose2D",
-    tch::nn::ConvTranspose3D => "ConvTranspose3D",
-    tch::nn::Sequential => "Sequential",
-    tch::nn::SequentialT => "SequentialT",
-    tch::nn::GRU => "GRU",
-    tch::nn::LSTM => "LSTM",
-}

@@ -2,10 +2,13 @@
 //! `.npz` files and extraction. Most users depend on the `hooks` facade, which re-exports all of
 //! this together with `#[derive(Hookable)]`.
 
+mod builder;
 mod error;
 mod extract;
+mod hook;
 mod hookable;
 mod host;
+mod impls;
 mod npz;
 mod path;
 mod registry;
@@ -16,15 +19,17 @@ mod site;
 mod store;
 pub mod switch;
 
+pub use builder::{HookPaths, NoLayers, SeqPaths};
 pub use error::{Error, Result};
 pub use extract::{extract_representations, InputIds, Progress};
-pub use hookable::{Hookable, Walker};
+pub use hook::{CaptureOutput, Hook, HookPoint};
+pub use hookable::{Hookable, LayerTree, Walker};
 pub use npz::{load_activations, save_activations};
-pub use path::{HookPaths, LayerPath, NoLayers, Prefix, SeqPaths};
+pub use path::{LayerPath, Prefix};
 pub use registry::{registry, Registration};
 pub use rows::RowBuffer;
 pub use schema::{FieldSchema, Schema};
-pub use site::{CaptureOutput, Hook, HookPoint, Site};
+pub use site::Site;
 pub use store::{ActivationStore, Activations, CaptureMode};
 
 /// What generated code names. Not public API.

@@ -217,7 +217,7 @@ fn element_kind(name: &str, kind: Kind) -> Result<Element> {
         other => {
             return Err(Error::UnsupportedDtype {
                 layer: name.to_owned(),
-                kind: format!("{other:?}"),
+                kind: other,
             })
         }
     })
@@ -255,7 +255,7 @@ fn add_array<W: Write + Seek>(npz: &mut NpzWriter<W>, name: &str, tensor: &Tenso
                 Element::I16 => npz.add_array(name, &view::<i16>(cpu)),
                 Element::I8 => npz.add_array(name, &view::<i8>(cpu)),
                 Element::U8 => npz.add_array(name, &view::<u8>(cpu)),
-                Element::Bool => npz.add_array(name, &view::<bool>(cpu)),
+                Element::Bool => npz.add_array(name, &view::<Bool8>(cpu)),
             }
         }
     };
@@ -342,6 +342,38 @@ impl WritableElement for F16 {
     }
 }
 
+/// numpy's `bool` (`|b1`), viewed as the byte it is stored in.
+///
+/// A tensor of `Kind::Bool` can hold bytes other than 0 and 1 (one reinterpreted from `Uint8`,
+/// say), and a Rust `bool` holding such a byte is undefined behaviour, so the writer never views
+/// the data as `bool`. It writes every nonzero byte as 1, the only true value numpy produces.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(transparent)]
+struct Bool8(u8);
+
+impl WritableElement for Bool8 {
+    fn type_descriptor() -> PyValue {
+        PyValue::String("|b1".into())
+    }
+
+    fn write<W: Write>(&self, mut writer: W) -> std::result::Result<(), ndarray_npy::WriteDataError> {
+        writer.write_all(&[u8::from(self.0 != 0)])?;
+        Ok(())
+    }
+
+    fn write_slice<W: Write>(slice: &[Self], mut writer: W) -> std::result::Result<(), ndarray_npy::WriteDataError> {
+        // SAFETY: `Bool8` is `repr(transparent)` over `u8`: one byte, any value valid.
+        let bytes = unsafe { std::slice::from_raw_parts(slice.as_ptr().cast::<u8>(), slice.len()) };
+        if bytes.iter().all(|&b| b <= 1) {
+            writer.write_all(bytes)?;
+        } else {
+            let normalised: Vec<u8> = bytes.iter().map(|&b| u8::from(b != 0)).collect();
+            writer.write_all(&normalised)?;
+        }
+        Ok(())
+    }
+}
+
 impl ReadableElement for F16 {
     fn read_to_end_exact_vec<R: io::Read>(
         mut reader: R,
@@ -423,6 +455,21 @@ mod tests {
         // And without a fault the same call replaces the file.
         save_with_fault([("a", &t)], &path, None).unwrap();
         assert!(load_activations(&path).unwrap().get("a").unwrap().equal(&t));
+    }
+
+    /// A bool tensor reinterpreted from bytes holds values other than 0 and 1; each is written as
+    /// numpy's `True` (and ndarray-npy's reader, which rejects any other byte, accepts the file).
+    #[test]
+    fn bool_bytes_other_than_0_and_1_are_written_as_true() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = Tensor::from_slice(&[0u8, 1, 2, 255, 0, 128]);
+        let flags = bytes.view_dtype(Kind::Bool);
+        let path = save_activations([("flags", &flags)], dir.path().join("flags")).unwrap();
+        let read = load_activations(&path).unwrap();
+        let read = read.get("flags").unwrap();
+        assert_eq!(read.kind(), Kind::Bool);
+        let values = Vec::<u8>::try_from(read.to_kind(Kind::Uint8)).unwrap();
+        assert_eq!(values, [0, 1, 1, 1, 0, 1]);
     }
 
     #[test]

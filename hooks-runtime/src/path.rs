@@ -1,11 +1,7 @@
-//! Layer paths and the typed path builder.
+//! Layer paths: [`LayerPath`], and the [`Prefix`] a typed path builder extends.
 
 use std::borrow::Cow;
 use std::fmt;
-use std::marker::PhantomData;
-use std::ops::Deref;
-
-use crate::hookable::Hookable;
 
 /// The dotted path of a capture site, as PyTorch's `named_modules()` would name the module:
 /// `encoder.layer.3.attention.self`.
@@ -80,76 +76,3 @@ impl Prefix {
         &self.0
     }
 }
-
-/// Typed paths below a `Vec<T>` or `[T; N]`: pick an element with [`at`](Self::at).
-#[derive(Clone, Debug)]
-pub struct SeqPaths<T: Hookable> {
-    prefix: Prefix,
-    elem: PhantomData<fn() -> T>,
-}
-
-impl<T: Hookable> SeqPaths<T> {
-    #[doc(hidden)]
-    #[must_use]
-    pub fn new(prefix: Prefix) -> Self {
-        SeqPaths {
-            prefix,
-            elem: PhantomData,
-        }
-    }
-
-    /// The paths of element `index`. Bounds are checked when a store binds to a model.
-    #[must_use]
-    pub fn at(&self, index: usize) -> T::Paths {
-        T::paths_at(self.prefix.child(index))
-    }
-}
-
-/// Typed paths of a `Hook<M>`: a capture site itself (convert it with `.path()` or `into()`),
-/// which also dereferences to the paths inside `M`.
-#[derive(Clone, Debug)]
-pub struct HookPaths<M: Hookable> {
-    path: LayerPath,
-    inner: M::Paths,
-}
-
-impl<M: Hookable> HookPaths<M> {
-    #[doc(hidden)]
-    #[must_use]
-    pub fn new(prefix: &Prefix) -> Self {
-        HookPaths {
-            path: LayerPath::from(prefix.as_str().to_owned()),
-            inner: M::paths_at(prefix.clone()),
-        }
-    }
-
-    /// This capture site's path.
-    #[must_use]
-    pub fn path(&self) -> LayerPath {
-        self.path.clone()
-    }
-}
-
-impl<M: Hookable> Deref for HookPaths<M> {
-    type Target = M::Paths;
-
-    fn deref(&self) -> &M::Paths {
-        &self.inner
-    }
-}
-
-impl<M: Hookable> From<HookPaths<M>> for LayerPath {
-    fn from(paths: HookPaths<M>) -> Self {
-        paths.path
-    }
-}
-
-impl<M: Hookable> AsRef<str> for HookPaths<M> {
-    fn as_ref(&self) -> &str {
-        self.path.as_str()
-    }
-}
-
-/// Typed paths of a module with no capture site inside (tch's `nn` types): nothing to pick.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoLayers;

@@ -27,8 +27,8 @@ const STAGED_BYTES: usize = 256 << 20;
 /// let mut rows = RowBuffer::new(Some(3));
 /// rows.push(&Tensor::from_slice(&[1.0f32, 2.0]).view([2, 1]), "x")?;
 /// rows.push(&Tensor::from_slice(&[3.0f32, 4.0]).view([2, 1]), "x")?;
+/// // The fourth row is past `max_rows`: not copied.
 /// assert_eq!(rows.tensor()?.unwrap(), Tensor::from_slice(&[1.0f32, 2.0, 3.0]).view([3, 1]));
-/// assert!(rows.is_full());
 /// # Ok::<(), hooks_runtime::Error>(())
 /// ```
 #[derive(Debug)]
@@ -160,17 +160,5 @@ impl RowBuffer {
     pub fn tensor(&mut self) -> Result<Option<Tensor>> {
         self.flush()?;
         Ok(self.buf.as_ref().map(|b| b.narrow(0, 0, self.len)))
-    }
-
-    /// How many rows are held.
-    #[must_use]
-    pub fn rows(&self) -> usize {
-        usize::try_from(self.accepted).unwrap_or(0)
-    }
-
-    /// Whether `max_rows` rows are held (never, without a limit).
-    #[must_use]
-    pub fn is_full(&self) -> bool {
-        self.max_rows.is_some_and(|m| self.accepted >= m)
     }
 }

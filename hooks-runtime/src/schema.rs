@@ -496,6 +496,38 @@ mod tests {
         edit_distance(a.as_bytes(), b.as_bytes(), Span { start: 0, end: b.len() })
     }
 
+    /// The compile-time distance is `strsim::osa_distance` (what the runtime suggests by), written
+    /// as a `const fn` because `layer!` runs it in a `const`; this keeps the two one metric.
+    #[test]
+    fn edit_distance_is_strsims_osa_distance() {
+        let words = [
+            "",
+            "a",
+            "query",
+            "qeury",
+            "key",
+            "value",
+            "dense",
+            "LayerNorm",
+            "layernorm",
+            "Layer_Norm",
+            "attention",
+            "attnetion",
+            "intermediate",
+            "output",
+            "pooler",
+            "ca",
+            "abc",
+            "kitten",
+            "sitting",
+        ];
+        for a in words {
+            for b in words {
+                assert_eq!(distance(a, b), Some(strsim::osa_distance(a, b)), "{a:?} vs {b:?}");
+            }
+        }
+    }
+
     #[test]
     fn edit_distance_counts_edits_and_swaps() {
         assert_eq!(distance("query", "query"), Some(0));

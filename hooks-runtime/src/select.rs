@@ -46,11 +46,14 @@ pub(crate) fn resolve<L: AsRef<str>>(
 }
 
 /// [`Error::UnknownLayer`] for `path`, suggesting up to three close names from `available`.
+///
+/// Closeness is the optimal-string-alignment distance (insertions, deletions, substitutions and
+/// swaps of neighbours), the metric `hooks::layer!` suggests by at compile time.
 pub(crate) fn unknown(path: &str, available: &[String]) -> Error {
     let limit = (path.len() / 3).max(2);
     let mut close: Vec<(usize, &String)> = available
         .iter()
-        .map(|n| (edit_distance(path, n), n))
+        .map(|n| (strsim::osa_distance(path, n), n))
         .filter(|&(d, _)| d <= limit)
         .collect();
     // A path that stops short of a capture site (`encoder.layer.0`) has its sites as suggestions.
@@ -67,16 +70,9 @@ pub(crate) fn unknown(path: &str, available: &[String]) -> Error {
     if let Some(&(best, _)) = close.first() {
         close.retain(|&(d, _)| d == best);
     }
-    let suggestion = match close.as_slice() {
-        [] => String::new(),
-        found => {
-            let names: Vec<String> = found.iter().take(3).map(|(_, n)| format!("`{n}`")).collect();
-            format!(" (did you mean {}?)", names.join(" or "))
-        }
-    };
     Error::UnknownLayer {
         path: path.to_owned(),
-        suggestion,
+        suggestions: close.iter().take(3).map(|&(_, n)| n.clone()).collect(),
     }
 }
 
@@ -100,22 +96,6 @@ fn segment_match(p: &[u8], n: &[u8]) -> bool {
     }
 }
 
-/// Levenshtein distance over bytes.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, &ca) in a.iter().enumerate() {
-        cur[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let substitute = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,18 +112,16 @@ mod tests {
     }
 
     #[test]
-    fn edit_distance_counts_single_edits() {
-        assert_eq!(edit_distance("layr", "layer"), 1);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-    }
-
-    #[test]
     fn unknown_layer_suggests_the_closest_names() {
         let available: Vec<String> = ["encoder.layer.0.output", "encoder.layer.1.output", "pooler"]
             .map(String::from)
             .to_vec();
-        let msg = unknown("encoder.layr.0.output", &available).to_string();
+        let err = unknown("encoder.layr.0.output", &available);
+        assert!(
+            matches!(&err, Error::UnknownLayer { suggestions, .. } if suggestions == &["encoder.layer.0.output"]),
+            "{err:?}"
+        );
+        let msg = err.to_string();
         assert_eq!(
             msg,
             "unknown layer `encoder.layr.0.output` (did you mean `encoder.layer.0.output`?); \

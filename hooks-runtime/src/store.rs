@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use tch::Tensor;
 
 use crate::error::{Error, Result};
-use crate::hookable::{Hookable, Walker};
+use crate::hookable::{LayerTree, Walker};
 use crate::host::{snapshot, InFlight};
 use crate::rows::RowBuffer;
 use crate::select::{resolve, Selection};
@@ -39,17 +39,15 @@ pub enum CaptureMode {
 /// batch). Two stores that select the same layer each get their own copy.
 ///
 /// ```
-/// use hooks_runtime::{ActivationStore, Hook, Hookable, Walker};
+/// use hooks_runtime::{ActivationStore, Hook, LayerTree, Walker};
 /// use tch::{nn, nn::Module, Device, Kind, Tensor};
 ///
-/// // `#[derive(Hookable)]` writes this impl; spelled out here to keep the example self-contained.
+/// // `#[derive(Hookable)]` writes this impl (and `Hookable`); spelled out here to keep the
+/// // example self-contained.
 /// struct Net { fc: Hook<nn::Linear> }
-/// # impl Hookable for Net {
-/// #     const SCHEMA: &'static hooks_runtime::Schema = <Hook<nn::Linear>>::SCHEMA;
-/// #     type Paths = ();
-/// #     fn paths_at(_: hooks_runtime::Prefix) {}
-/// #     fn walk(&self, w: &mut Walker<'_>) { w.enter("fc", |w| self.fc.walk(w)) }
-/// # }
+/// impl LayerTree for Net {
+///     fn walk(&self, w: &mut Walker<'_>) { w.enter("fc", |w| self.fc.walk(w)) }
+/// }
 /// let vs = nn::VarStore::new(Device::Cpu);
 /// let net = Net { fc: Hook::new(nn::linear(vs.root() / "fc", 3, 2, Default::default())) };
 ///
@@ -111,7 +109,7 @@ impl ActivationStore {
     /// [`Error::NoMatch`] for a glob that matches nothing, [`Error::NoLayers`] for an empty list.
     pub fn new<M, L>(model: &M, layers: impl IntoIterator<Item = L>) -> Result<Self>
     where
-        M: Hookable + ?Sized,
+        M: LayerTree + ?Sized,
         L: AsRef<str>,
     {
         Self::with_mode(model, layers, CaptureMode::Replace)
@@ -124,7 +122,7 @@ impl ActivationStore {
     /// As [`new`](Self::new); also [`Error::InvalidArgument`] for `max_rows: Some(0)`.
     pub fn with_mode<M, L>(model: &M, layers: impl IntoIterator<Item = L>, mode: CaptureMode) -> Result<Self>
     where
-        M: Hookable + ?Sized,
+        M: LayerTree + ?Sized,
         L: AsRef<str>,
     {
         if mode == (CaptureMode::Accumulate { max_rows: Some(0) }) {
@@ -156,7 +154,7 @@ impl ActivationStore {
     /// # Errors
     ///
     /// [`Error::UnknownLayer`] when the instance lacks a selected layer (a shorter `Vec`).
-    pub fn attach<M: Hookable + ?Sized>(&self, model: &M) -> Result<()> {
+    pub fn attach<M: LayerTree + ?Sized>(&self, model: &M) -> Result<()> {
         let present = model.layer_names();
         if let Some(missing) = self.shared.names.iter().find(|n| !present.contains(n)) {
             return Err(crate::select::unknown(missing, &present));
@@ -166,12 +164,12 @@ impl ActivationStore {
     }
 
     /// Removes this store from `model`'s capture sites; the captures stay.
-    pub fn detach_from<M: Hookable + ?Sized>(&self, model: &M) {
+    pub fn detach_from<M: LayerTree + ?Sized>(&self, model: &M) {
         let sink: Arc<dyn Sink> = self.shared.clone();
         model.walk(&mut Walker::new(&mut |_, site| site.unsubscribe(&sink)));
     }
 
-    fn subscribe<M: Hookable + ?Sized>(&self, model: &M) {
+    fn subscribe<M: LayerTree + ?Sized>(&self, model: &M) {
         let sink: Arc<dyn Sink> = self.shared.clone();
         let weak: Weak<dyn Sink> = Arc::downgrade(&sink);
         model.walk(&mut Walker::new(&mut |path, site| {

