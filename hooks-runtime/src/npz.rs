@@ -81,11 +81,12 @@ where
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temp = tempfile::Builder::new()
+    let temp = new_file_builder()
         .prefix(&format!(".{file_name}."))
         .suffix(".tmp")
         .tempfile_in(&dir)
         .map_err(|source| io_error("cannot create a temporary file in", &dir, source))?;
+    keep_mode_of(&path, temp.as_file()).map_err(|source| io_error("cannot set the mode of", &path, source))?;
     // `temp` deletes itself on drop, so every early return below leaves nothing behind.
     let write_err = |source| io_error("cannot write", &path, source);
     {
@@ -112,6 +113,30 @@ where
     }
     temp.persist(&path).map_err(|e| write_err(e.error))?;
     Ok(path)
+}
+
+/// A temporary-file builder whose file gets the mode any new file gets here: `0o666` less the
+/// umask (a temporary file is otherwise private, `0o600`, and a rename keeps that mode, so a
+/// collaborator could not read the result).
+fn new_file_builder() -> tempfile::Builder<'static, 'static> {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        // Created with this mode, so the kernel applies the umask as for any new file.
+        builder.permissions(fs::Permissions::from_mode(0o666));
+    }
+    builder
+}
+
+/// When `path` already exists, gives `file` its exact mode, so that overwriting a file keeps
+/// who may read it.
+fn keep_mode_of(path: &Path, file: &File) -> io::Result<()> {
+    match fs::metadata(path) {
+        Ok(existing) => file.set_permissions(existing.permissions()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads every array of an `.npz` file (ours, or numpy's `savez`) into CPU tensors, in file order.
@@ -455,6 +480,36 @@ mod tests {
         // And without a fault the same call replaces the file.
         save_with_fault([("a", &t)], &path, None).unwrap();
         assert!(load_activations(&path).unwrap().get("a").unwrap().equal(&t));
+    }
+
+    /// The umask of this process, from `/proc/self/status` (reading it with `umask(2)` would
+    /// change it for every thread while the tests run).
+    #[cfg(target_os = "linux")]
+    fn umask() -> u32 {
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+        u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).unwrap()
+    }
+
+    /// A new file gets `0o666` less the umask, as `touch` would give it; an overwritten file
+    /// keeps its own mode.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn files_get_the_umask_mode_and_overwrites_keep_theirs() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let t = sample();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+
+        let new = save_activations([("a", &t)], dir.path().join("new")).unwrap();
+        assert_eq!(mode(&new), 0o666 & !umask(), "a new file");
+
+        let shared = dir.path().join("shared.npz");
+        fs::write(&shared, b"old").unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o640)).unwrap();
+        save_activations([("a", &t)], &shared).unwrap();
+        assert_eq!(mode(&shared), 0o640, "an overwritten file");
+        assert!(load_activations(&shared).unwrap().get("a").unwrap().equal(&t));
     }
 
     /// A bool tensor reinterpreted from bytes holds values other than 0 and 1; each is written as
