@@ -9,8 +9,8 @@ use hooks_models::{TextModel, Tokenizer};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::CliError;
-use crate::input::{self, Sample};
-use crate::pool::Pool;
+use crate::input::{self, InputFormat, Sample};
+use crate::pool::{self, Pool};
 
 /// Options of `hooks extract`.
 #[derive(Debug, clap::Args)]
@@ -19,10 +19,14 @@ pub struct ExtractArgs {
     /// Default: all-MiniLM-L6-v2 from the project's .venv.
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
-    /// Text lines, JSONL with a `text` field, or JSONL with `input_ids` lists.
+    /// Text lines, JSONL with a `text` field, or JSONL with `input_ids` lists (and, optionally,
+    /// the right-padded `attention_mask` a tokenizer writes with them).
     /// Default: the bundled sentences (data/sentences.txt).
     #[arg(long, value_name = "FILE")]
     input: Option<PathBuf>,
+    /// How to read each line: auto (a line starting with `{` is JSON), text, or jsonl.
+    #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
+    input_format: InputFormat,
     /// Comma-separated layer paths or globs, e.g. `encoder.layer.*.output`.
     #[arg(long, value_name = "LIST", required = true)]
     layers: String,
@@ -35,10 +39,13 @@ pub struct ExtractArgs {
     /// Use only the first N samples.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_samples: Option<u64>,
-    /// Truncate inputs to N tokens. Default: the model's maximum.
+    /// Truncate inputs to N tokens. Default: the `max_seq_length` of the folder's
+    /// `sentence_bert_config.json` when it has one (a sentence-transformers model), else the
+    /// model's maximum.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_length: Option<u64>,
-    /// Reduce the token axis: none, mean (over real tokens), first, last (real token).
+    /// Reduce the token axis: none, mean or max (over real tokens), first, last (real token), or
+    /// model (what the folder's sentence-transformers `1_Pooling/config.json` names).
     #[arg(long, value_enum, default_value_t = Pool::None)]
     pool: Pool,
     /// cpu, cuda or cuda:N.
@@ -126,7 +133,9 @@ struct Batch {
     attention_mask: Tensor,
 }
 
-fn tokenize(samples: &[Sample], dir: &Path, max_length: usize) -> Result<Batch, CliError> {
+/// Right-pads every sample's ids to the longest, after truncation to `max_length`; returns the
+/// batch and how many samples given as ids were cut.
+fn tokenize(samples: &[Sample], dir: &Path, max_length: usize) -> Result<(Batch, usize), CliError> {
     let texts: Vec<&str> = samples
         .iter()
         .filter_map(|s| {
@@ -150,9 +159,13 @@ fn tokenize(samples: &[Sample], dir: &Path, max_length: usize) -> Result<Batch, 
         encoded = Some(tokenizer.encode_batch(&texts, max_length)?);
     }
     let mut next_text = 0i64;
+    let mut cut_ids = 0;
     for sample in samples {
         match sample {
-            Sample::Ids(ids) => rows.push(ids.iter().copied().take(max_length).collect()),
+            Sample::Ids { ids, .. } => {
+                cut_ids += usize::from(ids.len() > max_length);
+                rows.push(ids.iter().copied().take(max_length).collect());
+            }
             Sample::Text(_) => {
                 let (ids, mask) = encoded
                     .as_ref()
@@ -174,10 +187,54 @@ fn tokenize(samples: &[Sample], dir: &Path, max_length: usize) -> Result<Batch, 
         input_ids.get(i).narrow(0, 0, len).copy_(&Tensor::from_slice(row));
         let _ = attention_mask.get(i).narrow(0, 0, len).fill_(1);
     }
-    Ok(Batch {
-        input_ids,
-        attention_mask,
-    })
+    Ok((
+        Batch {
+            input_ids,
+            attention_mask,
+        },
+        cut_ids,
+    ))
+}
+
+/// Every id given in the input must be one the model embeds; the error names the line.
+fn check_vocabulary(samples: &[Sample], input: &str, vocab_size: usize) -> Result<(), CliError> {
+    for sample in samples {
+        let Sample::Ids { ids, line } = sample else { continue };
+        if let Some(id) = ids
+            .iter()
+            .find(|&&id| usize::try_from(id).map_or(true, |id| id >= vocab_size))
+        {
+            return Err(CliError::Input(format!(
+                "{input}, line {line}: `input_ids` holds {id}, outside the model's vocabulary 0..{vocab_size}; tokenize with this model's tokenizer"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The `max_seq_length` of a sentence-transformers folder (`sentence_bert_config.json`): the
+/// length its embeddings are computed at, shorter than the position table allows.
+fn sentence_transformers_max_length(dir: &Path) -> Result<Option<usize>, CliError> {
+    let path = dir.join("sentence_bert_config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let bad = || {
+        CliError::Input(format!(
+            "`{}` has no readable `max_seq_length`; fix the file or remove it",
+            path.display()
+        ))
+    };
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|_| bad())?;
+    match json.get("max_seq_length") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|&n| n > 0)
+            .map(Some)
+            .ok_or_else(bad),
+    }
 }
 
 /// `hooks layers`.
@@ -188,9 +245,12 @@ pub fn layers(model: Option<&Path>) -> Result<(), CliError> {
     let sample = if dir.join("tokenizer.json").is_file() {
         sample.to_vec()
     } else {
-        vec![Sample::Ids((1..=8).collect())]
+        vec![Sample::Ids {
+            ids: (1..=8).collect(),
+            line: 1,
+        }]
     };
-    let batch = tokenize(&sample, &dir, model.max_length())?;
+    let (batch, _) = tokenize(&sample, &dir, model.max_length())?;
     let names = model.layer_names();
     let store = ActivationStore::new(&*model, &names)?;
     store.enable();
@@ -212,22 +272,39 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
     let start = Instant::now();
     let device = parse_device(&args.device)?;
     let dir = model_dir(args.model.as_deref())?;
-    let mut samples = input::read(args.input.as_deref())?;
+    let mut samples = input::read(args.input.as_deref(), args.input_format)?;
     if let Some(max) = args.max_samples {
         samples.truncate(usize::try_from(max).unwrap_or(usize::MAX));
     }
     let model = hooks_models::load(&dir, device, args.dtype.kind())?;
-    let max_length = args.max_length.map_or(model.max_length(), |m| {
-        usize::try_from(m).unwrap_or(usize::MAX).min(model.max_length())
-    });
-    let batch = tokenize(&samples, &dir, max_length)?;
+    let input_name = args
+        .input
+        .as_ref()
+        .map_or_else(|| "the bundled sentences".to_owned(), |p| format!("`{}`", p.display()));
+    check_vocabulary(&samples, &input_name, model.vocab_size())?;
+    let max_length = match args.max_length {
+        Some(m) => usize::try_from(m).unwrap_or(usize::MAX),
+        None => sentence_transformers_max_length(&dir)?.unwrap_or(usize::MAX),
+    }
+    .min(model.max_length());
+    let (batch, cut) = tokenize(&samples, &dir, max_length)?;
+    if cut > 0 {
+        eprintln!(
+            "note: {cut} of {} samples given as `input_ids` were longer than {max_length} tokens and were cut to it",
+            samples.len()
+        );
+    }
     let layers: Vec<&str> = args
         .layers
         .split(',')
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    let mut acts = extract(&*model, &batch, &layers, args, device)?;
+    let pool = match args.pool {
+        Pool::Model => pool::from_model_folder(&dir)?,
+        other => other,
+    };
+    let mut acts = extract(&*model, &batch, &layers, (args.batch_size, pool), device)?;
     acts.insert("input_ids", batch.input_ids.shallow_clone());
     acts.insert("attention_mask", batch.attention_mask.shallow_clone());
     let path = save_activations(&acts, &args.out)?;
@@ -247,7 +324,7 @@ fn extract(
     model: &dyn TextModel,
     batch: &Batch,
     layers: &[&str],
-    args: &ExtractArgs,
+    (batch_size, pool): (u32, Pool),
     device: Device,
 ) -> Result<Activations, CliError> {
     let store = ActivationStore::new(model, layers)?;
@@ -265,7 +342,7 @@ fn extract(
         .map(|_| RowBuffer::new(usize::try_from(total).ok()))
         .collect();
     let progress = Progress::new(usize::try_from(total).ok());
-    let step = i64::from(args.batch_size);
+    let step = i64::from(batch_size);
     let _no_grad = tch::no_grad_guard();
     store.enable();
     for start in (0..total).step_by(usize::try_from(step).unwrap_or(1)) {
@@ -276,7 +353,7 @@ fn extract(
         store.check()?;
         for ((name, buffer), captured) in names.iter().zip(&mut rows).zip(names.iter().map(|n| store.get(n))) {
             let Some(output) = captured else { continue };
-            buffer.push(&args.pool.apply(&output, &mask), name)?;
+            buffer.push(&pool.apply(&output, &mask), name)?;
         }
         store.clear();
         progress.advance(usize::try_from(n).unwrap_or(0));

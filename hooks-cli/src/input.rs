@@ -1,4 +1,6 @@
-//! Reading `--input`: text lines, JSONL with a `text` field, or JSONL with `input_ids`.
+//! Reading `--input`: text lines, JSONL with a `text` field, or JSONL with `input_ids` (and the
+//! `attention_mask` a padding tokenizer writes beside them). Every line is read exactly or
+//! refused with its line number.
 
 use std::path::Path;
 
@@ -9,25 +11,45 @@ use crate::error::CliError;
 pub enum Sample {
     /// Text for the model's tokenizer.
     Text(String),
-    /// Token ids, for models without a tokenizer.
-    Ids(Vec<i64>),
+    /// Token ids of the real tokens (a given `attention_mask` has cut the padding), with the
+    /// line they came from.
+    Ids {
+        /// The ids, padding removed.
+        ids: Vec<i64>,
+        /// The 1-based line of the input file, for messages.
+        line: usize,
+    },
+}
+
+/// `--input-format`: how each line of the input is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputFormat {
+    /// A line that starts with `{` is JSON, any other line is text.
+    #[default]
+    Auto,
+    /// Every line is text, even one that starts with `{`.
+    Text,
+    /// Every line is a JSON object.
+    Jsonl,
 }
 
 /// The bundled default input: a few hundred varied English sentences written for this project.
 pub const DEFAULT_INPUT: &str = include_str!("../../data/sentences.txt");
 
-/// Reads `path`, or the bundled sentences when `None`. Blank lines are skipped.
-///
-/// A line that starts with `{` is JSON: `{"text": "..."}` or `{"input_ids": [1, 2, 3]}`; any other
-/// line is text.
-pub fn read(path: Option<&Path>) -> Result<Vec<Sample>, CliError> {
+/// The keys a JSON line may hold.
+const KEYS: [&str; 4] = ["text", "input_ids", "attention_mask", "token_type_ids"];
+
+/// Reads `path`, or the bundled sentences when `None`. Blank lines are skipped; a leading UTF-8
+/// byte-order mark (as some editors save files) is not part of the first line.
+pub fn read(path: Option<&Path>, format: InputFormat) -> Result<Vec<Sample>, CliError> {
     let (name, contents) = match path {
         Some(p) => {
             let bytes = std::fs::read(p).map_err(|e| CliError::Input(format!("cannot read `{}`: {e}", p.display())))?;
-            (p.display().to_string(), bytes)
+            (format!("`{}`", p.display()), bytes)
         }
         None => ("the bundled sentences".to_owned(), DEFAULT_INPUT.as_bytes().to_vec()),
     };
+    let contents = contents.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&contents);
     let mut samples = Vec::new();
     for (index, raw) in contents.split(|&b| b == b'\n').enumerate() {
         let line_no = index + 1;
@@ -37,7 +59,7 @@ pub fn read(path: Option<&Path>) -> Result<Vec<Sample>, CliError> {
         if line.trim().is_empty() {
             continue;
         }
-        samples.push(parse_line(line).map_err(bad)?);
+        samples.push(parse_line(line, line_no, format).map_err(bad)?);
     }
     if samples.is_empty() {
         return Err(CliError::Input(format!(
@@ -47,49 +69,183 @@ pub fn read(path: Option<&Path>) -> Result<Vec<Sample>, CliError> {
     Ok(samples)
 }
 
-fn parse_line(line: &str) -> Result<Sample, String> {
-    if !line.trim_start().starts_with('{') {
+fn parse_line(line: &str, line_no: usize, format: InputFormat) -> Result<Sample, String> {
+    let json = match format {
+        InputFormat::Auto => line.trim_start().starts_with('{'),
+        InputFormat::Text => false,
+        InputFormat::Jsonl => true,
+    };
+    if !json {
         return Ok(Sample::Text(line.to_owned()));
     }
-    let value: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("invalid JSON ({e}); write one JSON object per line"))?;
-    if let Some(text) = value.get("text") {
-        return text
-            .as_str()
-            .map(|t| Sample::Text(t.to_owned()))
-            .ok_or_else(|| "`text` must be a string".to_owned());
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+        format!("invalid JSON ({e}); write one JSON object per line, or pass `--input-format text` for text lines")
+    })?;
+    let object = value
+        .as_object()
+        .ok_or("a JSON line must be an object, like {\"text\": \"...\"}")?;
+    if let Some(key) = object.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown key `{key}`; a JSON line holds `text`, or `input_ids` with an optional `attention_mask` and `token_type_ids`"
+        ));
     }
-    if let Some(ids) = value.get("input_ids") {
-        let ids = ids.as_array().ok_or("`input_ids` must be a list of integers")?;
-        let ids: Option<Vec<i64>> = ids.iter().map(serde_json::Value::as_i64).collect();
-        let ids = ids.ok_or("`input_ids` must be a list of integers")?;
-        if ids.is_empty() {
-            return Err("`input_ids` is empty".into());
+    match (object.get("text"), object.get("input_ids")) {
+        (Some(_), Some(_)) => Err("the line has both `text` and `input_ids`; give one of them".into()),
+        (Some(text), None) => {
+            if object.len() > 1 {
+                return Err("`attention_mask` and `token_type_ids` go with `input_ids`, not `text`".into());
+            }
+            text.as_str()
+                .map(|t| Sample::Text(t.to_owned()))
+                .ok_or_else(|| "`text` must be a string".to_owned())
         }
-        return Ok(Sample::Ids(ids));
+        (None, Some(ids)) => {
+            let ids = integers(ids, "input_ids")?;
+            if ids.is_empty() {
+                return Err("`input_ids` is empty".into());
+            }
+            let real = match object.get("attention_mask") {
+                Some(mask) => real_tokens(&integers(mask, "attention_mask")?, ids.len())?,
+                None => ids.len(),
+            };
+            if let Some(types) = object.get("token_type_ids") {
+                check_token_types(&integers(types, "token_type_ids")?, ids.len())?;
+            }
+            Ok(Sample::Ids {
+                ids: ids[..real].to_vec(),
+                line: line_no,
+            })
+        }
+        (None, None) => Err("a JSON line needs a `text` or an `input_ids` field".into()),
     }
-    Err("a JSON line needs a `text` or an `input_ids` field".into())
+}
+
+fn integers(value: &serde_json::Value, key: &str) -> Result<Vec<i64>, String> {
+    let list = value.as_array().ok_or(format!("`{key}` must be a list of integers"))?;
+    list.iter()
+        .map(serde_json::Value::as_i64)
+        .collect::<Option<Vec<i64>>>()
+        .ok_or(format!("`{key}` must be a list of integers"))
+}
+
+/// How many leading tokens a right-padded `attention_mask` marks as real; anything else (values
+/// other than 0 and 1, left padding, a gap, another length, no real token) is refused rather
+/// than guessed at.
+fn real_tokens(mask: &[i64], len: usize) -> Result<usize, String> {
+    if mask.len() != len {
+        return Err(format!(
+            "`attention_mask` has {} entries but `input_ids` has {len}; give one per token",
+            mask.len()
+        ));
+    }
+    if let Some(v) = mask.iter().find(|&&v| v != 0 && v != 1) {
+        return Err(format!("`attention_mask` holds {v}; it must hold only 0 and 1"));
+    }
+    let real = mask.iter().take_while(|&&v| v == 1).count();
+    if real == 0 {
+        return Err("`attention_mask` marks no real token (or is left-padded); only right padding is supported (`tokenizer.padding_side = \"right\"`)".into());
+    }
+    if mask[real..].contains(&1) {
+        return Err("`attention_mask` is not right-padded (a 1 follows a 0); only right padding is supported (`tokenizer.padding_side = \"right\"`)".into());
+    }
+    Ok(real)
+}
+
+/// `token_type_ids` are accepted only when every id is 0, which is what the models compute with;
+/// other segments (sentence pairs) would change the values, so they are refused.
+fn check_token_types(types: &[i64], len: usize) -> Result<(), String> {
+    if types.len() != len {
+        return Err(format!(
+            "`token_type_ids` has {} entries but `input_ids` has {len}; give one per token",
+            types.len()
+        ));
+    }
+    if types.iter().any(|&t| t != 0) {
+        return Err("`token_type_ids` other than 0 (sentence pairs) are not supported; give single sequences".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(line: &str) -> Result<Sample, String> {
+        parse_line(line, 7, InputFormat::Auto)
+    }
+
+    fn ids(ids: &[i64]) -> Sample {
+        Sample::Ids {
+            ids: ids.to_vec(),
+            line: 7,
+        }
+    }
+
     #[test]
     fn lines_are_text_or_json() {
-        assert_eq!(parse_line("Hello there."), Ok(Sample::Text("Hello there.".into())));
-        assert_eq!(parse_line(r#"{"text": "Hi {x}"}"#), Ok(Sample::Text("Hi {x}".into())));
-        assert_eq!(
-            parse_line(r#"{"input_ids": [101, 7, 102]}"#),
-            Ok(Sample::Ids(vec![101, 7, 102]))
-        );
-        assert!(parse_line(r#"{"input_ids": [1.5]}"#)
+        assert_eq!(parse("Hello there."), Ok(Sample::Text("Hello there.".into())));
+        assert_eq!(parse(r#"{"text": "Hi {x}"}"#), Ok(Sample::Text("Hi {x}".into())));
+        assert_eq!(parse(r#"{"input_ids": [101, 7, 102]}"#), Ok(ids(&[101, 7, 102])));
+        assert!(parse(r#"{"input_ids": [1.5]}"#)
             .unwrap_err()
             .contains("list of integers"));
-        assert!(parse_line(r#"{"txt": "x"}"#)
+        assert!(parse("{broken").unwrap_err().starts_with("invalid JSON"));
+        assert!(parse("[1, 2]").is_ok(), "not JSON under auto: text");
+        assert!(parse_line("[1, 2]", 1, InputFormat::Jsonl)
             .unwrap_err()
-            .contains("`text` or an `input_ids`"));
-        assert!(parse_line("{broken").unwrap_err().starts_with("invalid JSON"));
+            .contains("must be an object"));
+    }
+
+    #[test]
+    fn text_format_reads_braces_as_text() {
+        let line = r#"{"text": "a line of code"}"#;
+        assert_eq!(parse_line(line, 1, InputFormat::Text), Ok(Sample::Text(line.into())));
+        assert!(parse_line("plain words", 1, InputFormat::Jsonl)
+            .unwrap_err()
+            .starts_with("invalid JSON"));
+    }
+
+    #[test]
+    fn unknown_and_conflicting_keys_are_errors_naming_the_key() {
+        assert_eq!(
+            parse(r#"{"txt": "x"}"#).unwrap_err(),
+            "unknown key `txt`; a JSON line holds `text`, or `input_ids` with an optional `attention_mask` and `token_type_ids`"
+        );
+        assert!(parse(r#"{"text": "x", "input_ids": [1]}"#)
+            .unwrap_err()
+            .contains("both `text` and `input_ids`"));
+        assert!(parse(r#"{"text": "x", "attention_mask": [1]}"#)
+            .unwrap_err()
+            .contains("go with `input_ids`"));
+    }
+
+    /// What `tokenizer(texts, padding=True)` writes: the padding is cut, the real ids kept.
+    #[test]
+    fn a_right_padded_attention_mask_cuts_the_padding() {
+        assert_eq!(
+            parse(
+                r#"{"input_ids": [101, 7592, 102, 0, 0], "token_type_ids": [0, 0, 0, 0, 0], "attention_mask": [1, 1, 1, 0, 0]}"#
+            ),
+            Ok(ids(&[101, 7592, 102]))
+        );
+        assert_eq!(
+            parse(r#"{"input_ids": [5, 6], "attention_mask": [1, 1]}"#),
+            Ok(ids(&[5, 6]))
+        );
+        for (mask, needle) in [
+            ("[0, 1, 1]", "left-padded"),
+            ("[1, 0, 1]", "not right-padded"),
+            ("[1, 2, 0]", "holds 2"),
+            ("[1, 1]", "has 2 entries"),
+            ("[0, 0, 0]", "marks no real token"),
+        ] {
+            let line = format!(r#"{{"input_ids": [1, 2, 3], "attention_mask": {mask}}}"#);
+            let err = parse(&line).unwrap_err();
+            assert!(err.contains(needle), "{mask}: {err}");
+        }
+        assert!(parse(r#"{"input_ids": [1, 2], "token_type_ids": [0, 1]}"#)
+            .unwrap_err()
+            .contains("sentence pairs"));
     }
 
     #[test]
@@ -97,21 +253,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.jsonl");
         std::fs::write(&path, "{\"text\": \"ok\"}\n\n{\"text\": 3}\n").unwrap();
-        let err = read(Some(&path)).unwrap_err().to_string();
-        assert!(err.ends_with("in.jsonl, line 3: `text` must be a string"), "{err}");
+        let err = read(Some(&path), InputFormat::Auto).unwrap_err().to_string();
+        assert!(err.ends_with("in.jsonl`, line 3: `text` must be a string"), "{err}");
         std::fs::write(&path, "\n  \n").unwrap();
-        let err = read(Some(&path)).unwrap_err().to_string();
+        let err = read(Some(&path), InputFormat::Auto).unwrap_err().to_string();
         assert!(err.contains("has no samples"), "{err}");
         std::fs::write(&path, b"fine\n\xff\xfe\n").unwrap();
-        assert!(read(Some(&path))
+        assert!(read(Some(&path), InputFormat::Auto)
             .unwrap_err()
             .to_string()
             .contains("line 2: not valid UTF-8"));
     }
 
     #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bom.jsonl");
+        std::fs::write(&path, b"\xEF\xBB\xBF{\"input_ids\": [4, 5]}\r\n{\"text\": \"x\"}\r\n").unwrap();
+        let samples = read(Some(&path), InputFormat::Auto).unwrap();
+        assert_eq!(
+            samples,
+            [
+                Sample::Ids {
+                    ids: vec![4, 5],
+                    line: 1
+                },
+                Sample::Text("x".into())
+            ]
+        );
+        std::fs::write(&path, b"\xEF\xBB\xBFHello\n").unwrap();
+        assert_eq!(
+            read(Some(&path), InputFormat::Text).unwrap(),
+            [Sample::Text("Hello".into())]
+        );
+    }
+
+    #[test]
     fn the_bundled_input_has_hundreds_of_sentences() {
-        let samples = read(None).unwrap();
+        let samples = read(None, InputFormat::Auto).unwrap();
         assert!(samples.len() >= 200, "{}", samples.len());
         assert!(samples
             .iter()

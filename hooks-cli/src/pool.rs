@@ -1,6 +1,10 @@
 //! `--pool`: reduce `[batch, tokens, ...]` outputs over the token axis, respecting the mask.
 
+use std::path::Path;
+
 use tch::{Kind, Tensor};
+
+use crate::error::CliError;
 
 /// How to reduce the token axis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -13,19 +17,85 @@ pub enum Pool {
     First,
     /// The last non-padding token (GPT-2's summary position).
     Last,
+    /// The largest value of each feature over the non-padding tokens (sentence-transformers' max
+    /// pooling).
+    Max,
+    /// The pooling the model folder's sentence-transformers `1_Pooling/config.json` names, the one
+    /// that reproduces its embeddings.
+    Model,
+}
+
+/// The pooling a sentence-transformers folder's `1_Pooling/config.json` names.
+///
+/// # Errors
+///
+/// [`CliError::Usage`] when the folder has no such file, or it names several poolings or one
+/// this command does not compute (`mean_sqrt_len`, `weightedmean`).
+pub fn from_model_folder(dir: &Path) -> Result<Pool, CliError> {
+    let path = dir.join("1_Pooling/config.json");
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        CliError::Usage(format!(
+            "`--pool model` needs the sentence-transformers pooling config `{}`, which is missing; pass --pool mean, first, last or max",
+            path.display()
+        ))
+    })?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| CliError::Usage(format!("`{}` is not JSON ({e})", path.display())))?;
+    let on = |key: &str| json.get(key).and_then(serde_json::Value::as_bool) == Some(true);
+    let modes = [
+        ("pooling_mode_mean_tokens", Some(Pool::Mean)),
+        ("pooling_mode_cls_token", Some(Pool::First)),
+        ("pooling_mode_max_tokens", Some(Pool::Max)),
+        ("pooling_mode_lasttoken", Some(Pool::Last)),
+        ("pooling_mode_mean_sqrt_len_tokens", None),
+        ("pooling_mode_weightedmean_tokens", None),
+    ];
+    let chosen: Vec<&(&str, Option<Pool>)> = modes.iter().filter(|(key, _)| on(key)).collect();
+    match chosen.as_slice() {
+        [(_, Some(pool))] => Ok(*pool),
+        [(key, None)] => Err(CliError::Usage(format!(
+            "`{}` asks for `{key}`, which `hooks extract` does not compute; pass --pool mean, first, last or max",
+            path.display()
+        ))),
+        [] => Err(CliError::Usage(format!(
+            "`{}` turns on no pooling mode",
+            path.display()
+        ))),
+        _ => Err(CliError::Usage(format!(
+            "`{}` turns on several pooling modes (concatenated); pass one with --pool mean, first, last or max",
+            path.display()
+        ))),
+    }
 }
 
 impl Pool {
     /// Pools `output` (`[batch, tokens, ...]`) with `mask` (`[batch, tokens]`, 1 = real token).
-    /// Outputs without a token axis matching the mask (e.g. BERT's pooler) pass through.
+    /// Outputs without a token axis matching the mask (e.g. BERT's pooler) pass through. Mean and
+    /// max are computed in f32 when the output is f16 or bf16, then given the output's dtype.
+    ///
+    /// `Pool::Model` must have been resolved with [`from_model_folder`] first; here it passes
+    /// the output through like `Pool::None`.
     pub fn apply(self, output: &Tensor, mask: &Tensor) -> Tensor {
         let (batch, tokens) = (mask.size()[0], mask.size()[1]);
         let size = output.size();
-        if self == Pool::None || size.len() < 3 || size[0] != batch || size[1] != tokens {
+        if matches!(self, Pool::None | Pool::Model) || size.len() < 3 || size[0] != batch || size[1] != tokens {
             return output.shallow_clone();
         }
+        let kind = output.kind();
+        let wide = if matches!(kind, Kind::Half | Kind::BFloat16) {
+            Kind::Float
+        } else {
+            kind
+        };
+        let mut weight_shape = vec![batch, tokens];
+        weight_shape.extend(std::iter::repeat_n(1, size.len() - 2));
+        let weights = || {
+            mask.to_kind(wide)
+                .to_device(output.device())
+                .view(weight_shape.as_slice())
+        };
         match self {
-            Pool::None => output.shallow_clone(),
+            Pool::None | Pool::Model => output.shallow_clone(),
             Pool::First => output.select(1, 0),
             Pool::Last => {
                 let last = (mask.sum_dim_intlist(1, false, Kind::Int64) - 1).clamp_min(0);
@@ -40,16 +110,18 @@ impl Pool {
                 output.gather(1, &index, false).squeeze_dim(1)
             }
             Pool::Mean => {
-                let mut weight_shape = vec![batch, tokens];
-                weight_shape.extend(std::iter::repeat_n(1, size.len() - 2));
-                let weights = mask
-                    .to_kind(output.kind())
-                    .to_device(output.device())
-                    .view(weight_shape.as_slice());
-                let summed = (output * &weights).sum_dim_intlist(1, false, output.kind());
+                let weights = weights();
+                let summed = (output.to_kind(wide) * &weights).sum_dim_intlist(1, false, wide);
                 // sentence-transformers clamps the count at 1e-9 so an all-padding row gives 0.
-                let count = weights.sum_dim_intlist(1, false, output.kind()).clamp_min(1e-9);
-                summed / count
+                let count = weights.sum_dim_intlist(1, false, wide).clamp_min(1e-9);
+                (summed / count).to_kind(kind)
+            }
+            Pool::Max => {
+                // sentence-transformers sets padding to -1e9 before the max, so an all-padding
+                // row gives -1e9 there too.
+                let padding = weights().eq(0.0);
+                let filled = output.to_kind(wide).masked_fill(&padding, -1e9);
+                filled.amax(1, false).to_kind(kind)
             }
         }
     }
@@ -74,6 +146,8 @@ mod tests {
         assert_eq!(Pool::Mean.apply(&x, &mask), f(&[3., 4., 20., 30.]));
         assert_eq!(Pool::First.apply(&x, &mask), f(&[1., 2., 10., 20.]));
         assert_eq!(Pool::Last.apply(&x, &mask), f(&[5., 6., 30., 40.]));
+        // The padding token's 99 is not a maximum.
+        assert_eq!(Pool::Max.apply(&x, &mask), f(&[5., 6., 30., 40.]));
         assert_eq!(Pool::None.apply(&x, &mask), x);
         let pooled = Tensor::ones([2, 2], (Kind::Float, Device::Cpu));
         assert_eq!(
@@ -81,5 +155,51 @@ mod tests {
             pooled,
             "outputs without a token axis pass through"
         );
+    }
+
+    /// f16 sums of many values lose digits; the mean is taken in f32 and rounded once.
+    #[test]
+    fn half_precision_means_are_accumulated_in_f32() {
+        // 4096 tokens of 1.0 and one of 2048: the exact mean is 4096 * 1 + 2048 over 4097.
+        let mut values = vec![1.0f32; 4096];
+        values.push(2048.0);
+        let x = Tensor::from_slice(&values).view([1, 4097, 1]).to_kind(Kind::Half);
+        let mask = Tensor::ones([1, 4097], (Kind::Int64, Device::Cpu));
+        let mean = Pool::Mean.apply(&x, &mask);
+        assert_eq!(mean.kind(), Kind::Half);
+        let exact = 6144.0 / 4097.0;
+        let got = mean.to_kind(Kind::Double).double_value(&[0, 0]);
+        // One f16 rounding of the exact mean (f16 has 10 fraction bits: 2^-10 relative).
+        assert!((got - exact).abs() <= exact * 2f64.powi(-10), "{got} vs {exact}");
+    }
+
+    #[test]
+    fn the_model_folder_names_its_pooling() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = from_model_folder(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("1_Pooling/config.json"), "{err}");
+        std::fs::create_dir(dir.path().join("1_Pooling")).unwrap();
+        let write = |json: &str| std::fs::write(dir.path().join("1_Pooling/config.json"), json).unwrap();
+        for (key, pool) in [
+            ("pooling_mode_mean_tokens", Pool::Mean),
+            ("pooling_mode_cls_token", Pool::First),
+            ("pooling_mode_max_tokens", Pool::Max),
+            ("pooling_mode_lasttoken", Pool::Last),
+        ] {
+            write(&format!(
+                r#"{{"word_embedding_dimension": 384, "{key}": true, "pooling_mode_max_tokens_x": false}}"#
+            ));
+            assert_eq!(from_model_folder(dir.path()).unwrap(), pool, "{key}");
+        }
+        write(r#"{"pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": true}"#);
+        assert!(from_model_folder(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("several"));
+        write(r#"{"pooling_mode_weightedmean_tokens": true}"#);
+        assert!(from_model_folder(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("weightedmean"));
     }
 }

@@ -35,40 +35,27 @@ fn minilm() -> Option<PathBuf> {
 const SENTENCES: &str =
     "The cat sat on the mat.\nA longer sentence, with punctuation; it pads the others!\nCafé crème in Zürich?\n";
 
-#[test]
-fn mean_pooling_the_last_layer_reproduces_sentence_transformers() {
-    let Some(model) = minilm() else { return };
-    let python = hooks_test_support::python().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.txt");
-    std::fs::write(&input, SENTENCES).unwrap();
-    let out_path = dir.path().join("ours.npz");
-    let out = hooks_cmd(&[
-        "extract",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--layers",
-        "encoder.layer.5",
-        "--pool",
-        "mean",
-        "--batch-size",
-        "2",
-        "--out",
-        out_path.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        stdout(&out).starts_with("extracted 3 samples x 1 layers, "),
-        "{}",
-        stdout(&out)
-    );
+/// A document of about 400 tokens: past all-MiniLM-L6-v2's `max_seq_length` of 256, within its
+/// 512 positions. sentence-transformers cuts it at 256, and so must `hooks extract` by default.
+fn long_document() -> String {
+    let mut doc = String::new();
+    for i in 0..40 {
+        doc.push_str(&format!("Paragraph {i} goes on about activations and layers. "));
+    }
+    doc
+}
 
-    let reference = dir.path().join("reference.npz");
+/// The sentences with the long document among them, one per line.
+fn sentences_and_a_long_document() -> String {
+    format!("{SENTENCES}{}\n", long_document())
+}
+
+/// sentence-transformers' embeddings (before normalisation) of each line of `input`.
+fn sentence_transformers(python: &Path, model: &Path, input: &Path, dir: &Path) -> Tensor {
+    let reference = dir.join("reference.npz");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/st_reference.py");
     let _ = hooks_test_support::run_python(
-        &python,
+        python,
         &script,
         &[
             model.to_str().unwrap(),
@@ -76,24 +63,102 @@ fn mean_pooling_the_last_layer_reproduces_sentence_transformers() {
             reference.to_str().unwrap(),
         ],
     );
+    let mut reference = load_activations(&reference).unwrap().into_iter();
+    reference.next().unwrap().1
+}
 
-    let ours = load_activations(&out_path).unwrap();
-    let want = load_activations(&reference).unwrap();
-    let got = ours.get("encoder.layer.5").unwrap();
-    let want = want.get("embeddings").unwrap();
-    assert_eq!(got.size(), [3, 384]);
+/// Runs `hooks extract` on MiniLM's last block with `args` added, and reads the file back.
+fn extract_last_block(model: &Path, input: &Path, out: &Path, args: &[&str]) -> hooks::Activations {
+    let mut all = vec![
+        "extract",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--layers",
+        "encoder.layer.5",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    all.extend(args);
+    let run = hooks_cmd(&all);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout(&run).starts_with("extracted "), "{}", stdout(&run));
+    load_activations(out).unwrap()
+}
+
+/// Each row within `1e-4 × max(1, max |want|)` of the reference.
+fn assert_close(got: &Tensor, want: &Tensor) {
+    assert_eq!(got.size(), want.size());
     let diff = (got - want).abs().max().double_value(&[]);
     let scale = want.abs().max().double_value(&[]).max(1.0);
     assert!(diff <= 1e-4 * scale, "max abs diff {diff}");
+}
+
+#[test]
+fn mean_pooling_the_last_layer_reproduces_sentence_transformers() {
+    let Some(model) = minilm() else { return };
+    let python = hooks_test_support::python().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, sentences_and_a_long_document()).unwrap();
+    let ours = extract_last_block(
+        &model,
+        &input,
+        &dir.path().join("ours.npz"),
+        &["--pool", "mean", "--batch-size", "2"],
+    );
+    let got = ours.get("encoder.layer.5").unwrap();
+    assert_eq!(got.size(), [4, 384]);
+    assert_close(got, &sentence_transformers(&python, &model, &input, dir.path()));
     // The mask and ids come along, so padding is never a guess.
     let mask = ours.get("attention_mask").unwrap();
     assert_eq!(mask.size(), ours.get("input_ids").unwrap().size());
     let lengths = mask.sum_dim_intlist(1, false, Kind::Int64);
-    assert_eq!(lengths.size(), [3]);
+    assert_eq!(lengths.size(), [4]);
+    assert_eq!(
+        lengths.int64_value(&[3]),
+        256,
+        "the long document is cut at max_seq_length"
+    );
     assert!(
         lengths.int64_value(&[1]) > lengths.int64_value(&[0]),
         "the second sentence is longer"
     );
+}
+
+/// What transformers' tokenizer writes with `padding=True` (ids, token types and the mask, padded
+/// to the longest line), saved with a byte-order mark: the padding must be neither attended nor
+/// pooled nor marked real in the file, and the mark must not make the first line text.
+#[test]
+fn tokenized_jsonl_with_a_mask_and_a_byte_order_mark_reproduces_sentence_transformers() {
+    let Some(model) = minilm() else { return };
+    let python = hooks_test_support::python().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("in.txt");
+    std::fs::write(&text, sentences_and_a_long_document()).unwrap();
+    let jsonl = dir.path().join("tokenized.jsonl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/tokenized_jsonl.py");
+    let _ = hooks_test_support::run_python(
+        &python,
+        &script,
+        &[model.to_str().unwrap(), text.to_str().unwrap(), jsonl.to_str().unwrap()],
+    );
+    assert!(std::fs::read(&jsonl).unwrap().starts_with(b"\xEF\xBB\xBF{"));
+
+    let ours = extract_last_block(&model, &jsonl, &dir.path().join("ours.npz"), &["--pool", "model"]);
+    assert_close(
+        ours.get("encoder.layer.5").unwrap(),
+        &sentence_transformers(&python, &model, &text, dir.path()),
+    );
+    let lengths = ours
+        .get("attention_mask")
+        .unwrap()
+        .sum_dim_intlist(1, false, Kind::Int64);
+    let reals: Vec<i64> = Vec::try_from(&lengths).unwrap();
+    // The mask the tokenizer wrote: [CLS] ... [SEP], the long document at 256.
+    assert_eq!(reals[3], 256);
+    assert!(reals[..3].iter().all(|&n| n < 30), "{reals:?}");
 }
 
 #[test]
@@ -230,7 +295,62 @@ fn bad_input_gets_one_line_and_no_output_file() {
         &hooks_cmd(&[
             "extract", "--model", model, "--input", &broken, "--layers", "pooler", "--out", out,
         ]),
-        "broken.jsonl, line 2: invalid JSON",
+        "broken.jsonl`, line 2: invalid JSON",
+    );
+    let unknown_key = write(
+        "key.jsonl",
+        "{\"text\": \"fine\"}\n{\"input_ids\": [101, 102], \"labels\": [0]}\n",
+    );
+    fails_with(
+        &hooks_cmd(&[
+            "extract",
+            "--model",
+            model,
+            "--input",
+            &unknown_key,
+            "--layers",
+            "pooler",
+            "--out",
+            out,
+        ]),
+        "key.jsonl`, line 2: unknown key `labels`",
+    );
+    let left_padded = write(
+        "left.jsonl",
+        "{\"input_ids\": [0, 101, 102], \"attention_mask\": [0, 1, 1]}\n",
+    );
+    fails_with(
+        &hooks_cmd(&[
+            "extract",
+            "--model",
+            model,
+            "--input",
+            &left_padded,
+            "--layers",
+            "pooler",
+            "--out",
+            out,
+        ]),
+        "left.jsonl`, line 1: `attention_mask` marks no real token (or is left-padded)",
+    );
+    // MiniLM's vocabulary has 30522 ids.
+    let past_vocab = write(
+        "vocab.jsonl",
+        "{\"input_ids\": [101, 102]}\n\n{\"input_ids\": [101, 30522, 102]}\n",
+    );
+    fails_with(
+        &hooks_cmd(&[
+            "extract",
+            "--model",
+            model,
+            "--input",
+            &past_vocab,
+            "--layers",
+            "pooler",
+            "--out",
+            out,
+        ]),
+        "vocab.jsonl`, line 3: `input_ids` holds 30522, outside the model's vocabulary 0..30522",
     );
     let ok = write("ok.txt", "hello\n");
     fails_with(

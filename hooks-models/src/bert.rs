@@ -278,6 +278,10 @@ impl TextModel for Bert {
         to_usize(self.config.hidden_size)
     }
 
+    fn vocab_size(&self) -> usize {
+        to_usize(self.config.vocab_size)
+    }
+
     fn var_store(&self) -> &nn::VarStore {
         &self.vs
     }

@@ -260,6 +260,10 @@ impl TextModel for Gpt2 {
         to_usize(self.config.n_embd)
     }
 
+    fn vocab_size(&self) -> usize {
+        to_usize(self.config.vocab_size)
+    }
+
     fn var_store(&self) -> &nn::VarStore {
         &self.vs
     }

@@ -54,6 +54,9 @@ pub trait TextModel: LayerTree + fmt::Debug + Send {
     /// The width of the hidden states.
     fn hidden_size(&self) -> usize;
 
+    /// The number of token ids the model embeds: valid ids are `0..vocab_size`.
+    fn vocab_size(&self) -> usize;
+
     /// The variables, named as the checkpoint names them (`encoder.layer.0.attention.self.query.weight`).
     fn var_store(&self) -> &nn::VarStore;
 
