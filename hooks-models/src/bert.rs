@@ -75,6 +75,9 @@ pub struct BertConfig {
     pub layer_norm_eps: f64,
     /// The standard deviation of the random weights of a model built with [`Bert::new`].
     pub initializer_range: f64,
+    /// The padding token: its row of `embeddings.word_embeddings` starts at zero in a model
+    /// built with [`Bert::new`] (`nn.Embedding(padding_idx=...)`); `None` for none.
+    pub pad_token_id: Option<i64>,
     /// Only `absolute` (learned position embeddings) is implemented.
     pub position_embedding_type: String,
     /// A decoder BERT (causal attention) is not implemented.
@@ -97,6 +100,7 @@ impl Default for BertConfig {
             type_vocab_size: 2,
             layer_norm_eps: 1e-12,
             initializer_range: 0.02,
+            pad_token_id: Some(0),
             position_embedding_type: "absolute".into(),
             is_decoder: false,
             add_cross_attention: false,
@@ -105,6 +109,8 @@ impl Default for BertConfig {
 }
 
 impl ArchConfig for BertConfig {
+    const ACTIVATION_FIELD: &'static str = "hidden_act";
+
     fn check(&self) -> std::result::Result<(), Invalid> {
         if self.position_embedding_type != "absolute" {
             return Err(Invalid::Unsupported {
@@ -128,6 +134,12 @@ impl ArchConfig for BertConfig {
         ] {
             config::positive(name, value)?;
         }
+        if let Some(pad) = self.pad_token_id.filter(|pad| !(0..self.vocab_size).contains(pad)) {
+            return Err(Invalid::Value(format!(
+                "`pad_token_id` is {pad}, outside the vocabulary 0..{}",
+                self.vocab_size
+            )));
+        }
         config::heads_divide(
             ("hidden_size", self.hidden_size),
             ("num_attention_heads", self.num_attention_heads),
@@ -135,7 +147,7 @@ impl ArchConfig for BertConfig {
     }
 }
 
-/// A BERT encoder: transformers' `BertModel`. Embeddings, `num_hidden_layers` encoder layers
+/// A BERT encoder: transformers' [`BertModel`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/bert/modeling_bert.py). Embeddings, `num_hidden_layers` encoder layers
 /// and, when the weights have one, the pooler.
 ///
 /// Its layers are named as `BertModel.named_modules()` names them: `embeddings`,
@@ -172,6 +184,9 @@ impl Bert {
     /// A BERT of `config`'s shape with random weights, as transformers' `BertModel(config)`
     /// builds one (with its pooler), on `device` in `kind`.
     ///
+    /// Its variables are trainable (`requires_grad`), as in a fresh transformers model; a loaded
+    /// model's are frozen. Either way [`TextModel::var_store`] holds them, by checkpoint name.
+    ///
     /// # Errors
     ///
     /// [`ModelError::BadConfig`](crate::ModelError::BadConfig) or
@@ -182,7 +197,12 @@ impl Bert {
         let init = Init::Random {
             std: config.initializer_range,
         };
-        Ok(Bert::build(config.clone(), device, kind, init, true))
+        let bert = Bert::build(config.clone(), device, kind, init, true);
+        if let Some(pad) = config.pad_token_id {
+            let _no_grad = tch::no_grad_guard();
+            let _ = bert.embeddings.word_embeddings.ws.get(pad).zero_();
+        }
+        Ok(bert)
     }
 
     /// Loads the BERT in `dir` (`config.json` with `model_type: "bert"`, `model.safetensors`)
@@ -298,7 +318,7 @@ impl nn::ModuleT for Bert {
     }
 }
 
-/// `embeddings`: word + token type + position embeddings, then LayerNorm (`BertEmbeddings`).
+/// `embeddings`: word + token type + position embeddings, then LayerNorm (transformers' [`BertEmbeddings`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/bert/modeling_bert.py)).
 #[derive(Debug, Hookable)]
 pub struct BertEmbeddings {
     /// `embeddings.word_embeddings`.
@@ -335,7 +355,7 @@ impl BertEmbeddings {
     }
 }
 
-/// `encoder`: the stack of layers (`BertEncoder`).
+/// `encoder`: the stack of layers (transformers' [`BertEncoder`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/bert/modeling_bert.py)).
 #[derive(Debug, Hookable)]
 pub struct BertEncoder {
     /// `encoder.layer.N`.
@@ -359,7 +379,7 @@ impl BertEncoder {
     }
 }
 
-/// `encoder.layer.N`: self-attention, then the feed-forward block (`BertLayer`).
+/// `encoder.layer.N`: self-attention, then the feed-forward block (transformers' [`BertLayer`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/bert/modeling_bert.py)).
 #[derive(Debug, Hookable)]
 pub struct BertLayer {
     /// `encoder.layer.N.attention`.
@@ -387,7 +407,7 @@ impl BertLayer {
 }
 
 /// `encoder.layer.N.attention`: multi-head self-attention, then projection, residual and
-/// LayerNorm (`BertAttention`).
+/// LayerNorm (transformers' [`BertAttention`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/bert/modeling_bert.py)).
 #[derive(Debug, Hookable)]
 pub struct BertAttention {
     /// `encoder.layer.N.attention.self`: its output is the heads' merged context, `[B, T, H]`.
@@ -412,7 +432,7 @@ impl BertAttention {
 }
 
 /// `encoder.layer.N.attention.self`: the query, key and value projections and the attention
-/// (`BertSelfAttention`, with transformers' default `sdpa` attention).
+/// (transformers' [`BertSelfAttention`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/bert/modeling_bert.py), with transformers' default `sdpa` attention).
 #[derive(Debug, Hookable)]
 pub struct BertSelfAttention {
     /// `...attention.self.query`.
@@ -433,8 +453,8 @@ impl BertSelfAttention {
             key: linear(&p / "key", h, h, init),
             value: linear(&p / "value", h, h, init),
             heads,
-            // transformers computes `head_dim ** -0.5` in double precision too.
-            scaling: 1.0 / ((h / heads) as f64).sqrt(),
+            // transformers' `head_dim**-0.5`, in double precision too: the same bits.
+            scaling: ((h / heads) as f64).powf(-0.5),
         }
     }
 
@@ -446,7 +466,7 @@ impl BertSelfAttention {
     }
 }
 
-/// `encoder.layer.N.intermediate`: `act(dense(x))` (`BertIntermediate`).
+/// `encoder.layer.N.intermediate`: `act(dense(x))` (transformers' [`BertIntermediate`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/bert/modeling_bert.py)).
 #[derive(Debug, Hookable)]
 pub struct BertIntermediate {
     /// `...intermediate.dense`.
@@ -467,9 +487,10 @@ impl BertIntermediate {
     }
 }
 
-/// `LayerNorm(dense(x) + input)`: transformers' `BertOutput` (`encoder.layer.N.output`, `x` the
-/// intermediate state) and `BertSelfOutput` (`encoder.layer.N.attention.output`, `x` the heads'
-/// context), two classes that compute the same thing from inputs of different widths.
+/// `LayerNorm(dense(x) + input)`: transformers' [`BertOutput`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/bert/modeling_bert.py)
+/// (`encoder.layer.N.output`, `x` the intermediate state) and `BertSelfOutput`
+/// (`encoder.layer.N.attention.output`, `x` the heads' context), two classes that compute the same
+/// thing from inputs of different widths.
 #[derive(Debug, Hookable)]
 pub struct BertOutput {
     /// `...output.dense`.
@@ -498,7 +519,7 @@ impl BertOutput {
     }
 }
 
-/// `pooler`: `tanh(dense(x[:, 0]))`, the first token's state, `[B, H]` (`BertPooler`).
+/// `pooler`: `tanh(dense(x[:, 0]))`, the first token's state, `[B, H]` (transformers' [`BertPooler`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/bert/modeling_bert.py)).
 #[derive(Debug, Hookable)]
 pub struct BertPooler {
     /// `pooler.dense`.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use tch::Kind;
 
+use crate::activation::Activation;
 use crate::error::{ModelError, Result};
 
 /// A parsed `config.json`: its `model_type` and the raw JSON, for the architecture to read.
@@ -71,6 +72,18 @@ impl ConfigFile {
 
     /// The config as an architecture's config struct, checked.
     pub fn config<C: ArchConfig>(&self) -> Result<C> {
+        // An activation transformers has but this crate does not is an unsupported setting, not
+        // an invalid file: say so before serde reads the name into an `Activation`.
+        if let Some(name) = self.json.get(C::ACTIVATION_FIELD).and_then(serde_json::Value::as_str) {
+            if Activation::from_name(name).is_none() {
+                let supported: Vec<String> = Activation::NAMES.iter().map(|n| format!("`{n}`")).collect();
+                return Err(ModelError::UnsupportedConfig {
+                    path: Some(self.path.clone()),
+                    setting: format!("`{}` is `{name}`", C::ACTIVATION_FIELD),
+                    hint: format!("supported activations: {}", supported.join(", ")),
+                });
+            }
+        }
         let config: C = serde_path_to_error::deserialize(&self.json).map_err(|e| ModelError::BadConfig {
             path: Some(self.path.clone()),
             reason: format!("`{}`: {}", e.path(), e.inner()),
@@ -82,6 +95,9 @@ impl ConfigFile {
 
 /// An architecture's config struct: read from `config.json` with serde, then checked.
 pub(crate) trait ArchConfig: DeserializeOwned {
+    /// The field that names the activation function (`hidden_act`, `activation_function`).
+    const ACTIVATION_FIELD: &'static str;
+
     /// Whether the forward can run with these values.
     fn check(&self) -> std::result::Result<(), Invalid>;
 }

@@ -103,6 +103,8 @@ impl Default for Gpt2Config {
 }
 
 impl ArchConfig for Gpt2Config {
+    const ACTIVATION_FIELD: &'static str = "activation_function";
+
     fn check(&self) -> std::result::Result<(), Invalid> {
         if self.add_cross_attention {
             return Err(Invalid::Unsupported {
@@ -123,7 +125,7 @@ impl ArchConfig for Gpt2Config {
     }
 }
 
-/// A GPT-2 decoder: transformers' `GPT2Model`. Token and position embeddings, `n_layer`
+/// A GPT-2 decoder: transformers' [`GPT2Model`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/gpt2/modeling_gpt2.py). Token and position embeddings, `n_layer`
 /// blocks and the final LayerNorm.
 ///
 /// Its layers are named as `GPT2Model.named_modules()` names them: `wte`, `wpe`, `h.0`,
@@ -160,6 +162,9 @@ pub struct Gpt2 {
 impl Gpt2 {
     /// A GPT-2 of `config`'s shape with random weights, as transformers' `GPT2Model(config)`
     /// builds one, on `device` in `kind`.
+    ///
+    /// Its variables are trainable (`requires_grad`), as in a fresh transformers model; a loaded
+    /// model's are frozen. Either way [`TextModel::var_store`] holds them, by checkpoint name.
     ///
     /// # Errors
     ///
@@ -280,7 +285,7 @@ impl nn::ModuleT for Gpt2 {
     }
 }
 
-/// `h.N`: pre-LayerNorm attention and MLP, each with a residual connection (`GPT2Block`).
+/// `h.N`: pre-LayerNorm attention and MLP, each with a residual connection (transformers' [`GPT2Block`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/gpt2/modeling_gpt2.py)).
 #[derive(Debug, Hookable)]
 pub struct Gpt2Block {
     /// `h.N.ln_1`.
@@ -313,7 +318,7 @@ impl Gpt2Block {
     }
 }
 
-/// `h.N.attn`: causal multi-head self-attention (`GPT2Attention`, with transformers' default
+/// `h.N.attn`: causal multi-head self-attention (transformers' [`GPT2Attention`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/gpt2/modeling_gpt2.py), with transformers' default
 /// `sdpa` attention).
 #[derive(Debug, Hookable)]
 pub struct Gpt2Attention {
@@ -328,9 +333,9 @@ pub struct Gpt2Attention {
 impl Gpt2Attention {
     fn new(p: nn::Path<'_>, config: &Gpt2Config, index: usize, init: Init) -> Self {
         let (h, heads) = (config.n_embd, config.n_head);
-        // transformers computes the scale in double precision too.
+        // transformers' `head_dim**-0.5`, in double precision too: the same bits.
         let mut scaling = if config.scale_attn_weights {
-            1.0 / ((h / heads) as f64).sqrt()
+            ((h / heads) as f64).powf(-0.5)
         } else {
             1.0
         };
@@ -339,7 +344,7 @@ impl Gpt2Attention {
         }
         Gpt2Attention {
             c_attn: Conv1D::new(&p / "c_attn", h, 3 * h, init),
-            c_proj: Conv1D::new(&p / "c_proj", h, h, init),
+            c_proj: Conv1D::new(&p / "c_proj", h, h, residual_init(config, init)),
             heads,
             scaling,
         }
@@ -355,7 +360,7 @@ impl Gpt2Attention {
     }
 }
 
-/// `h.N.mlp`: `c_proj(act(c_fc(x)))` (`GPT2MLP`).
+/// `h.N.mlp`: `c_proj(act(c_fc(x)))` (transformers' [`GPT2MLP`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/gpt2/modeling_gpt2.py)).
 #[derive(Debug, Hookable)]
 pub struct Gpt2Mlp {
     /// `h.N.mlp.c_fc`.
@@ -371,7 +376,7 @@ impl Gpt2Mlp {
         let inner = config.n_inner.unwrap_or(4 * h);
         Gpt2Mlp {
             c_fc: Conv1D::new(&p / "c_fc", h, inner, init),
-            c_proj: Conv1D::new(&p / "c_proj", inner, h, init),
+            c_proj: Conv1D::new(&p / "c_proj", inner, h, residual_init(config, init)),
             act: config.activation_function,
         }
     }
@@ -381,7 +386,13 @@ impl Gpt2Mlp {
     }
 }
 
-/// transformers' `Conv1D` (`pytorch_utils.py`): a linear layer whose weight is stored
+/// GPT-2's init of the projections back into the residual stream (`attn.c_proj`, `mlp.c_proj`):
+/// `initializer_range / √(2 n_layer)`, as `GPT2PreTrainedModel._init_weights` draws them.
+fn residual_init(config: &Gpt2Config, init: Init) -> Init {
+    init.scaled((2.0 * config.n_layer as f64).sqrt())
+}
+
+/// transformers' [`Conv1D`](https://github.com/huggingface/transformers/blob/main/src/transformers/pytorch_utils.py): a linear layer whose weight is stored
 /// `[in, out]` (the transpose of `nn.Linear`'s), computed as `addmm(bias, x, weight)`.
 #[derive(Debug, Hookable)]
 pub struct Conv1D {
@@ -400,6 +411,7 @@ impl Conv1D {
     }
 }
 
+/// `[..., in]` → `[..., out]`.
 impl Module for Conv1D {
     fn forward(&self, xs: &Tensor) -> Tensor {
         let mut size = xs.size();

@@ -3,9 +3,10 @@
 //! initial values the caller asks for.
 //!
 //! Architectures are built in one of two ways, and [`Init`] says which: with random weights
-//! drawn as transformers' `_init_weights` draws them (a model built from a config in code), or
-//! with cheap placeholders that a checkpoint overwrites right after (a model loaded from a
-//! folder: random values would only cost time).
+//! drawn as transformers' `_init_weights` draws them (a model built from a config in code; each
+//! architecture adds its own exceptions, such as GPT-2's scaled `c_proj`), or with cheap
+//! placeholders that a checkpoint overwrites right after (a model loaded from a folder: random
+//! values would only cost time).
 
 use tch::nn;
 
@@ -26,6 +27,15 @@ pub(crate) enum Init {
 }
 
 impl Init {
+    /// The same, with weight matrices drawn with `std / divisor` instead (GPT-2's residual
+    /// projections); placeholders stay placeholders.
+    pub(crate) fn scaled(self, divisor: f64) -> Init {
+        match self {
+            Init::Random { std } => Init::Random { std: std / divisor },
+            Init::Placeholder => Init::Placeholder,
+        }
+    }
+
     /// The initial values of a weight matrix or embedding table.
     pub(crate) fn weight(self) -> nn::Init {
         match self {

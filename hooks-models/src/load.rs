@@ -65,7 +65,8 @@ pub const SUPPORTED_MODEL_TYPES: [&str; ARCHITECTURES.len()] = {
 /// [`ModelError::MissingFolder`], [`ModelError::MissingFile`], [`ModelError::BadConfig`],
 /// [`ModelError::UnsupportedModelType`] (naming [`SUPPORTED_MODEL_TYPES`]),
 /// [`ModelError::UnsupportedConfig`], [`ModelError::UnsupportedKind`],
-/// [`ModelError::BadWeights`], [`ModelError::MissingWeight`], [`ModelError::WeightShape`].
+/// [`ModelError::BadWeights`], [`ModelError::MissingWeight`], [`ModelError::WeightShape`],
+/// [`ModelError::Io`] for a file that cannot be read, [`ModelError::Torch`] from libtorch.
 pub fn load(dir: impl AsRef<Path>, device: Device, kind: Kind) -> Result<Box<dyn TextModel>> {
     let dir = dir.as_ref();
     let file = ConfigFile::open(dir, kind)?;

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use hooks::{ActivationStore, LayerTree};
-use hooks_models::{Bert, Gpt2, ModelError, TextModel, Tokenizer};
+use hooks_models::{Bert, BertConfig, Gpt2, Gpt2Config, ModelError, TextModel, Tokenizer};
 use tch::{Device, Kind, Tensor};
 
 /// A one-layer BERT with 2 heads of width 2, intermediate 6, vocabulary 10, 8 positions.
@@ -205,6 +205,17 @@ fn bad_configs_are_errors() {
     fs::create_dir(&dir).unwrap();
     fs::write(dir.join("config.json"), "{ not json").unwrap();
     assert!(matches!(load_err(&dir), ModelError::BadConfig { .. }));
+
+    // An activation transformers has and this crate does not: unsupported, not invalid.
+    let mut config = bert_config();
+    config["hidden_act"] = "mish".into();
+    let dir = tmp.path().join("mish");
+    write_model(&dir, &config, &bert_weights(), "");
+    let err = load_err(&dir);
+    assert!(
+        matches!(&err, ModelError::UnsupportedConfig { setting, .. } if setting == "`hidden_act` is `mish`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -384,4 +395,85 @@ fn readme_lists_exactly_the_supported_architectures() {
         .filter(|name| *name != "model_type")
         .collect();
     assert_eq!(listed, hooks_models::SUPPORTED_MODEL_TYPES);
+}
+
+/// The standard deviation of a tensor's values, in f64.
+fn std_of(t: &Tensor) -> f64 {
+    t.to_kind(Kind::Double).std(true).double_value(&[])
+}
+
+/// `Bert::new` draws weights as transformers' `BertModel(config)` does: `N(0, 0.02²)` matrices and
+/// embeddings, the padding row zero, zero biases, unit LayerNorm weights, all trainable.
+#[test]
+fn bert_built_in_code_is_initialised_like_transformers() {
+    let mut config = BertConfig::default();
+    config.vocab_size = 1000;
+    config.hidden_size = 64;
+    config.num_hidden_layers = 2;
+    config.num_attention_heads = 4;
+    config.intermediate_size = 128;
+    let bert = Bert::new(&config, Device::Cpu, Kind::Float).unwrap();
+    let vars = bert.var_store().variables();
+    let words = &vars["embeddings.word_embeddings.weight"];
+    assert_eq!(words.size(), [1000, 64]);
+    assert!((std_of(&words.narrow(0, 1, 999)) - 0.02).abs() < 0.002);
+    assert_eq!(words.get(0).abs().max().double_value(&[]), 0.0, "pad_token_id 0's row");
+    let query = &vars["encoder.layer.1.attention.self.query.weight"];
+    assert!((std_of(query) - 0.02).abs() < 0.002);
+    assert_eq!(
+        vars["encoder.layer.1.attention.self.query.bias"]
+            .abs()
+            .max()
+            .double_value(&[]),
+        0.0
+    );
+    let norm = &vars["encoder.layer.0.output.LayerNorm.weight"];
+    assert!(norm.eq(1.0).all().int64_value(&[]) == 1);
+    assert!(vars.values().all(Tensor::requires_grad));
+    assert!(bert.layer_names().contains(&"pooler.dense".to_owned()));
+    // And it runs.
+    let ids = Tensor::from_slice2(&[[5i64, 6, 7]]);
+    assert_eq!(bert.forward(&ids, &ids.ones_like()).unwrap().size(), [1, 3, 64]);
+
+    config.num_attention_heads = 5;
+    let err = Bert::new(&config, Device::Cpu, Kind::Float).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::BadConfig { path: None, .. }) && err.to_string().contains("not a multiple"),
+        "{err}"
+    );
+}
+
+/// `Gpt2::new` draws the projections back into the residual stream with `0.02 / √(2 n_layer)`,
+/// GPT-2's scheme, and the rest with 0.02.
+#[test]
+fn gpt2_built_in_code_is_initialised_like_transformers() {
+    let mut config = Gpt2Config::default();
+    config.vocab_size = 1000;
+    config.n_embd = 64;
+    config.n_layer = 8;
+    config.n_head = 4;
+    let gpt2 = Gpt2::new(&config, Device::Cpu, Kind::Float).unwrap();
+    let vars = gpt2.var_store().variables();
+    let scaled = 0.02 / 4.0; // √(2 × 8)
+    for name in ["h.3.attn.c_proj.weight", "h.3.mlp.c_proj.weight"] {
+        assert!(
+            (std_of(&vars[name]) - scaled).abs() < scaled * 0.1,
+            "{name}: {}",
+            std_of(&vars[name])
+        );
+    }
+    for name in [
+        "h.3.attn.c_attn.weight",
+        "h.3.mlp.c_fc.weight",
+        "wte.weight",
+        "wpe.weight",
+    ] {
+        assert!(
+            (std_of(&vars[name]) - 0.02).abs() < 0.002,
+            "{name}: {}",
+            std_of(&vars[name])
+        );
+    }
+    let ids = Tensor::from_slice2(&[[5i64, 6, 7]]);
+    assert_eq!(gpt2.forward(&ids, &ids.ones_like()).unwrap().size(), [1, 3, 64]);
 }

@@ -4,16 +4,16 @@
 
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly by unwrapping")]
 
-mod common;
+mod reference;
 
 use std::time::Instant;
 
 use hooks::{Hookable, LayerTree};
-use hooks_models::{Bert, Gpt2, TextModel, Tokenizer};
+use hooks_models::{Bert, BertConfig, Gpt2, Gpt2Config, TextModel, Tokenizer};
 use hooks_test_support::{compare, minilm_dir, python, Comparison};
 use tch::{Device, Kind, Tensor};
 
-use common::{capture_all, capture_step, expected_layer_names, read_modules, reference, write_inputs};
+use reference::{capture_all, capture_step, expected_layer_names, read_modules, reference, write_inputs};
 
 /// Three right-padded rows of different lengths (5, 3 and 1 tokens) over a vocabulary of 100.
 fn padded_batch() -> (Tensor, Tensor) {
@@ -107,7 +107,8 @@ fn random_gpt2_matches_transformers_on_every_layer() {
 #[test]
 fn random_models_without_padding_match_transformers() {
     // Without padding the attention takes its unmasked (BERT) and causal-only (GPT-2) paths.
-    for arch in ["bert", "gpt2"] {
+    // Every architecture the loader knows: one without a `reference.py build` config fails here.
+    for arch in hooks_models::SUPPORTED_MODEL_TYPES {
         or_skip!(random_model_parity(arch, unpadded_batch));
     }
 }
@@ -192,6 +193,24 @@ fn minilm_truncation_matches_transformers() {
     let theirs = hooks::load_activations(&tokens).unwrap();
     assert!(ids.equal(theirs.get("input_ids").unwrap()));
     assert!(mask.equal(theirs.get("attention_mask").unwrap()));
+}
+
+/// `Default` of each config is transformers' own default config, field for field.
+#[test]
+fn config_defaults_are_transformers_defaults() {
+    let python = or_skip!(python());
+    let script = "import json\nfrom transformers import BertConfig, GPT2Config\n\
+                  print(json.dumps({'bert': BertConfig().to_dict(), 'gpt2': GPT2Config().to_dict()}))";
+    let out = hooks_test_support::python_command(&python)
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bert: BertConfig = serde_json::from_value(theirs["bert"].clone()).unwrap();
+    assert_eq!(bert, BertConfig::default());
+    let gpt2: Gpt2Config = serde_json::from_value(theirs["gpt2"].clone()).unwrap();
+    assert_eq!(gpt2, Gpt2Config::default());
 }
 
 #[test]

@@ -1,7 +1,7 @@
-//! Shared by the parity tests: running `py/reference.py` and capturing every layer. Finding Python,
-//! the MiniLM folder and the closeness report are the workspace's (`hooks-test-support`).
-
-#![allow(dead_code, reason = "each test binary uses its own subset")]
+//! The parity tests' side of `py/reference.py` (transformers with its own forward hooks): running
+//! it, reading what it reports of `named_modules()`, and capturing every layer on our side.
+//! Specific to hooks-models' architectures, so it lives here; finding Python, the MiniLM folder and
+//! the closeness report are the workspace's (`hooks-test-support`).
 
 use std::path::{Path, PathBuf};
 
