@@ -67,8 +67,8 @@ fn sentence_transformers(python: &Path, model: &Path, input: &Path, dir: &Path) 
     reference.next().unwrap().1
 }
 
-/// Runs `hooks extract` on MiniLM's last block with `args` added, and reads the file back.
-fn extract_last_block(model: &Path, input: &Path, out: &Path, args: &[&str]) -> hooks::Activations {
+/// Runs `hooks extract` of `layers` with `args` added, and reads the file back.
+fn extract(model: &Path, input: &Path, layers: &str, out: &Path, args: &[&str]) -> hooks::Activations {
     let mut all = vec![
         "extract",
         "--model",
@@ -76,7 +76,7 @@ fn extract_last_block(model: &Path, input: &Path, out: &Path, args: &[&str]) -> 
         "--input",
         input.to_str().unwrap(),
         "--layers",
-        "encoder.layer.5",
+        layers,
         "--out",
         out.to_str().unwrap(),
     ];
@@ -84,7 +84,12 @@ fn extract_last_block(model: &Path, input: &Path, out: &Path, args: &[&str]) -> 
     let run = hooks_cmd(&all);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(stdout(&run).starts_with("extracted "), "{}", stdout(&run));
-    load_activations(out).unwrap()
+    let written = if out.extension().is_some_and(|e| e == "npz") {
+        out.to_path_buf()
+    } else {
+        out.with_extension("npz")
+    };
+    load_activations(written).unwrap()
 }
 
 /// Each row within `1e-4 × max(1, max |want|)` of the reference.
@@ -102,9 +107,10 @@ fn mean_pooling_the_last_layer_reproduces_sentence_transformers() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.txt");
     std::fs::write(&input, sentences_and_a_long_document()).unwrap();
-    let ours = extract_last_block(
+    let ours = extract(
         &model,
         &input,
+        "encoder.layer.5",
         &dir.path().join("ours.npz"),
         &["--pool", "mean", "--batch-size", "2"],
     );
@@ -146,7 +152,13 @@ fn tokenized_jsonl_with_a_mask_and_a_byte_order_mark_reproduces_sentence_transfo
     );
     assert!(std::fs::read(&jsonl).unwrap().starts_with(b"\xEF\xBB\xBF{"));
 
-    let ours = extract_last_block(&model, &jsonl, &dir.path().join("ours.npz"), &["--pool", "model"]);
+    let ours = extract(
+        &model,
+        &jsonl,
+        "encoder.layer.5",
+        &dir.path().join("ours.npz"),
+        &["--pool", "model"],
+    );
     assert_close(
         ours.get("encoder.layer.5").unwrap(),
         &sentence_transformers(&python, &model, &text, dir.path()),
@@ -187,20 +199,15 @@ fn token_ids_in_jsonl_work_and_inspect_shows_the_file() {
         "{\"input_ids\": [101, 7592, 2088, 102]}\n{\"input_ids\": [101, 102]}\n",
     )
     .unwrap();
-    let out_path = dir.path().join("ids");
-    let out = hooks_cmd(&[
-        "extract",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--layers",
+    // `.npz` is appended to an output path without it.
+    let acts = extract(
+        &model,
+        &input,
         "embeddings.word_embeddings",
-        "--out",
-        out_path.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let acts = load_activations(dir.path().join("ids.npz")).unwrap();
+        &dir.path().join("ids"),
+        &[],
+    );
+    assert!(dir.path().join("ids.npz").is_file());
     assert_eq!(
         acts.get("input_ids").unwrap(),
         &Tensor::from_slice(&[101i64, 7592, 2088, 102, 101, 102, 0, 0]).view([2, 4])
