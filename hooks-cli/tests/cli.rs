@@ -274,20 +274,20 @@ fn bad_input_gets_one_line_and_no_output_file() {
         ]),
         "model.safetensors",
     );
-    let llama = dir.path().join("llama");
-    std::fs::create_dir(&llama).unwrap();
-    std::fs::write(llama.join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
+    let t5 = dir.path().join("t5");
+    std::fs::create_dir(&t5).unwrap();
+    std::fs::write(t5.join("config.json"), r#"{"model_type": "t5"}"#).unwrap();
     fails_with(
         &hooks_cmd(&[
             "extract",
             "--model",
-            llama.to_str().unwrap(),
+            t5.to_str().unwrap(),
             "--layers",
             "x",
             "--out",
             out,
         ]),
-        "llama",
+        "unsupported model_type `t5`",
     );
 
     let empty = write("empty.txt", "\n\n");

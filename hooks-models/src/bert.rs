@@ -449,9 +449,9 @@ impl BertSelfAttention {
     fn new(p: nn::Path<'_>, config: &BertConfig, init: Init) -> Self {
         let (h, heads) = (config.hidden_size, config.num_attention_heads);
         BertSelfAttention {
-            query: linear(&p / "query", h, h, init),
-            key: linear(&p / "key", h, h, init),
-            value: linear(&p / "value", h, h, init),
+            query: linear(&p / "query", h, h, true, init),
+            key: linear(&p / "key", h, h, true, init),
+            value: linear(&p / "value", h, h, true, init),
             heads,
             // transformers' `head_dim**-0.5`, in double precision too: the same bits.
             scaling: ((h / heads) as f64).powf(-0.5),
@@ -477,7 +477,7 @@ pub struct BertIntermediate {
 impl BertIntermediate {
     fn new(p: nn::Path<'_>, config: &BertConfig, init: Init) -> Self {
         BertIntermediate {
-            dense: linear(&p / "dense", config.hidden_size, config.intermediate_size, init),
+            dense: linear(&p / "dense", config.hidden_size, config.intermediate_size, true, init),
             act: config.hidden_act,
         }
     }
@@ -509,7 +509,7 @@ impl BertOutput {
     fn new(p: nn::Path<'_>, input: i64, config: &BertConfig, init: Init) -> Self {
         let h = config.hidden_size;
         BertOutput {
-            dense: linear(&p / "dense", input, h, init),
+            dense: linear(&p / "dense", input, h, true, init),
             layer_norm: layer_norm(&p / "LayerNorm", h, config.layer_norm_eps),
         }
     }
@@ -530,7 +530,7 @@ impl BertPooler {
     fn new(p: nn::Path<'_>, config: &BertConfig, init: Init) -> Self {
         let h = config.hidden_size;
         BertPooler {
-            dense: linear(&p / "dense", h, h, init),
+            dense: linear(&p / "dense", h, h, true, init),
         }
     }
 

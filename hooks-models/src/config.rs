@@ -131,7 +131,8 @@ pub(crate) enum Invalid {
 }
 
 impl Invalid {
-    fn into_error(self, path: Option<&Path>) -> ModelError {
+    /// The error, naming the file the config came from (`None`: built in code).
+    pub(crate) fn into_error(self, path: Option<&Path>) -> ModelError {
         let path = path.map(Path::to_path_buf);
         match self {
             Invalid::Value(reason) => ModelError::BadConfig { path, reason },

@@ -8,7 +8,8 @@
 //! placeholders that a checkpoint overwrites right after (a model loaded from a folder: random
 //! values would only cost time).
 
-use tch::nn;
+use hooks::Hookable;
+use tch::{nn, Kind, Tensor};
 
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
 use crate::Hook;
@@ -63,12 +64,41 @@ pub(crate) fn layer_norm(p: nn::Path<'_>, width: i64, eps: f64) -> Hook<nn::Laye
     Hook::new(nn::layer_norm(p, vec![width], config))
 }
 
-/// A hooked linear layer with a bias (`nn.Linear(input, output)`), weight `[output, input]`.
-pub(crate) fn linear(p: nn::Path<'_>, input: i64, output: i64, init: Init) -> Hook<nn::Linear> {
+/// A hooked linear layer (`nn.Linear(input, output, bias=bias)`), weight `[output, input]`.
+pub(crate) fn linear(p: nn::Path<'_>, input: i64, output: i64, bias: bool, init: Init) -> Hook<nn::Linear> {
     let config = nn::LinearConfig {
         ws_init: init.weight(),
-        bs_init: Some(nn::Init::Const(0.0)),
-        bias: true,
+        bs_init: bias.then_some(nn::Init::Const(0.0)),
+        bias,
     };
     Hook::new(nn::linear(p, input, output, config))
+}
+
+/// Root-mean-square layer norm, as transformers' `LlamaRMSNorm` computes it (and its copies in
+/// Mistral, Qwen2 and Qwen3): `weight * (x / sqrt(mean(x²) + eps))`, the normalisation in f32
+/// and cast back to the input's dtype before the weight multiplies. `[..., width]` → the same.
+#[derive(Debug, Hookable)]
+pub struct RmsNorm {
+    /// `[width]`.
+    pub weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// A hooked RMS norm over `width` features: weight 1 (a checkpoint overwrites it).
+    pub(crate) fn new(p: nn::Path<'_>, width: i64, eps: f64) -> Hook<RmsNorm> {
+        Hook::new(RmsNorm {
+            weight: p.var("weight", &[width], nn::Init::Const(1.0)),
+            eps,
+        })
+    }
+}
+
+impl nn::Module for RmsNorm {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        let hidden = xs.to_kind(Kind::Float);
+        let variance = hidden.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+        let normed = hidden * (variance + self.eps).rsqrt();
+        &self.weight * normed.to_kind(xs.kind())
+    }
 }

@@ -22,6 +22,13 @@ impl<M> Hook<M> {
         Hook(module)
     }
 
+    /// Never: there is no capture site.
+    #[inline]
+    #[must_use]
+    pub fn is_capturing(&self) -> bool {
+        false
+    }
+
     /// Runs any forward of the module; nothing is captured.
     #[inline]
     pub fn call<R>(&self, forward: impl FnOnce(&M) -> R) -> R {

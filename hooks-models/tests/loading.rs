@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use hooks::{ActivationStore, LayerTree};
-use hooks_models::{Bert, BertConfig, Gpt2, Gpt2Config, ModelError, TextModel, Tokenizer};
+use hooks_models::{Bert, BertConfig, Gpt2, Gpt2Config, Llama, LlamaConfig, ModelError, TextModel, Tokenizer};
 use tch::{Device, Kind, Tensor};
 
 /// A one-layer BERT with 2 heads of width 2, intermediate 6, vocabulary 10, 8 positions.
@@ -123,11 +123,15 @@ fn missing_folder_and_files_are_named() {
 fn unsupported_model_type_names_the_supported_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = bert_config();
-    config["model_type"] = "llama".into();
+    config["model_type"] = "t5".into();
     write_model(tmp.path(), &config, &bert_weights(), "");
     let message = load_err(tmp.path()).to_string();
     assert!(
-        message.contains("`llama`") && message.contains("`bert`") && message.contains("`gpt2`"),
+        message.contains("unsupported model_type `t5`")
+            && message.ends_with(&format!(
+                "supported: {}",
+                hooks_models::SUPPORTED_MODEL_TYPES.map(|t| format!("`{t}`")).join(", ")
+            )),
         "{message}"
     );
 
@@ -476,4 +480,63 @@ fn gpt2_built_in_code_is_initialised_like_transformers() {
     }
     let ids = Tensor::from_slice2(&[[5i64, 6, 7]]);
     assert_eq!(gpt2.forward(&ids, &ids.ones_like()).unwrap().size(), [1, 3, 64]);
+}
+
+/// transformers 5 writes `rope_parameters` and `dtype`; Hub checkpoints carry the older
+/// `rope_theta` + `rope_scaling` (with `type`) and `torch_dtype`. Both forms give one model.
+#[test]
+fn llama_configs_old_and_new_read_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    let common = serde_json::json!({
+        "model_type": "llama", "vocab_size": 50, "hidden_size": 32, "intermediate_size": 48,
+        "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 32,
+    });
+    let with = |extra: serde_json::Value| {
+        let mut config = common.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        config
+    };
+    let new = with(serde_json::json!({
+        "dtype": "float32",
+        "rope_parameters": {"rope_type": "llama3", "rope_theta": 5000.0, "factor": 4.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 2.0, "original_max_position_embeddings": 8},
+    }));
+    let old = with(serde_json::json!({
+        "torch_dtype": "float32",
+        "rope_theta": 5000.0,
+        "rope_scaling": {"type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 2.0, "original_max_position_embeddings": 8},
+    }));
+    let plain = with(serde_json::json!({ "rope_theta": 5000.0 }));
+
+    let config: LlamaConfig = serde_json::from_value(new.clone()).unwrap();
+    let source = Llama::new(&config, Device::Cpu, Kind::Float).unwrap();
+    let ids = Tensor::from_slice2(&[[3i64, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3]]);
+    let mask = ids.ones_like();
+    let mut outputs = Vec::new();
+    for (name, config) in [("new", &new), ("old", &old), ("plain", &plain)] {
+        let dir = tmp.path().join(name);
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        source.var_store().save(dir.join("model.safetensors")).unwrap();
+        let llama = Llama::load(&dir, Device::Cpu, Kind::Float).unwrap();
+        outputs.push(llama.forward(&ids, &mask).unwrap());
+    }
+    assert!(outputs[0].equal(&outputs[1]), "rope_scaling reads as rope_parameters");
+    // llama3 scaling changes the low frequencies, and so every position past the first.
+    assert!(!outputs[0].equal(&outputs[2]), "the llama3 scaling is applied");
+
+    let dir = tmp.path().join("dynamic");
+    fs::create_dir(&dir).unwrap();
+    let dynamic = with(serde_json::json!({ "rope_scaling": {"rope_type": "dynamic", "factor": 2.0} }));
+    fs::write(dir.join("config.json"), dynamic.to_string()).unwrap();
+    source.var_store().save(dir.join("model.safetensors")).unwrap();
+    let err = load_err(&dir);
+    assert!(
+        matches!(&err, ModelError::UnsupportedConfig { setting, .. } if setting == "the rope type `dynamic`"),
+        "{err}"
+    );
 }

@@ -9,7 +9,7 @@ mod reference;
 use std::time::Instant;
 
 use hooks::{Hookable, LayerTree};
-use hooks_models::{Bert, BertConfig, Gpt2, Gpt2Config, TextModel, Tokenizer};
+use hooks_models::{Bert, BertConfig, Gpt2, Gpt2Config, Llama, LlamaConfig, TextModel, Tokenizer};
 use hooks_test_support::{compare, minilm_dir, python, Comparison};
 use tch::{Device, Kind, Tensor};
 
@@ -29,8 +29,9 @@ fn unpadded_batch() -> (Tensor, Tensor) {
     (ids.shallow_clone(), ids.ones_like())
 }
 
-/// Builds a random `arch` model with transformers, runs both sides on `batch` and compares every
-/// layer; returns the folder the model was saved to, for further checks.
+/// Builds the random model `arch` (a key of `reference.py`'s `CONFIGS`: a `model_type`, or one
+/// with a `-variant`) with transformers, runs both sides on `batch` and compares every layer;
+/// returns the folder the model was saved to, for further checks.
 fn random_model_parity(arch: &str, batch: fn() -> (Tensor, Tensor)) -> Option<tempfile::TempDir> {
     let start = Instant::now();
     let python = python()?;
@@ -45,7 +46,7 @@ fn random_model_parity(arch: &str, batch: fn() -> (Tensor, Tensor)) -> Option<te
     reference(&python, &steps);
 
     let model = hooks_models::load(&dir, Device::Cpu, Kind::Float).unwrap();
-    assert_eq!(model.model_type(), arch);
+    assert_eq!(model.model_type(), arch.split('-').next().unwrap());
     let modules = read_modules(&capture);
     assert_eq!(model.layer_names(), expected_layer_names(&modules));
     let ours = capture_all(&*model, &ids, &mask);
@@ -102,6 +103,22 @@ fn random_gpt2_matches_transformers_on_every_layer() {
     let prefix = gpt2.forward(&ids.narrow(1, 0, 3), &mask.narrow(1, 0, 3)).unwrap();
     let diff = (full.narrow(1, 0, 3) - prefix).abs().max().double_value(&[]);
     assert!(diff < 1e-5, "causal mask leaks the future: {diff}");
+}
+
+/// Grouped-query attention (3 query heads per key head), a head width that is not hidden / heads,
+/// llama3 rotary scaling; and, tied, linear rotary scaling with every bias.
+#[test]
+fn random_llamas_match_transformers_on_every_layer() {
+    for arch in ["llama", "llama-tied"] {
+        let tmp = or_skip!(random_model_parity(arch, padded_batch));
+        let llama = Llama::load(tmp.path().join(arch), Device::Cpu, Kind::Float).unwrap();
+        // Causal: a row's hidden states do not depend on what follows.
+        let (ids, mask) = padded_batch();
+        let full = llama.forward(&ids, &mask).unwrap();
+        let prefix = llama.forward(&ids.narrow(1, 0, 3), &mask.narrow(1, 0, 3)).unwrap();
+        let diff = (full.narrow(1, 0, 3) - prefix).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{arch}: causal mask leaks the future: {diff}");
+    }
 }
 
 #[test]
@@ -199,8 +216,9 @@ fn minilm_truncation_matches_transformers() {
 #[test]
 fn config_defaults_are_transformers_defaults() {
     let python = or_skip!(python());
-    let script = "import json\nfrom transformers import BertConfig, GPT2Config\n\
-                  print(json.dumps({'bert': BertConfig().to_dict(), 'gpt2': GPT2Config().to_dict()}))";
+    let script = "import json\nfrom transformers import BertConfig, GPT2Config, LlamaConfig\n\
+                  print(json.dumps({'bert': BertConfig().to_dict(), 'gpt2': GPT2Config().to_dict(), \
+                  'llama': LlamaConfig().to_dict()}))";
     let out = hooks_test_support::python_command(&python)
         .args(["-c", script])
         .output()
@@ -211,6 +229,9 @@ fn config_defaults_are_transformers_defaults() {
     assert_eq!(bert, BertConfig::default());
     let gpt2: Gpt2Config = serde_json::from_value(theirs["gpt2"].clone()).unwrap();
     assert_eq!(gpt2, Gpt2Config::default());
+    // transformers writes out the values it implies (kv heads, head_dim, rope_parameters).
+    let llama: LlamaConfig = serde_json::from_value(theirs["llama"].clone()).unwrap();
+    assert_eq!(llama, LlamaConfig::default().resolved());
 }
 
 #[test]

@@ -87,6 +87,14 @@ impl<M: Hookable> Hook<M> {
         self.call(|m| m.forward_t(xs, train))
     }
 
+    /// Whether this hook's output would be captured now ([`Site::is_capturing`]): lets a model
+    /// skip a forward whose output nothing else uses.
+    #[inline]
+    #[must_use]
+    pub fn is_capturing(&self) -> bool {
+        self.site.is_capturing()
+    }
+
     /// The wrapped module.
     pub fn module(&self) -> &M {
         &self.module

@@ -62,6 +62,17 @@ impl Site {
         self.capture_slow(output);
     }
 
+    /// Whether a capture here could be recorded now: capture is on and some store subscribed
+    /// to this site. A model asks this before computing an output only a capture would use (the
+    /// logits of a head nobody reads, attention probabilities the fused kernel never forms). It
+    /// may answer `true` for a store that is bound but disabled while another is enabled: that
+    /// costs the computation, never a value.
+    #[inline]
+    #[must_use]
+    pub fn is_capturing(&self) -> bool {
+        switch::active() && self.subscribed.load(Ordering::Acquire)
+    }
+
     #[cold]
     #[inline(never)]
     fn capture_slow(&self, output: &Tensor) {

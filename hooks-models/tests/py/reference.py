@@ -2,10 +2,12 @@
 
 Run by the Rust tests with the interpreter in `HOOKS_PYTHON`. Steps run in order, separated by `+`:
 
-    build bert|gpt2 DIR              save a small random-initialised model to DIR (safetensors)
+    build ARCH DIR                   save a small random-initialised model of ARCH (a key of
+                                     CONFIGS) to DIR (safetensors)
     tokenize DIR MAX_LEN OUT TEXT..  AutoTokenizer(texts, padding=True, truncation=True, max_length)
                                      -> OUT (.npz with `input_ids`, `attention_mask`, int64)
-    capture DIR INPUTS OUT           AutoModel from DIR, a forward hook on every named module, run on
+    capture DIR INPUTS OUT           AutoModel (AutoModelForCausalLM for the decoder LLMs) from DIR,
+                                     a forward hook on every named module, run on
                                      INPUTS (.npz with `input_ids`, `attention_mask`) -> OUT (.npz,
                                      one array per module that produced a tensor, keyed by its
                                      dotted name) and OUT.modules.json (every `named_modules()`
@@ -20,12 +22,26 @@ import sys
 
 import numpy as np
 import torch
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, GPT2Config, GPT2Model
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    GPT2Config,
+    GPT2Model,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
 SEED = 0
 
 # Small enough to build and run in a second, big enough to exercise every code path: several
-# heads, more than one layer, an intermediate size that is not 4 × hidden for BERT.
+# heads, more than one layer, an intermediate size that is not 4 × hidden for BERT. The decoders
+# take odd shapes on purpose: grouped-query attention with 3 query heads per key head, a head_dim
+# that is not hidden / heads, a non-default rope_theta, and each rope type (llama3's three
+# frequency bands all occur with head_dim 12 and original_max_position_embeddings 16).
 CONFIGS = {
     "bert": lambda: BertModel(
         BertConfig(
@@ -51,7 +67,44 @@ CONFIGS = {
             eos_token_id=0,
         )
     ),
+    "llama": lambda: LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=100,
+            hidden_size=48,
+            intermediate_size=80,
+            num_hidden_layers=2,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            head_dim=12,
+            max_position_embeddings=64,
+            rope_parameters={
+                "rope_type": "llama3",
+                "rope_theta": 50000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            },
+        )
+    ),
+    "llama-tied": lambda: LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=100,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            tie_word_embeddings=True,
+            attention_bias=True,
+            mlp_bias=True,
+            rope_parameters={"rope_type": "linear", "rope_theta": 1000.0, "factor": 2.0},
+        )
+    ),
 }
+
+# The `model_type`s whose names are `AutoModelForCausalLM`'s (`model.layers.0...`, `lm_head`).
+CAUSAL_LM = {"llama"}
 
 
 def build(arch, out_dir):
@@ -84,7 +137,8 @@ def first_tensor(output):
 
 
 def capture(model_dir, inputs, out):
-    model = AutoModel.from_pretrained(model_dir).eval()
+    auto = AutoModelForCausalLM if AutoConfig.from_pretrained(model_dir).model_type in CAUSAL_LM else AutoModel
+    model = auto.from_pretrained(model_dir).eval()
     captured = {}
 
     def hook_for(name):

@@ -1,0 +1,144 @@
+//! Rotary position embeddings, as transformers computes them
+//! ([`modeling_rope_utils.py`](https://github.com/huggingface/transformers/blob/main/src/transformers/modeling_rope_utils.py)
+//! and `LlamaRotaryEmbedding`): the inverse frequencies of the `default`, `linear` and `llama3`
+//! rope types, read from a config in either form transformers knows, and their application to
+//! queries and keys.
+
+use std::f64::consts::PI;
+
+use serde::Deserialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::config::Invalid;
+
+/// A config's rotary settings: transformers 5's `rope_parameters`, or (older checkpoints) a
+/// `rope_scaling` object beside a top-level `rope_theta`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct RopeParameters {
+    /// `default`, `linear` or `llama3` (the others transformers knows are refused).
+    #[serde(alias = "type", default = "default_rope_type")]
+    pub rope_type: String,
+    /// The base wavelength. `None` in an old-style `rope_scaling`, whose base is the config's
+    /// top-level `rope_theta`.
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// `linear`: positions are divided by it; `llama3`: low frequencies are.
+    #[serde(default)]
+    pub factor: Option<f64>,
+    /// `llama3`.
+    #[serde(default)]
+    pub low_freq_factor: Option<f64>,
+    /// `llama3`.
+    #[serde(default)]
+    pub high_freq_factor: Option<f64>,
+    /// `llama3`: the context length of pre-training.
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<i64>,
+}
+
+fn default_rope_type() -> String {
+    "default".into()
+}
+
+impl RopeParameters {
+    /// The `default` rope type at base `theta`.
+    #[must_use]
+    pub fn default_at(theta: f64) -> Self {
+        RopeParameters {
+            rope_type: default_rope_type(),
+            rope_theta: Some(theta),
+            factor: None,
+            low_freq_factor: None,
+            high_freq_factor: None,
+            original_max_position_embeddings: None,
+        }
+    }
+
+    /// The parameters a config means: `rope_parameters` when it has them, else the old
+    /// `rope_theta` with `rope_scaling` (`rope_theta` of `None` takes `default_theta`).
+    pub(crate) fn resolve(
+        parameters: Option<&RopeParameters>,
+        rope_theta: Option<f64>,
+        rope_scaling: Option<&RopeParameters>,
+        default_theta: f64,
+    ) -> RopeParameters {
+        let mut resolved = parameters
+            .or(rope_scaling)
+            .cloned()
+            .unwrap_or_else(|| RopeParameters::default_at(default_theta));
+        if resolved.rope_theta.is_none() {
+            resolved.rope_theta = Some(rope_theta.unwrap_or(default_theta));
+        }
+        resolved
+    }
+
+    /// The inverse frequencies for `dim` rotated features, `[dim / 2]` f32 on `device`, as
+    /// transformers' rope-init function of this rope type computes them.
+    pub(crate) fn inv_freq(&self, dim: i64, device: Device) -> Result<Tensor, Invalid> {
+        let base = self.rope_theta.unwrap_or(10_000.0);
+        if base <= 0.0 {
+            return Err(Invalid::Value(format!("`rope_theta` is {base}; it must be positive")));
+        }
+        // `1.0 / (base ** (arange(0, dim, 2).float() / dim))`, in f32 as transformers computes it.
+        let exponents = Tensor::arange_start_step(0, dim, 2, (Kind::Int64, device)).to_kind(Kind::Float) / (dim as f64);
+        let inv_freq = Tensor::pow_scalar(base, &exponents).reciprocal();
+        let needed = |name: &str, value: Option<f64>| {
+            value.ok_or_else(|| Invalid::Value(format!("rope type `{}` needs `{name}`", self.rope_type)))
+        };
+        match self.rope_type.as_str() {
+            "default" => Ok(inv_freq),
+            "linear" => Ok(inv_freq / needed("factor", self.factor)?),
+            "llama3" => {
+                let factor = needed("factor", self.factor)?;
+                let low = needed("low_freq_factor", self.low_freq_factor)?;
+                let high = needed("high_freq_factor", self.high_freq_factor)?;
+                let old_context = needed(
+                    "original_max_position_embeddings",
+                    self.original_max_position_embeddings.map(|n| n as f64),
+                )?;
+                let (low_wavelen, high_wavelen) = (old_context / low, old_context / high);
+                // transformers' `_compute_llama3_parameters`, op for op.
+                let wavelen = inv_freq.reciprocal() * (2.0 * PI);
+                let scaled = inv_freq.where_self(&wavelen.le(low_wavelen), &(&inv_freq / factor));
+                let smooth = ((wavelen.reciprocal() * old_context) - low) / (high - low);
+                let smoothed = (-&smooth + 1.0) * &scaled / factor + &smooth * &scaled;
+                let medium = wavelen.ge(high_wavelen).logical_and(&wavelen.le(low_wavelen));
+                Ok(smoothed.where_self(&medium, &scaled))
+            }
+            other => Err(Invalid::Unsupported {
+                setting: format!("the rope type `{other}`"),
+                hint: "supported rope types: `default`, `linear`, `llama3`",
+            }),
+        }
+    }
+}
+
+/// The rotation of a forward: `cos` and `sin`, `[1, 1, T, dim]` in the model's dtype.
+pub(crate) struct Rotation {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rotation {
+    /// For positions `0..len` (right-padded inputs: every row's real tokens start at 0), as
+    /// `LlamaRotaryEmbedding.forward`: `freqs = positions × inv_freq` in f32, `cat(freqs, freqs)`,
+    /// then cos and sin cast to `kind`.
+    pub(crate) fn new(inv_freq: &Tensor, len: i64, kind: Kind) -> Self {
+        let positions = Tensor::arange(len, (Kind::Int64, inv_freq.device())).to_kind(Kind::Float);
+        let freqs = positions.unsqueeze(-1) * inv_freq;
+        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(0).unsqueeze(0);
+        Rotation {
+            cos: emb.cos().to_kind(kind),
+            sin: emb.sin().to_kind(kind),
+        }
+    }
+
+    /// `x * cos + rotate_half(x) * sin` for `x` of `[B, heads, T, dim]`.
+    pub(crate) fn apply(&self, x: &Tensor) -> Tensor {
+        let half = x.size()[3] / 2;
+        let (x1, x2) = (x.narrow(3, 0, half), x.narrow(3, half, half));
+        let rotated = Tensor::cat(&[&(-x2), &x1], -1);
+        x * &self.cos + rotated * &self.sin
+    }
+}
