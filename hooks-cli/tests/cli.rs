@@ -180,13 +180,20 @@ fn layers_lists_paths_with_shapes() {
     assert!(out.status.success());
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 6 * 14 + 5 + 1 + 2, "{text}");
+    assert_eq!(lines.len(), 6 * 15 + 5 + 1 + 2, "{text}");
     assert!(
         lines[0].starts_with("embeddings ") && lines[0].ends_with("[1, 12, 384]"),
         "{}",
         lines[0]
     );
     assert!(text.contains("encoder.layer.5.intermediate.dense") && text.contains("[1, 12, 1536]"));
+    // The attention probabilities: 12 heads, 12 queries, 12 keys.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("encoder.layer.0.attention.self.attn_weights ") && l.ends_with("[1, 12, 12, 12]")),
+        "{text}"
+    );
 }
 
 #[test]

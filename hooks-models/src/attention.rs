@@ -4,8 +4,10 @@
 //! fastest kernel), and otherwise an additive mask of `0` (attend) or the dtype's most negative
 //! finite value (do not).
 //!
-//! The fused kernel is also why the attention probabilities are not a tensor here: a hook point
-//! on them would need the unfused computation.
+//! The fused kernel never forms the attention probabilities. [`probabilities`] computes them the
+//! way transformers' `eager` attention does, for the `attn_weights` capture points, and only when
+//! one is captured: the output still comes from the fused kernel, so capturing them changes no
+//! value.
 
 use tch::{Device, Kind, Tensor};
 
@@ -79,4 +81,29 @@ pub(crate) fn attend(query: &Tensor, key: &Tensor, value: &Tensor, mask: &Mask, 
         .contiguous();
     let size = context.size();
     context.view([size[0], size[1], size[2] * size[3]])
+}
+
+/// The attention probabilities `softmax(q kᵀ · scaling + mask)`, `[B, heads, T, T]`, as
+/// transformers' `eager_attention_forward` computes them (`output_attentions=True`): the additive
+/// mask is `mask`'s, or for [`Mask::Causal`] the dtype's most negative value above the diagonal.
+/// With `softmax_in_f32` (Llama's eager attention) the softmax runs in f32 and is cast back;
+/// otherwise (BERT's, GPT-2's) in the scores' dtype. `key` has as many heads as `query`.
+pub(crate) fn probabilities(query: &Tensor, key: &Tensor, mask: &Mask, scaling: f64, softmax_in_f32: bool) -> Tensor {
+    let scores = query.matmul(&key.transpose(-1, -2)) * scaling;
+    let scores = match mask {
+        Mask::All => scores,
+        Mask::Causal => {
+            let len = scores.size()[2];
+            let future = Tensor::ones([len, len], (Kind::Bool, scores.device())).triu(1);
+            let additive = Tensor::zeros([len, len], (scores.kind(), scores.device()))
+                .masked_fill(&future, most_negative(scores.kind()));
+            scores + additive
+        }
+        Mask::Additive(additive) => scores + additive,
+    };
+    if softmax_in_f32 {
+        scores.softmax(-1, Kind::Float).to_kind(query.kind())
+    } else {
+        scores.softmax(-1, scores.kind())
+    }
 }

@@ -25,7 +25,7 @@ use crate::layers::{embedding, layer_norm, linear, Init};
 use crate::text_model::{check_inputs, load_as, to_usize, Pretrained, TextModel};
 use crate::weights::Checkpoint;
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
-use crate::Hook;
+use crate::{Hook, HookPoint};
 
 /// How `BertFor...` checkpoints prefix the base model's weights.
 const PREFIX: &str = "bert.";
@@ -441,6 +441,10 @@ pub struct BertSelfAttention {
     pub key: Hook<nn::Linear>,
     /// `...attention.self.value`.
     pub value: Hook<nn::Linear>,
+    /// `...attention.self.attn_weights`: the attention probabilities `[B, heads, T, T]`, as
+    /// `output_attentions=True` gives them (0 on padding keys). Computed, unfused, only when
+    /// captured; the output always comes from the fused kernel.
+    pub attn_weights: HookPoint,
     heads: i64,
     scaling: f64,
 }
@@ -452,6 +456,7 @@ impl BertSelfAttention {
             query: linear(&p / "query", h, h, true, init),
             key: linear(&p / "key", h, h, true, init),
             value: linear(&p / "value", h, h, true, init),
+            attn_weights: HookPoint::new(),
             heads,
             // transformers' `head_dim**-0.5`, in double precision too: the same bits.
             scaling: ((h / heads) as f64).powf(-0.5),
@@ -462,6 +467,11 @@ impl BertSelfAttention {
         let query = attention::split_heads(&self.query.forward(hidden), self.heads);
         let key = attention::split_heads(&self.key.forward(hidden), self.heads);
         let value = attention::split_heads(&self.value.forward(hidden), self.heads);
+        if self.attn_weights.is_capturing() {
+            let _ = self
+                .attn_weights
+                .apply(attention::probabilities(&query, &key, mask, self.scaling, false));
+        }
         attention::attend(&query, &key, &value, mask, self.scaling)
     }
 }

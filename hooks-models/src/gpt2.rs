@@ -22,7 +22,7 @@ use crate::layers::{embedding, layer_norm, Init};
 use crate::text_model::{check_inputs, load_as, to_usize, Pretrained, TextModel};
 use crate::weights::Checkpoint;
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
-use crate::Hook;
+use crate::{Hook, HookPoint};
 
 /// How `GPT2LMHeadModel` checkpoints prefix the base model's weights.
 const PREFIX: &str = "transformer.";
@@ -326,6 +326,10 @@ pub struct Gpt2Attention {
     pub c_attn: Hook<Conv1D>,
     /// `h.N.attn.c_proj`.
     pub c_proj: Hook<Conv1D>,
+    /// `h.N.attn.attn_weights`: the attention probabilities `[B, heads, T, T]`, as
+    /// `output_attentions=True` gives them (0 on future and padding keys). Computed, unfused,
+    /// only when captured; the output always comes from the fused kernel.
+    pub attn_weights: HookPoint,
     heads: i64,
     scaling: f64,
 }
@@ -345,6 +349,7 @@ impl Gpt2Attention {
         Gpt2Attention {
             c_attn: Conv1D::new(&p / "c_attn", h, 3 * h, init),
             c_proj: Conv1D::new(&p / "c_proj", h, h, residual_init(config, init)),
+            attn_weights: HookPoint::new(),
             heads,
             scaling,
         }
@@ -355,6 +360,11 @@ impl Gpt2Attention {
         let width = qkv.size()[2] / 3;
         let parts = qkv.split(width, 2);
         let [query, key, value] = [&parts[0], &parts[1], &parts[2]].map(|t| attention::split_heads(t, self.heads));
+        if self.attn_weights.is_capturing() {
+            let _ = self
+                .attn_weights
+                .apply(attention::probabilities(&query, &key, mask, self.scaling, false));
+        }
         let context = attention::attend(&query, &key, &value, mask, self.scaling);
         self.c_proj.forward(&context)
     }

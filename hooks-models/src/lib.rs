@@ -54,9 +54,9 @@ mod weights;
 // in a pass-through with the same forward and no capture site, so the benchmark can compare the
 // same model with and without capture sites (see BENCHMARKS.md); everything else uses `hooks::Hook`.
 #[cfg(not(feature = "uninstrumented"))]
-use hooks::Hook;
+use hooks::{Hook, HookPoint};
 #[cfg(feature = "uninstrumented")]
-use uninstrumented::Hook;
+use uninstrumented::{Hook, HookPoint};
 
 pub use activation::Activation;
 pub use bert::{Bert, BertConfig};

@@ -23,7 +23,7 @@ use crate::rope::{RopeParameters, Rotation};
 use crate::text_model::{check_inputs, load_as, to_usize, Pretrained, TextModel};
 use crate::weights::Checkpoint;
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
-use crate::Hook;
+use crate::{Hook, HookPoint};
 
 /// The hyper-parameters of a Llama decoder: transformers'
 /// [`LlamaConfig`](https://huggingface.co/docs/transformers/model_doc/llama#transformers.LlamaConfig),
@@ -397,6 +397,10 @@ pub struct LlamaAttention {
     pub v_proj: Hook<nn::Linear>,
     /// `...o_proj`: its input holds the heads' outputs side by side.
     pub o_proj: Hook<nn::Linear>,
+    /// `...self_attn.attn_weights`: the attention probabilities `[B, heads, T, T]`, as
+    /// `output_attentions=True` gives them (0 on future and padding keys). Computed, unfused,
+    /// only when captured; the output always comes from the fused kernel.
+    pub attn_weights: HookPoint,
     heads: i64,
     kv_heads: i64,
     scaling: f64,
@@ -416,6 +420,7 @@ impl LlamaAttention {
             k_proj: linear(&p / "k_proj", h, kv_heads * d, bias, init),
             v_proj: linear(&p / "v_proj", h, kv_heads * d, bias, init),
             o_proj: linear(&p / "o_proj", heads * d, h, bias, init),
+            attn_weights: HookPoint::new(),
             heads,
             kv_heads,
             // transformers' `head_dim**-0.5`, in double precision too: the same bits.
@@ -429,6 +434,11 @@ impl LlamaAttention {
         let value = attention::split_heads(&self.v_proj.forward(hidden), self.kv_heads);
         let groups = self.heads / self.kv_heads;
         let (key, value) = (repeat_kv(&key, groups), repeat_kv(&value, groups));
+        if self.attn_weights.is_capturing() {
+            let _ = self
+                .attn_weights
+                .apply(attention::probabilities(&query, &key, mask, self.scaling, true));
+        }
         let context = attention::attend(&query, &key, &value, mask, self.scaling);
         self.o_proj.forward(&context)
     }

@@ -1,5 +1,5 @@
-//! A pass-through stand-in for [`hooks::Hook`], swapped in by the `uninstrumented` feature: the
-//! same constructor and forwards, and no capture site at all. (The models use no `HookPoint`.)
+//! Pass-through stand-ins for [`hooks::Hook`] and [`hooks::HookPoint`], swapped in by the
+//! `uninstrumented` feature: the same constructors and forwards, and no capture site at all.
 //!
 //! They exist to measure what capture sites cost. With them, `Bert` and `Gpt2` are built from the
 //! very same source as the instrumented models and run the very same tensor ops, but their
@@ -64,5 +64,43 @@ impl<M: Hookable> Hookable for Hook<M> {
 
     fn paths_at(prefix: Prefix) -> M::Paths {
         M::paths_at(prefix)
+    }
+}
+
+/// `hooks::HookPoint` without its capture site: `apply` returns its input, nothing is captured.
+#[derive(Debug, Clone, Default)]
+pub struct HookPoint;
+
+impl HookPoint {
+    /// A point with no capture site.
+    #[must_use]
+    pub fn new() -> Self {
+        HookPoint
+    }
+
+    /// Never: there is no capture site.
+    #[inline]
+    #[must_use]
+    pub fn is_capturing(&self) -> bool {
+        false
+    }
+
+    /// Returns `x`.
+    #[inline]
+    pub fn apply(&self, x: Tensor) -> Tensor {
+        x
+    }
+}
+
+impl LayerTree for HookPoint {
+    fn walk(&self, _walker: &mut Walker<'_>) {}
+}
+
+impl Hookable for HookPoint {
+    const SCHEMA: &'static Schema = &Schema::Leaf { name: "HookPoint" };
+    type Paths = hooks::NoLayers;
+
+    fn paths_at(_prefix: Prefix) -> hooks::NoLayers {
+        hooks::NoLayers
     }
 }

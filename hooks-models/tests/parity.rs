@@ -8,12 +8,15 @@ mod reference;
 
 use std::time::Instant;
 
-use hooks::{Hookable, LayerTree};
+use hooks::{ActivationStore, Hookable, LayerTree};
 use hooks_models::{Bert, BertConfig, Gpt2, Gpt2Config, Llama, LlamaConfig, TextModel, Tokenizer};
 use hooks_test_support::{compare, minilm_dir, python, Comparison};
 use tch::{Device, Kind, Tensor};
 
-use reference::{capture_all, capture_step, expected_layer_names, read_modules, reference, write_inputs};
+use reference::{
+    capture_all, capture_step, expected_layer_names, is_probabilities, module_names, read_modules, reference,
+    write_inputs,
+};
 
 /// Three right-padded rows of different lengths (5, 3 and 1 tokens) over a vocabulary of 100.
 fn padded_batch() -> (Tensor, Tensor) {
@@ -48,7 +51,7 @@ fn random_model_parity(arch: &str, batch: fn() -> (Tensor, Tensor)) -> Option<te
     let model = hooks_models::load(&dir, Device::Cpu, Kind::Float).unwrap();
     assert_eq!(model.model_type(), arch.split('-').next().unwrap());
     let modules = read_modules(&capture);
-    assert_eq!(model.layer_names(), expected_layer_names(&modules));
+    assert_eq!(module_names(&*model), expected_layer_names(&modules));
     let ours = capture_all(&*model, &ids, &mask);
     report(
         arch,
@@ -121,6 +124,64 @@ fn random_llamas_match_transformers_on_every_layer() {
     }
 }
 
+/// Every `attn_weights` capture point equals transformers' eager attention probabilities
+/// (`output_attentions=True`) on real query rows, and is exactly 0 on padding keys; capturing
+/// them changes no other layer's value.
+#[test]
+fn attention_probabilities_match_output_attentions() {
+    for arch in hooks_models::SUPPORTED_MODEL_TYPES {
+        let python = or_skip!(python());
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(arch);
+        let (inputs, attentions) = (tmp.path().join("inputs.npz"), tmp.path().join("attentions.npz"));
+        let (ids, mask) = padded_batch();
+        write_inputs(&inputs, &ids, &mask);
+        let dir_s = dir.to_str().unwrap();
+        let (inputs_s, attentions_s) = (inputs.to_str().unwrap(), attentions.to_str().unwrap());
+        reference(
+            &python,
+            &["build", arch, dir_s, "+", "attentions", dir_s, inputs_s, attentions_s],
+        );
+
+        let model = hooks_models::load(&dir, Device::Cpu, Kind::Float).unwrap();
+        let names: Vec<String> = model
+            .layer_names()
+            .into_iter()
+            .filter(|n| is_probabilities(n))
+            .collect();
+        let store = ActivationStore::new(&*model, &names).unwrap();
+        let plain = model.forward(&ids, &mask).unwrap();
+        store.enable();
+        let with_probabilities = model.forward(&ids, &mask).unwrap();
+        assert!(
+            plain.equal(&with_probabilities),
+            "{arch}: capturing probabilities changed the output"
+        );
+        let theirs = hooks::load_activations(&attentions).unwrap();
+        assert_eq!(
+            theirs.len(),
+            names.len(),
+            "{arch}: one capture point per attention layer"
+        );
+        let real_rows = mask.ne(0).view([3, 1, 5, 1]);
+        let padding_keys = mask.eq(0).view([3, 1, 1, 5]);
+        for (i, name) in names.iter().enumerate() {
+            let ours = store.get(name).unwrap();
+            let want = theirs.get(&format!("attentions.{i}")).unwrap();
+            assert_eq!(ours.size(), want.size(), "{name}");
+            let diff = (&ours - want).abs().masked_fill(&real_rows.logical_not(), 0.0);
+            let diff = diff.max().double_value(&[]);
+            assert!(diff < 1e-5, "{arch} `{name}`: max abs diff {diff} on real query rows");
+            let leaked = ours
+                .masked_select(&padding_keys.expand_as(&ours))
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert_eq!(leaked, 0.0, "{arch} `{name}`: probability on a padding key");
+        }
+    }
+}
+
 #[test]
 fn random_models_without_padding_match_transformers() {
     // Without padding the attention takes its unmasked (BERT) and causal-only (GPT-2) paths.
@@ -175,7 +236,7 @@ fn minilm_tokenizer_and_every_layer_match_transformers() {
     );
 
     let modules = read_modules(&capture);
-    assert_eq!(model.layer_names(), expected_layer_names(&modules));
+    assert_eq!(module_names(&model), expected_layer_names(&modules));
     assert!(model.pooler.is_some(), "MiniLM's weights have a pooler");
     let ours = capture_all(&model, &ids, &mask);
     report(
@@ -245,6 +306,7 @@ fn layer_templates_read_like_pytorch() {
     ];
     let rest = [
         "attention.self.value",
+        "attention.self.attn_weights",
         "attention.output",
         "attention.output.dense",
         "attention.output.LayerNorm",
@@ -274,6 +336,7 @@ fn layer_templates_read_like_pytorch() {
         "attn",
         "attn.c_attn",
         "attn.c_proj",
+        "attn.attn_weights",
         "ln_2",
         "mlp",
         "mlp.c_fc",

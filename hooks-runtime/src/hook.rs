@@ -156,6 +156,15 @@ impl HookPoint {
         x
     }
 
+    /// Whether a tensor applied here would be captured now ([`Site::is_capturing`]): lets a
+    /// model compute a tensor only a capture uses (attention probabilities the fused kernel never
+    /// forms) only when it is selected.
+    #[inline]
+    #[must_use]
+    pub fn is_capturing(&self) -> bool {
+        self.site.is_capturing()
+    }
+
     /// This point's capture site.
     pub fn site(&self) -> &Site {
         &self.site

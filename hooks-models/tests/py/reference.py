@@ -13,6 +13,10 @@ Run by the Rust tests with the interpreter in `HOOKS_PYTHON`. Steps run in order
                                      dotted name) and OUT.modules.json (every `named_modules()`
                                      entry with its class, direct parameter count, child count)
 
+    attentions DIR INPUTS OUT        the same model with `attn_implementation="eager"`, run with
+                                     `output_attentions=True` -> OUT (.npz, `attentions.N` for
+                                     attention layer N, `[batch, heads, query, key]`)
+
 A hook keeps the module's output, or the first element of a tuple or ModelOutput, as PyTorch
 forward hooks in reference tools do.
 """
@@ -137,8 +141,7 @@ def first_tensor(output):
 
 
 def capture(model_dir, inputs, out):
-    auto = AutoModelForCausalLM if AutoConfig.from_pretrained(model_dir).model_type in CAUSAL_LM else AutoModel
-    model = auto.from_pretrained(model_dir).eval()
+    model = auto_class(model_dir).from_pretrained(model_dir).eval()
     captured = {}
 
     def hook_for(name):
@@ -177,7 +180,21 @@ def capture(model_dir, inputs, out):
         )
 
 
-STEPS = {"build": build, "tokenize": tokenize, "capture": capture}
+def auto_class(model_dir):
+    return AutoModelForCausalLM if AutoConfig.from_pretrained(model_dir).model_type in CAUSAL_LM else AutoModel
+
+
+def attentions(model_dir, inputs, out):
+    model = auto_class(model_dir).from_pretrained(model_dir, attn_implementation="eager").eval()
+    data = np.load(inputs)
+    input_ids = torch.from_numpy(data["input_ids"]).long()
+    attention_mask = torch.from_numpy(data["attention_mask"]).long()
+    with torch.no_grad():
+        output = model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True)
+    np.savez(out, **{f"attentions.{i}": a.numpy() for i, a in enumerate(output.attentions)})
+
+
+STEPS = {"build": build, "tokenize": tokenize, "capture": capture, "attentions": attentions}
 
 
 def main(argv):

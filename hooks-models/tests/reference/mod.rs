@@ -57,9 +57,24 @@ pub fn expected_layer_names(modules: &PyModules) -> Vec<String> {
         .collect()
 }
 
-/// Runs `model` on the batch with every layer captured.
+/// Whether `name` is a capture point of ours that is no module of transformers' (the attention
+/// probabilities, compared with `output_attentions` instead).
+pub fn is_probabilities(name: &str) -> bool {
+    name.ends_with(".attn_weights")
+}
+
+/// `model`'s layers that are transformers' modules, in order.
+pub fn module_names(model: &dyn TextModel) -> Vec<String> {
+    model
+        .layer_names()
+        .into_iter()
+        .filter(|n| !is_probabilities(n))
+        .collect()
+}
+
+/// Runs `model` on the batch with every layer that is a transformers module captured.
 pub fn capture_all(model: &dyn TextModel, input_ids: &Tensor, attention_mask: &Tensor) -> Activations {
-    let names = model.layer_names();
+    let names = module_names(model);
     let store = ActivationStore::new(model, &names).unwrap();
     store.enable();
     let _ = model.forward(input_ids, attention_mask).unwrap();
