@@ -62,6 +62,25 @@ pub(crate) fn causal_padding_mask(attention_mask: &Tensor, kind: Kind) -> Mask {
     )
 }
 
+/// Mistral's mask: query `i` attends to key `j` when `i - window < j <= i` and key `j` is not
+/// padding (transformers' `sliding_window_causal_mask_function`), `[B, 1, T, T]`; plain causal
+/// when the window never binds and nothing is padding.
+pub(crate) fn sliding_window_mask(attention_mask: &Tensor, kind: Kind, window: i64) -> Mask {
+    let (batch, len) = (attention_mask.size()[0], attention_mask.size()[1]);
+    if len <= window {
+        return causal_padding_mask(attention_mask, kind);
+    }
+    let device = attention_mask.device();
+    let query = Tensor::arange(len, (Kind::Int64, device)).view([len, 1]);
+    let key = Tensor::arange(len, (Kind::Int64, device)).view([1, len]);
+    let in_window = key.le_tensor(&query).logical_and(&key.gt_tensor(&(&query - window)));
+    let keys = attention_mask.ne(0).view([batch, 1, 1, len]);
+    let allowed = in_window.view([1, 1, len, len]).logical_and(&keys);
+    Mask::Additive(
+        Tensor::zeros([batch, 1, len, len], (kind, device)).masked_fill(&allowed.logical_not(), most_negative(kind)),
+    )
+}
+
 /// Splits `[B, T, heads * head_dim]` into `[B, heads, T, head_dim]`.
 pub(crate) fn split_heads(x: &Tensor, heads: i64) -> Tensor {
     let size = x.size();

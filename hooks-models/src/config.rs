@@ -94,7 +94,9 @@ impl ConfigFile {
 }
 
 /// An architecture's config struct: read from `config.json` with serde, then checked.
-pub(crate) trait ArchConfig: DeserializeOwned {
+// `pub` in a private module: nameable in this crate only, and usable as a bound of the sealed
+// trait behind `DecoderConfig`.
+pub trait ArchConfig: DeserializeOwned {
     /// The field that names the activation function (`hidden_act`, `activation_function`).
     const ACTIVATION_FIELD: &'static str;
 
@@ -118,7 +120,7 @@ fn check_kind(kind: Kind) -> Result<()> {
 
 /// What is wrong with a config, said before it is tied to the file it came from (if any).
 #[derive(Debug)]
-pub(crate) enum Invalid {
+pub enum Invalid {
     /// A value out of its range.
     Value(String),
     /// A variant of the architecture that is not implemented.

@@ -10,6 +10,9 @@ use crate::config::ConfigFile;
 use crate::error::{ModelError, Result};
 use crate::gpt2::Gpt2;
 use crate::llama::Llama;
+use crate::mistral::Mistral;
+use crate::qwen2::Qwen2;
+use crate::qwen3::Qwen3;
 use crate::text_model::{Pretrained, TextModel};
 
 /// Loads a folder as one architecture, given its parsed `config.json`.
@@ -30,7 +33,14 @@ const fn architecture<M: Pretrained>() -> Architecture {
 
 /// Every architecture [`load`] loads. Adding one takes its own file and one line here; nothing
 /// else in the workspace (commands, writers, tests) names architectures.
-const ARCHITECTURES: &[Architecture] = &[architecture::<Bert>(), architecture::<Gpt2>(), architecture::<Llama>()];
+const ARCHITECTURES: &[Architecture] = &[
+    architecture::<Bert>(),
+    architecture::<Gpt2>(),
+    architecture::<Llama>(),
+    architecture::<Mistral>(),
+    architecture::<Qwen2>(),
+    architecture::<Qwen3>(),
+];
 
 /// The `model_type`s of `config.json` that [`load`] loads, in the order they were added.
 pub const SUPPORTED_MODEL_TYPES: [&str; ARCHITECTURES.len()] = {

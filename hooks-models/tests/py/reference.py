@@ -37,6 +37,12 @@ from transformers import (
     GPT2Model,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 SEED = 0
@@ -105,10 +111,51 @@ CONFIGS = {
             rope_parameters={"rope_type": "linear", "rope_theta": 1000.0, "factor": 2.0},
         )
     ),
+    # A window of 3 keys binds within the test's 5 tokens.
+    "mistral": lambda: MistralForCausalLM(
+        MistralConfig(
+            vocab_size=100,
+            hidden_size=48,
+            intermediate_size=80,
+            num_hidden_layers=2,
+            num_attention_heads=6,
+            num_key_value_heads=3,
+            head_dim=10,
+            max_position_embeddings=64,
+            sliding_window=3,
+            rope_parameters={"rope_type": "default", "rope_theta": 20000.0},
+        )
+    ),
+    "qwen2": lambda: Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=100,
+            hidden_size=48,
+            intermediate_size=80,
+            num_hidden_layers=2,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        )
+    ),
+    "qwen3": lambda: Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=100,
+            hidden_size=40,
+            intermediate_size=72,
+            num_hidden_layers=2,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=64,
+            tie_word_embeddings=True,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        )
+    ),
 }
 
 # The `model_type`s whose names are `AutoModelForCausalLM`'s (`model.layers.0...`, `lm_head`).
-CAUSAL_LM = {"llama"}
+CAUSAL_LM = {"llama", "mistral", "qwen2", "qwen3"}
 
 
 def build(arch, out_dir):
