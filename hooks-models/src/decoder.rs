@@ -213,7 +213,8 @@ impl<C: DecoderConfig> Pretrained for CausalLm<C> {
         let config: C = file.config()?;
         let checkpoint = Checkpoint::read(dir)?;
         let mut model = Self::build(config.clone(), &config.spec(), device, kind, Init::Placeholder)?;
-        checkpoint.load_into(&mut model.vs, "")?;
+        // A checkpoint of the base model alone (`AutoModel.save_pretrained`) lacks the `model.`.
+        checkpoint.load_into(&mut model.vs, "model.")?;
         Ok(model)
     }
 }

@@ -57,26 +57,26 @@ impl Checkpoint {
         self.tensors.contains_key(name) || self.tensors.contains_key(&format!("{prefix}{name}"))
     }
 
-    /// Fills every variable of `vs` from the tensor of the same name, or of the same name after
-    /// `prefix` (how a `BertFor...` checkpoint stores its `bert.` base model), converting to the
-    /// variable's kind and device.
+    /// Fills every variable of `vs` from the checkpoint's tensor of that name, converting to the
+    /// variable's kind and device. Names are matched as transformers matches them when it loads:
+    /// with or without the base model's `prefix` (`bert.` in a `BertFor...` checkpoint; `model.`
+    /// missing from a decoder saved as its base model), and with the legacy LayerNorm names
+    /// `gamma` and `beta` for `weight` and `bias`.
     pub fn load_into(&self, vs: &mut nn::VarStore, prefix: &str) -> Result<()> {
         let _no_grad = tch::no_grad_guard();
         let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         // Sorted, so that the first error reported does not depend on hash order.
         variables.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, variable) in variables {
-            let prefixed = format!("{prefix}{name}");
-            let (stored_name, stored) = match (self.tensors.get(&name), self.tensors.get(&prefixed)) {
-                (Some(t), _) => (name, t),
-                (None, Some(t)) => (prefixed, t),
-                (None, None) => {
-                    return Err(ModelError::MissingWeight {
-                        path: self.path.clone(),
-                        name,
-                        expected: variable.size(),
-                    })
-                }
+            let found = stored_names(&name, prefix)
+                .into_iter()
+                .find_map(|candidate| self.tensors.get(&candidate).map(|t| (candidate, t)));
+            let Some((stored_name, stored)) = found else {
+                return Err(ModelError::MissingWeight {
+                    path: self.path.clone(),
+                    name,
+                    expected: variable.size(),
+                });
             };
             if stored.size() != variable.size() {
                 return Err(ModelError::WeightShape {
@@ -101,6 +101,30 @@ impl Checkpoint {
         vs.freeze();
         Ok(())
     }
+}
+
+/// The names a checkpoint may store the variable `name` under, in the order they are tried:
+/// itself, with the base model's `prefix` added or removed, and each of those with a LayerNorm's
+/// legacy `gamma`/`beta` for `weight`/`bias`.
+fn stored_names(name: &str, prefix: &str) -> Vec<String> {
+    let mut names = vec![name.to_owned()];
+    if !prefix.is_empty() {
+        match name.strip_prefix(prefix) {
+            Some(base) => names.push(base.to_owned()),
+            None => names.push(format!("{prefix}{name}")),
+        }
+    }
+    let legacy: Vec<String> = names
+        .iter()
+        .filter(|n| n.contains("LayerNorm."))
+        .filter_map(|n| {
+            n.strip_suffix(".weight")
+                .map(|stem| format!("{stem}.gamma"))
+                .or_else(|| n.strip_suffix(".bias").map(|stem| format!("{stem}.beta")))
+        })
+        .collect();
+    names.extend(legacy);
+    names
 }
 
 fn is_float(kind: Kind) -> bool {

@@ -540,3 +540,81 @@ fn llama_configs_old_and_new_read_alike() {
         "{err}"
     );
 }
+
+/// Writes `tensors` under the names `rename` gives them, with `config`, as a model folder.
+fn write_renamed(
+    dir: &Path,
+    config: &serde_json::Value,
+    tensors: &[(String, Tensor)],
+    rename: impl Fn(&str) -> String,
+) {
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let renamed: Vec<(String, Tensor)> = tensors.iter().map(|(n, t)| (rename(n), t.shallow_clone())).collect();
+    Tensor::write_safetensors(&renamed, dir.join("model.safetensors")).unwrap();
+}
+
+/// Older BERT checkpoints name LayerNorm parameters `gamma` and `beta`; transformers loads them
+/// as `weight` and `bias`, and so do we: the same weights, the same outputs.
+#[test]
+fn legacy_layer_norm_names_load_as_transformers_loads_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = BertConfig::default();
+    config.vocab_size = 50;
+    config.hidden_size = 16;
+    config.num_hidden_layers = 1;
+    config.num_attention_heads = 2;
+    config.intermediate_size = 32;
+    let source = Bert::new(&config, Device::Cpu, Kind::Float).unwrap();
+    let json = serde_json::json!({
+        "model_type": "bert", "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "intermediate_size": 32,
+    });
+    let tensors: Vec<(String, Tensor)> = source.var_store().variables().into_iter().collect();
+    let legacy = |n: &str| {
+        n.replace("LayerNorm.weight", "LayerNorm.gamma")
+            .replace("LayerNorm.bias", "LayerNorm.beta")
+    };
+    write_renamed(&tmp.path().join("legacy"), &json, &tensors, legacy);
+    assert!(legacy("encoder.layer.0.output.LayerNorm.weight").ends_with("LayerNorm.gamma"));
+    let loaded = Bert::load(tmp.path().join("legacy"), Device::Cpu, Kind::Float).unwrap();
+    let ids = Tensor::from_slice2(&[[3i64, 14, 15, 9]]);
+    let (want, got) = (
+        source.forward(&ids, &ids.ones_like()).unwrap(),
+        loaded.forward(&ids, &ids.ones_like()).unwrap(),
+    );
+    assert!(got.equal(&want));
+}
+
+/// A decoder saved as its base model (`AutoModel.save_pretrained`: no `model.` in the names)
+/// loads into the causal LM, as transformers loads it; with an untied head there is no `lm_head`
+/// to load, and that is an error naming it rather than a random head.
+#[test]
+fn a_base_model_checkpoint_loads_into_the_causal_lm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut json = serde_json::json!({
+        "model_type": "llama", "vocab_size": 50, "hidden_size": 32, "intermediate_size": 48,
+        "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "tie_word_embeddings": true,
+    });
+    let config: LlamaConfig = serde_json::from_value(json.clone()).unwrap();
+    let source = Llama::new(&config, Device::Cpu, Kind::Float).unwrap();
+    let tensors: Vec<(String, Tensor)> = source.var_store().variables().into_iter().collect();
+    let base = |n: &str| n.strip_prefix("model.").unwrap_or(n).to_owned();
+    write_renamed(&tmp.path().join("tied"), &json, &tensors, base);
+    let loaded = Llama::load(tmp.path().join("tied"), Device::Cpu, Kind::Float).unwrap();
+    let ids = Tensor::from_slice2(&[[3i64, 14, 15, 9]]);
+    let (want, got) = (
+        source.forward(&ids, &ids.ones_like()).unwrap(),
+        loaded.forward(&ids, &ids.ones_like()).unwrap(),
+    );
+    assert!(got.equal(&want));
+
+    json["tie_word_embeddings"] = false.into();
+    write_renamed(&tmp.path().join("untied"), &json, &tensors, base);
+    let err = load_err(&tmp.path().join("untied"));
+    assert!(
+        matches!(&err, ModelError::MissingWeight { name, .. } if name == "lm_head.weight"),
+        "{err}"
+    );
+}
