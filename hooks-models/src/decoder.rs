@@ -1,8 +1,8 @@
-//! The Llama-like decoders (Llama, Mistral, Qwen2, Qwen3): one computation, as transformers'
+//! The Llama-like decoders (Llama, Mistral, Qwen2, Qwen3, Gemma): one computation, as transformers'
 //! [`modeling_llama.py`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/llama/modeling_llama.py)
-//! writes it and the other three copy it, with the differences each architecture's config
+//! writes it and the others copy it, with the differences each architecture's config
 //! resolves to (`DecoderSpec`): biases, per-head query and key norms (Qwen3), a sliding window
-//! (Mistral). Each architecture's own file holds its config and names its model type
+//! (Mistral), `(1 + weight)` norms and scaled embeddings (Gemma). Each architecture's own file holds its config and names its model type
 //! (`pub type Llama = CausalLm<LlamaConfig>`).
 //!
 //! Every module sits at the path `AutoModelForCausalLM.named_modules()` gives it:
@@ -20,7 +20,7 @@ use crate::activation::Activation;
 use crate::attention;
 use crate::config::{self, ConfigFile};
 use crate::error::Result;
-use crate::layers::{embedding, linear, Init, RmsNorm};
+use crate::layers::{linear, Init, RmsNorm, TokenEmbedding};
 use crate::rope::Rotation;
 use crate::text_model::{check_inputs, load_as, to_usize, Pretrained, TextModel};
 use crate::weights::Checkpoint;
@@ -31,7 +31,7 @@ pub(crate) use sealed::DecoderSpec;
 
 /// The configs of the Llama-like decoders: [`LlamaConfig`](crate::LlamaConfig),
 /// [`MistralConfig`](crate::MistralConfig), [`Qwen2Config`](crate::Qwen2Config),
-/// [`Qwen3Config`](crate::Qwen3Config). Sealed: a [`CausalLm`] of another config would have
+/// [`Qwen3Config`](crate::Qwen3Config), [`GemmaConfig`](crate::GemmaConfig). Sealed: a [`CausalLm`] of another config would have
 /// no loader.
 pub trait DecoderConfig: sealed::Sealed + Clone + fmt::Debug + Send + 'static {
     /// `config.json`'s `model_type`.
@@ -78,6 +78,8 @@ pub(crate) mod sealed {
         pub qk_norm: bool,
         /// Mistral's: a query attends to at most this many keys, itself included.
         pub sliding_window: Option<i64>,
+        /// Gemma's: RMS norms of `x * (1 + weight)` in f32, and embeddings scaled by `√hidden`.
+        pub gemma: bool,
         pub rope: RopeParameters,
     }
 
@@ -264,8 +266,8 @@ impl<C: DecoderConfig> TextModel for CausalLm<C> {
 /// and its copies).
 #[derive(Debug, Hookable)]
 pub struct DecoderModel {
-    /// `model.embed_tokens`.
-    pub embed_tokens: Hook<nn::Embedding>,
+    /// `model.embed_tokens` (Gemma's output carries the `√hidden` scale, as transformers').
+    pub embed_tokens: Hook<TokenEmbedding>,
     /// `model.layers.N`.
     pub layers: Vec<Hook<DecoderLayer>>,
     /// `model.norm`.
@@ -285,10 +287,11 @@ impl DecoderModel {
         let layers = (0..spec.num_hidden_layers)
             .map(|i| Hook::new(DecoderLayer::new(&p / "layers" / i, spec, init)))
             .collect();
+        let scale = spec.gemma.then(|| (spec.hidden_size as f64).sqrt());
         Ok(DecoderModel {
-            embed_tokens: embedding(&p / "embed_tokens", spec.vocab_size, spec.hidden_size, init),
+            embed_tokens: TokenEmbedding::new(&p / "embed_tokens", spec.vocab_size, spec.hidden_size, scale, init),
             layers,
-            norm: RmsNorm::new(&p / "norm", spec.hidden_size, spec.rms_norm_eps),
+            norm: RmsNorm::with_style(&p / "norm", spec.hidden_size, spec.rms_norm_eps, spec.gemma),
             inv_freq,
             sliding_window: spec.sliding_window,
         })
@@ -329,8 +332,8 @@ impl DecoderLayer {
         DecoderLayer {
             self_attn: Hook::new(DecoderAttention::new(&p / "self_attn", spec, init)),
             mlp: Hook::new(DecoderMlp::new(&p / "mlp", spec, init)),
-            input_layernorm: RmsNorm::new(&p / "input_layernorm", h, eps),
-            post_attention_layernorm: RmsNorm::new(&p / "post_attention_layernorm", h, eps),
+            input_layernorm: RmsNorm::with_style(&p / "input_layernorm", h, eps, spec.gemma),
+            post_attention_layernorm: RmsNorm::with_style(&p / "post_attention_layernorm", h, eps, spec.gemma),
         }
     }
 

@@ -74,22 +74,34 @@ pub(crate) fn linear(p: nn::Path<'_>, input: i64, output: i64, bias: bool, init:
     Hook::new(nn::linear(p, input, output, config))
 }
 
-/// Root-mean-square layer norm, as transformers' `LlamaRMSNorm` computes it (and its copies in
-/// Mistral, Qwen2 and Qwen3): `weight * (x / sqrt(mean(x²) + eps))`, the normalisation in f32
-/// and cast back to the input's dtype before the weight multiplies. `[..., width]` → the same.
+/// Root-mean-square layer norm over the last dimension, `[..., width]` → the same, in either of
+/// transformers' two forms:
+///
+/// - `LlamaRMSNorm` (and its copies in Mistral, Qwen2, Qwen3): `weight * (x / sqrt(mean(x²) +
+///   eps))`, normalised in f32 and cast back to the input's dtype before the weight multiplies;
+/// - `GemmaRMSNorm`: `(x / sqrt(mean(x²) + eps)) * (1 + weight)`, all in f32, then cast back; the
+///   stored weight is an offset from 1.
 #[derive(Debug, Hookable)]
 pub struct RmsNorm {
     /// `[width]`.
     pub weight: Tensor,
     eps: f64,
+    gemma: bool,
 }
 
 impl RmsNorm {
-    /// A hooked RMS norm over `width` features: weight 1 (a checkpoint overwrites it).
+    /// A hooked Llama-style RMS norm over `width` features: weight 1 (a checkpoint overwrites it).
     pub(crate) fn new(p: nn::Path<'_>, width: i64, eps: f64) -> Hook<RmsNorm> {
+        Self::with_style(p, width, eps, false)
+    }
+
+    /// A hooked RMS norm, Gemma's when `gemma` (its weight starts at 0, an offset from 1).
+    pub(crate) fn with_style(p: nn::Path<'_>, width: i64, eps: f64, gemma: bool) -> Hook<RmsNorm> {
+        let start = if gemma { 0.0 } else { 1.0 };
         Hook::new(RmsNorm {
-            weight: p.var("weight", &[width], nn::Init::Const(1.0)),
+            weight: p.var("weight", &[width], nn::Init::Const(start)),
             eps,
+            gemma,
         })
     }
 }
@@ -99,6 +111,46 @@ impl nn::Module for RmsNorm {
         let hidden = xs.to_kind(Kind::Float);
         let variance = hidden.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
         let normed = hidden * (variance + self.eps).rsqrt();
-        &self.weight * normed.to_kind(xs.kind())
+        if self.gemma {
+            (normed * (self.weight.to_kind(Kind::Float) + 1.0)).to_kind(xs.kind())
+        } else {
+            &self.weight * normed.to_kind(xs.kind())
+        }
+    }
+}
+
+/// A token embedding table, optionally scaled: transformers' `nn.Embedding`, or Gemma's
+/// `GemmaTextScaledWordEmbedding`, whose output is multiplied by `√hidden` (rounded to the
+/// weights' dtype, as transformers rounds it). `[B, T]` ids → `[B, T, width]`.
+#[derive(Debug, Hookable)]
+pub struct TokenEmbedding {
+    /// `[rows, width]`: the table (also the weight of a tied language-model head).
+    pub ws: Tensor,
+    scale: Option<f64>,
+}
+
+impl TokenEmbedding {
+    /// A hooked table of `rows × width`, its output times `scale` when given.
+    pub(crate) fn new(p: nn::Path<'_>, rows: i64, width: i64, scale: Option<f64>, init: Init) -> Hook<TokenEmbedding> {
+        Hook::new(TokenEmbedding {
+            ws: p.var("weight", &[rows, width], init.weight()),
+            scale,
+        })
+    }
+}
+
+impl nn::Module for TokenEmbedding {
+    fn forward(&self, ids: &Tensor) -> Tensor {
+        let embedded = Tensor::embedding(&self.ws, ids, -1, false, false);
+        match self.scale {
+            // `torch.tensor(scale)` is f32, then cast to the weights' dtype.
+            Some(scale) => {
+                embedded
+                    * Tensor::from(scale as f32)
+                        .to_kind(self.ws.kind())
+                        .to_device(self.ws.device())
+            }
+            None => embedded,
+        }
     }
 }

@@ -173,6 +173,7 @@ impl sealed::Sealed for LlamaConfig {
             mlp_bias: self.mlp_bias,
             qk_norm: false,
             sliding_window: None,
+            gemma: false,
             rope: self.rope(),
         }
     }

@@ -8,6 +8,7 @@ use tch::{Device, Kind};
 use crate::bert::Bert;
 use crate::config::ConfigFile;
 use crate::error::{ModelError, Result};
+use crate::gemma::Gemma;
 use crate::gpt2::Gpt2;
 use crate::llama::Llama;
 use crate::mistral::Mistral;
@@ -40,6 +41,7 @@ const ARCHITECTURES: &[Architecture] = &[
     architecture::<Mistral>(),
     architecture::<Qwen2>(),
     architecture::<Qwen3>(),
+    architecture::<Gemma>(),
 ];
 
 /// The `model_type`s of `config.json` that [`load`] loads, in the order they were added.

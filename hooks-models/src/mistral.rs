@@ -112,6 +112,7 @@ impl sealed::Sealed for MistralConfig {
             mlp_bias: false,
             qk_norm: false,
             sliding_window: self.sliding_window,
+            gemma: false,
             rope: RopeParameters::resolve(
                 self.rope_parameters.as_ref(),
                 self.rope_theta,

@@ -117,6 +117,7 @@ impl sealed::Sealed for Qwen2Config {
             mlp_bias: false,
             qk_norm: false,
             sliding_window: None,
+            gemma: false,
             rope: RopeParameters::resolve(
                 self.rope_parameters.as_ref(),
                 self.rope_theta,

@@ -125,6 +125,7 @@ impl sealed::Sealed for Qwen3Config {
             mlp_bias: false,
             qk_norm: true,
             sliding_window: None,
+            gemma: false,
             rope: RopeParameters::resolve(
                 self.rope_parameters.as_ref(),
                 self.rope_theta,

@@ -33,6 +33,8 @@ from transformers import (
     AutoTokenizer,
     BertConfig,
     BertModel,
+    GemmaConfig,
+    GemmaForCausalLM,
     GPT2Config,
     GPT2Model,
     LlamaConfig,
@@ -152,10 +154,24 @@ CONFIGS = {
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
         )
     ),
+    # head_dim 16 with hidden 40 and 4 heads; embeddings scaled by sqrt(40); tied head.
+    "gemma": lambda: GemmaForCausalLM(
+        GemmaConfig(
+            vocab_size=100,
+            hidden_size=40,
+            intermediate_size=72,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=64,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        )
+    ),
 }
 
 # The `model_type`s whose names are `AutoModelForCausalLM`'s (`model.layers.0...`, `lm_head`).
-CAUSAL_LM = {"llama", "mistral", "qwen2", "qwen3"}
+CAUSAL_LM = {"llama", "mistral", "qwen2", "qwen3", "gemma"}
 
 
 def build(arch, out_dir):
