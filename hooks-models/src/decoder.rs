@@ -109,7 +109,9 @@ pub(crate) mod sealed {
                 )));
             }
             // Builds the inverse frequencies once, on the CPU, to report a bad rope type here.
-            self.rope.inv_freq(self.head_dim, Device::Cpu).map(|_| ())
+            self.rope
+                .inv_freq(self.rope.rotary_dim(self.head_dim), Device::Cpu)
+                .map(|_| ())
         }
     }
 }
@@ -282,7 +284,7 @@ impl DecoderModel {
     fn new(p: nn::Path<'_>, spec: &DecoderSpec, init: Init) -> Result<Self> {
         let inv_freq = spec
             .rope
-            .inv_freq(spec.head_dim, p.device())
+            .inv_freq(spec.rope.rotary_dim(spec.head_dim), p.device())
             .map_err(|invalid| invalid.into_error(None))?;
         let layers = (0..spec.num_hidden_layers)
             .map(|i| Hook::new(DecoderLayer::new(&p / "layers" / i, spec, init)))

@@ -10,6 +10,7 @@ use crate::config::ConfigFile;
 use crate::error::{ModelError, Result};
 use crate::gemma::Gemma;
 use crate::gpt2::Gpt2;
+use crate::gpt_neox::GptNeox;
 use crate::llama::Llama;
 use crate::mistral::Mistral;
 use crate::qwen2::Qwen2;
@@ -42,6 +43,7 @@ const ARCHITECTURES: &[Architecture] = &[
     architecture::<Qwen2>(),
     architecture::<Qwen3>(),
     architecture::<Gemma>(),
+    architecture::<GptNeox>(),
 ];
 
 /// The `model_type`s of `config.json` that [`load`] loads, in the order they were added.

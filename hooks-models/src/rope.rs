@@ -35,6 +35,10 @@ pub struct RopeParameters {
     /// `llama3`: the context length of pre-training.
     #[serde(default)]
     pub original_max_position_embeddings: Option<i64>,
+    /// The fraction of each head's features that rotate (GPT-NeoX's `rotary_pct`); the rest pass
+    /// through. `None` means all.
+    #[serde(default)]
+    pub partial_rotary_factor: Option<f64>,
 }
 
 fn default_rope_type() -> String {
@@ -52,6 +56,17 @@ impl RopeParameters {
             low_freq_factor: None,
             high_freq_factor: None,
             original_max_position_embeddings: None,
+            partial_rotary_factor: None,
+        }
+    }
+
+    /// How many of a head's `head_dim` features rotate: `int(head_dim × partial_rotary_factor)`,
+    /// as transformers computes it.
+    #[must_use]
+    pub fn rotary_dim(&self, head_dim: i64) -> i64 {
+        match self.partial_rotary_factor {
+            Some(fraction) => (head_dim as f64 * fraction) as i64,
+            None => head_dim,
         }
     }
 
@@ -134,11 +149,24 @@ impl Rotation {
         }
     }
 
-    /// `x * cos + rotate_half(x) * sin` for `x` of `[B, heads, T, dim]`.
+    /// `x * cos + rotate_half(x) * sin` for `x` of `[B, heads, T, head_dim]`, on the first
+    /// features as many as the rotation has; the rest pass through (partial rotary, GPT-NeoX's
+    /// `apply_rotary_pos_emb`).
     pub(crate) fn apply(&self, x: &Tensor) -> Tensor {
-        let half = x.size()[3] / 2;
-        let (x1, x2) = (x.narrow(3, 0, half), x.narrow(3, half, half));
+        let (width, rotary) = (x.size()[3], self.cos.size()[3]);
+        let rot = if rotary < width {
+            x.narrow(3, 0, rotary)
+        } else {
+            x.shallow_clone()
+        };
+        let half = rotary / 2;
+        let (x1, x2) = (rot.narrow(3, 0, half), rot.narrow(3, half, rotary - half));
         let rotated = Tensor::cat(&[&(-x2), &x1], -1);
-        x * &self.cos + rotated * &self.sin
+        let embedded = &rot * &self.cos + rotated * &self.sin;
+        if rotary < width {
+            Tensor::cat(&[&embedded, &x.narrow(3, rotary, width - rotary)], -1)
+        } else {
+            embedded
+        }
     }
 }

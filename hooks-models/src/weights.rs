@@ -63,13 +63,25 @@ impl Checkpoint {
     /// missing from a decoder saved as its base model), and with the legacy LayerNorm names
     /// `gamma` and `beta` for `weight` and `bias`.
     pub fn load_into(&self, vs: &mut nn::VarStore, prefix: &str) -> Result<()> {
+        self.load_renamed(vs, prefix, &[])
+    }
+
+    /// [`load_into`](Self::load_into), where a variable named as the first of a pair of
+    /// `renames` may also be stored under the second (GPT-NeoX's `lm_head.weight`, which its
+    /// checkpoints store as `embed_out.weight`).
+    pub fn load_renamed(&self, vs: &mut nn::VarStore, prefix: &str, renames: &[(&str, &str)]) -> Result<()> {
         let _no_grad = tch::no_grad_guard();
         let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         // Sorted, so that the first error reported does not depend on hash order.
         variables.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, variable) in variables {
+            let renamed = renames
+                .iter()
+                .filter(|(ours, _)| *ours == name)
+                .map(|(_, stored)| (*stored).to_owned());
             let found = stored_names(&name, prefix)
                 .into_iter()
+                .chain(renamed)
                 .find_map(|candidate| self.tensors.get(&candidate).map(|t| (candidate, t)));
             let Some((stored_name, stored)) = found else {
                 return Err(ModelError::MissingWeight {

@@ -7,7 +7,9 @@ use std::fs;
 use std::path::Path;
 
 use hooks::{ActivationStore, LayerTree};
-use hooks_models::{Bert, BertConfig, Gpt2, Gpt2Config, Llama, LlamaConfig, ModelError, TextModel, Tokenizer};
+use hooks_models::{
+    Bert, BertConfig, Gpt2, Gpt2Config, GptNeox, GptNeoxConfig, Llama, LlamaConfig, ModelError, TextModel, Tokenizer,
+};
 use tch::{Device, Kind, Tensor};
 
 /// A one-layer BERT with 2 heads of width 2, intermediate 6, vocabulary 10, 8 positions.
@@ -617,4 +619,45 @@ fn a_base_model_checkpoint_loads_into_the_causal_lm() {
         matches!(&err, ModelError::MissingWeight { name, .. } if name == "lm_head.weight"),
         "{err}"
     );
+}
+
+/// GPT-NeoX checkpoints on the Hub (Pythia) carry `rotary_pct` and `rotary_emb_base` at the top
+/// level; transformers 5 writes them into `rope_parameters`. Both give one model, and a config
+/// with neither takes transformers' 0.25 and 10000.
+#[test]
+fn gpt_neox_rotary_settings_old_and_new_read_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    let common = serde_json::json!({
+        "model_type": "gpt_neox", "vocab_size": 50, "hidden_size": 32, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "intermediate_size": 48,
+    });
+    let with = |extra: serde_json::Value| {
+        let mut config = common.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        config
+    };
+    let new = with(serde_json::json!({
+        "rope_parameters": {"rope_type": "default", "rope_theta": 5000.0, "partial_rotary_factor": 0.5},
+    }));
+    let old = with(serde_json::json!({ "rotary_pct": 0.5, "rotary_emb_base": 5000.0 }));
+    let config: GptNeoxConfig = serde_json::from_value(new.clone()).unwrap();
+    let source = GptNeox::new(&config, Device::Cpu, Kind::Float).unwrap();
+    let tensors: Vec<(String, Tensor)> = source.var_store().variables().into_iter().collect();
+    let ids = Tensor::from_slice2(&[[3i64, 14, 15, 9, 26, 5]]);
+    let mut outputs = Vec::new();
+    for (name, config) in [("new", &new), ("old", &old), ("neither", &common)] {
+        // Stored as GPT-NeoX checkpoints store the head.
+        write_renamed(&tmp.path().join(name), config, &tensors, |n| {
+            n.replace("lm_head.", "embed_out.")
+        });
+        let model = GptNeox::load(tmp.path().join(name), Device::Cpu, Kind::Float).unwrap();
+        outputs.push(model.forward(&ids, &ids.ones_like()).unwrap());
+    }
+    assert!(
+        outputs[0].equal(&outputs[1]),
+        "rotary_pct and rotary_emb_base read as rope_parameters"
+    );
+    assert!(!outputs[0].equal(&outputs[2]), "the defaults are another rotation");
 }

@@ -111,10 +111,20 @@ fn random_gpt2_matches_transformers_on_every_layer() {
 /// The Llama-like decoders: grouped-query attention (3 query heads per key head), head widths
 /// that are not hidden / heads, llama3 and linear rotary scaling, tied and untied heads, every
 /// bias (Llama tied), Qwen2's query/key/value biases, Qwen3's per-head norms, Mistral's sliding
-/// window binding inside the batch, Gemma's `(1 + weight)` norms and scaled embeddings.
+/// window binding inside the batch, Gemma's `(1 + weight)` norms and scaled embeddings; and
+/// GPT-NeoX's partial rotary, fused projection, parallel and sequential residuals.
 #[test]
 fn random_decoders_match_transformers_on_every_layer() {
-    for arch in ["llama", "llama-tied", "mistral", "qwen2", "qwen3", "gemma"] {
+    for arch in [
+        "llama",
+        "llama-tied",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "gemma",
+        "gpt_neox",
+        "gpt_neox-sequential",
+    ] {
         let tmp = or_skip!(random_model_parity(arch, padded_batch));
         let llama = hooks_models::load(tmp.path().join(arch), Device::Cpu, Kind::Float).unwrap();
         // Causal: a row's hidden states do not depend on what follows.

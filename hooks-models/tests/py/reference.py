@@ -37,6 +37,8 @@ from transformers import (
     GemmaForCausalLM,
     GPT2Config,
     GPT2Model,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
@@ -168,10 +170,35 @@ CONFIGS = {
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         )
     ),
+    # Parallel residual, a quarter of each 16-wide head rotating.
+    "gpt_neox": lambda: GPTNeoXForCausalLM(
+        GPTNeoXConfig(
+            vocab_size=100,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=96,
+            max_position_embeddings=64,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
+        )
+    ),
+    # Sequential residual, half of each head rotating, another base.
+    "gpt_neox-sequential": lambda: GPTNeoXForCausalLM(
+        GPTNeoXConfig(
+            vocab_size=100,
+            hidden_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=80,
+            max_position_embeddings=64,
+            use_parallel_residual=False,
+            rope_parameters={"rope_type": "default", "rope_theta": 2000.0, "partial_rotary_factor": 0.5},
+        )
+    ),
 }
 
 # The `model_type`s whose names are `AutoModelForCausalLM`'s (`model.layers.0...`, `lm_head`).
-CAUSAL_LM = {"llama", "mistral", "qwen2", "qwen3", "gemma"}
+CAUSAL_LM = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gpt_neox"}
 
 
 def build(arch, out_dir):
