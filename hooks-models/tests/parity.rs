@@ -50,6 +50,10 @@ fn random_model_parity(arch: &str, batch: fn() -> (Tensor, Tensor)) -> Option<te
 
     let model = hooks_models::load(&dir, Device::Cpu, Kind::Float).unwrap();
     assert_eq!(model.model_type(), arch.split('-').next().unwrap());
+    if arch.ends_with("-bf16") {
+        let stored = Tensor::read_safetensors(dir.join("model.safetensors")).unwrap();
+        assert!(stored.iter().all(|(_, t)| t.kind() == Kind::BFloat16), "saved in bf16");
+    }
     let modules = read_modules(&capture);
     assert_eq!(module_names(&*model), expected_layer_names(&modules));
     let ours = capture_all(&*model, &ids, &mask);
@@ -196,6 +200,13 @@ fn attention_probabilities_match_output_attentions() {
             assert_eq!(leaked, 0.0, "{arch} `{name}`: probability on a padding key");
         }
     }
+}
+
+/// A checkpoint saved in bfloat16, as many on the Hub are, loads upcast to f32 and matches
+/// transformers loading the same file in f32.
+#[test]
+fn a_bf16_checkpoint_matches_transformers() {
+    or_skip!(random_model_parity("llama-bf16", padded_batch));
 }
 
 #[test]

@@ -203,12 +203,16 @@ CAUSAL_LM = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gpt_neox"}
 
 def build(arch, out_dir):
     torch.manual_seed(SEED)
-    model = CONFIGS[arch]()
+    # `ARCH-bf16`: the model of ARCH, saved in bfloat16 as many Hub checkpoints are.
+    base, bf16 = (arch[: -len("-bf16")], True) if arch.endswith("-bf16") else (arch, False)
+    model = CONFIGS[base]()
     # Random init puts LayerNorm at weight 1, bias 0 and linear biases at 0; perturb every
     # parameter so that a swapped or skipped weight changes the outputs.
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.2)
+    if bf16:
+        model = model.to(torch.bfloat16)
     model.save_pretrained(out_dir, safe_serialization=True)
 
 
@@ -231,7 +235,8 @@ def first_tensor(output):
 
 
 def capture(model_dir, inputs, out):
-    model = auto_class(model_dir).from_pretrained(model_dir).eval()
+    # In float32 whatever the checkpoint's dtype, as the Rust side loads it with Kind::Float.
+    model = auto_class(model_dir).from_pretrained(model_dir, dtype=torch.float32).eval()
     captured = {}
 
     def hook_for(name):
