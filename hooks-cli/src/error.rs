@@ -15,4 +15,14 @@ pub enum CliError {
     /// A command-line option.
     #[error("{0}")]
     Usage(String),
+    /// Writing to standard output failed.
+    #[error("cannot write to standard output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl CliError {
+    /// Whether the reader of standard output went away (`hooks layers | head`): not a failure.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, CliError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
 }

@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::CliError;
 use crate::input::{self, InputFormat, Sample};
-use crate::pool::{self, Pool};
+use crate::pool::{Pool, Pooling};
 
 /// Options of `hooks extract`.
 #[derive(Debug, clap::Args)]
@@ -45,7 +45,8 @@ pub struct ExtractArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_length: Option<u64>,
     /// Reduce the token axis: none, mean or max (over real tokens), first, last (real token), or
-    /// model (what the folder's sentence-transformers `1_Pooling/config.json` names).
+    /// model (what the folder's sentence-transformers pipeline does: its `1_Pooling` pooling, then
+    /// its `Normalize`, if any; the model's sentence embeddings).
     #[arg(long, value_enum, default_value_t = Pool::None)]
     pool: Pool,
     /// cpu, cuda or cuda:N.
@@ -262,7 +263,7 @@ pub fn layers(model: Option<&Path>) -> Result<(), CliError> {
         let shape = store
             .get(name)
             .map_or_else(|| "(not called)".to_owned(), |t| format!("{:?}", t.size()));
-        println!("{name:<width$}  {shape}");
+        out!("{name:<width$}  {shape}")?;
     }
     Ok(())
 }
@@ -272,7 +273,11 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
     let start = Instant::now();
     let device = parse_device(&args.device)?;
     let dir = model_dir(args.model.as_deref())?;
-    let mut samples = input::read(args.input.as_deref(), args.input_format)?;
+    // Said on stderr once the file is written: a failed run prints its one error line only.
+    let mut notes = Vec::new();
+    let input = input::read(args.input.as_deref(), args.input_format)?;
+    notes.extend(input.note);
+    let mut samples = input.samples;
     if let Some(max) = args.max_samples {
         samples.truncate(usize::try_from(max).unwrap_or(usize::MAX));
     }
@@ -283,16 +288,26 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
         .map_or_else(|| "the bundled sentences".to_owned(), |p| format!("`{}`", p.display()));
     check_vocabulary(&samples, &input_name, model.vocab_size())?;
     let max_length = match args.max_length {
-        Some(m) => usize::try_from(m).unwrap_or(usize::MAX),
+        Some(m) => {
+            let asked = usize::try_from(m).unwrap_or(usize::MAX);
+            if asked > model.max_length() {
+                notes.push(format!(
+                    "--max-length {asked} is past the model's {} positions; inputs were cut at {}",
+                    model.max_length(),
+                    model.max_length()
+                ));
+            }
+            asked
+        }
         None => sentence_transformers_max_length(&dir)?.unwrap_or(usize::MAX),
     }
     .min(model.max_length());
     let (batch, cut) = tokenize(&samples, &dir, max_length)?;
     if cut > 0 {
-        eprintln!(
-            "note: {cut} of {} samples given as `input_ids` were longer than {max_length} tokens and were cut to it",
+        notes.push(format!(
+            "{cut} of {} samples given as `input_ids` were longer than {max_length} tokens and were cut to it",
             samples.len()
-        );
+        ));
     }
     let layers: Vec<&str> = args
         .layers
@@ -300,23 +315,23 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    let pool = match args.pool {
-        Pool::Model => pool::from_model_folder(&dir)?,
-        other => other,
-    };
+    let pool = Pooling::resolve(args.pool, &dir)?;
     let mut acts = extract(&*model, &batch, &layers, (args.batch_size, pool), device)?;
     acts.insert("input_ids", batch.input_ids.shallow_clone());
     acts.insert("attention_mask", batch.attention_mask.shallow_clone());
     let path = save_activations(&acts, &args.out)?;
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    println!(
+    out!(
         "extracted {} samples x {} layers, {} bytes in {:.1} s -> {}",
         samples.len(),
         acts.len() - 2,
         bytes,
         start.elapsed().as_secs_f64(),
         path.display()
-    );
+    )?;
+    for note in notes {
+        eprintln!("note: {note}");
+    }
     Ok(())
 }
 
@@ -324,7 +339,7 @@ fn extract(
     model: &dyn TextModel,
     batch: &Batch,
     layers: &[&str],
-    (batch_size, pool): (u32, Pool),
+    (batch_size, pool): (u32, Pooling),
     device: Device,
 ) -> Result<Activations, CliError> {
     let store = ActivationStore::new(model, layers)?;

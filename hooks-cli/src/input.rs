@@ -39,9 +39,20 @@ pub const DEFAULT_INPUT: &str = include_str!("../../data/sentences.txt");
 /// The keys a JSON line may hold.
 const KEYS: [&str; 4] = ["text", "input_ids", "attention_mask", "token_type_ids"];
 
+/// What [`read`] found: the samples, one per non-blank line, and a note for the user when blank
+/// lines were skipped.
+#[derive(Debug)]
+pub struct Input {
+    /// In file order.
+    pub samples: Vec<Sample>,
+    /// Which blank lines were skipped, when any were: rows follow the non-blank lines, so labels
+    /// kept by line number would shift.
+    pub note: Option<String>,
+}
+
 /// Reads `path`, or the bundled sentences when `None`. Blank lines are skipped; a leading UTF-8
 /// byte-order mark (as some editors save files) is not part of the first line.
-pub fn read(path: Option<&Path>, format: InputFormat) -> Result<Vec<Sample>, CliError> {
+pub fn read(path: Option<&Path>, format: InputFormat) -> Result<Input, CliError> {
     let (name, contents) = match path {
         Some(p) => {
             let bytes = std::fs::read(p).map_err(|e| CliError::Input(format!("cannot read `{}`: {e}", p.display())))?;
@@ -50,13 +61,17 @@ pub fn read(path: Option<&Path>, format: InputFormat) -> Result<Vec<Sample>, Cli
         None => ("the bundled sentences".to_owned(), DEFAULT_INPUT.as_bytes().to_vec()),
     };
     let contents = contents.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&contents);
+    // The text after the last newline is a line only when it is not empty.
+    let contents = contents.strip_suffix(b"\n").unwrap_or(contents);
     let mut samples = Vec::new();
+    let mut blank = Vec::new();
     for (index, raw) in contents.split(|&b| b == b'\n').enumerate() {
         let line_no = index + 1;
         let bad = |why: String| CliError::Input(format!("{name}, line {line_no}: {why}"));
         let line = std::str::from_utf8(raw).map_err(|_| bad("not valid UTF-8; save the file as UTF-8".into()))?;
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
+            blank.push(line_no);
             continue;
         }
         samples.push(parse_line(line, line_no, format).map_err(bad)?);
@@ -66,7 +81,16 @@ pub fn read(path: Option<&Path>, format: InputFormat) -> Result<Vec<Sample>, Cli
             "{name} has no samples; give one text (or JSON object) per line"
         )));
     }
-    Ok(samples)
+    let note = (!blank.is_empty()).then(|| {
+        let shown: Vec<String> = blank.iter().take(5).map(usize::to_string).collect();
+        let more = if blank.len() > 5 { ", ..." } else { "" };
+        format!(
+            "{name}: skipped {} blank line(s) (line {}{more}); the output has one row per non-blank line",
+            blank.len(),
+            shown.join(", ")
+        )
+    });
+    Ok(Input { samples, note })
 }
 
 fn parse_line(line: &str, line_no: usize, format: InputFormat) -> Result<Sample, String> {
@@ -76,6 +100,9 @@ fn parse_line(line: &str, line_no: usize, format: InputFormat) -> Result<Sample,
         InputFormat::Jsonl => true,
     };
     if !json {
+        if format == InputFormat::Auto && is_bare_id_list(line) {
+            return Err("a bare list of ids is not read as ids; write {\"input_ids\": [...]}, or pass `--input-format text` to read the line as text".into());
+        }
         return Ok(Sample::Text(line.to_owned()));
     }
     let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
@@ -118,6 +145,12 @@ fn parse_line(line: &str, line_no: usize, format: InputFormat) -> Result<Sample,
         }
         (None, None) => Err("a JSON line needs a `text` or an `input_ids` field".into()),
     }
+}
+
+/// `[101, 2000, 102]`: a line that looks meant as token ids, which the auto format would
+/// otherwise tokenize as text.
+fn is_bare_id_list(line: &str) -> bool {
+    line.trim_start().starts_with('[') && serde_json::from_str::<Vec<i64>>(line).is_ok_and(|ids| !ids.is_empty())
 }
 
 fn integers(value: &serde_json::Value, key: &str) -> Result<Vec<i64>, String> {
@@ -190,7 +223,12 @@ mod tests {
             .unwrap_err()
             .contains("list of integers"));
         assert!(parse("{broken").unwrap_err().starts_with("invalid JSON"));
-        assert!(parse("[1, 2]").is_ok(), "not JSON under auto: text");
+        assert!(parse("[1, 2]").unwrap_err().contains("bare list of ids"));
+        assert_eq!(
+            parse_line("[1, 2]", 1, InputFormat::Text),
+            Ok(Sample::Text("[1, 2]".into()))
+        );
+        assert_eq!(parse("[see note 3]"), Ok(Sample::Text("[see note 3]".into())));
         assert!(parse_line("[1, 2]", 1, InputFormat::Jsonl)
             .unwrap_err()
             .contains("must be an object"));
@@ -255,6 +293,18 @@ mod tests {
         std::fs::write(&path, "{\"text\": \"ok\"}\n\n{\"text\": 3}\n").unwrap();
         let err = read(Some(&path), InputFormat::Auto).unwrap_err().to_string();
         assert!(err.ends_with("in.jsonl`, line 3: `text` must be a string"), "{err}");
+        std::fs::write(&path, "a\n\nb\n  \nc\n").unwrap();
+        let input = read(Some(&path), InputFormat::Auto).unwrap();
+        assert_eq!(input.samples.len(), 3);
+        assert!(input
+            .note
+            .unwrap()
+            .ends_with("skipped 2 blank line(s) (line 2, 4); the output has one row per non-blank line"));
+        std::fs::write(&path, "a\nb\n").unwrap();
+        assert!(
+            read(Some(&path), InputFormat::Auto).unwrap().note.is_none(),
+            "the final newline ends a line"
+        );
         std::fs::write(&path, "\n  \n").unwrap();
         let err = read(Some(&path), InputFormat::Auto).unwrap_err().to_string();
         assert!(err.contains("has no samples"), "{err}");
@@ -270,7 +320,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bom.jsonl");
         std::fs::write(&path, b"\xEF\xBB\xBF{\"input_ids\": [4, 5]}\r\n{\"text\": \"x\"}\r\n").unwrap();
-        let samples = read(Some(&path), InputFormat::Auto).unwrap();
+        let samples = read(Some(&path), InputFormat::Auto).unwrap().samples;
         assert_eq!(
             samples,
             [
@@ -283,14 +333,14 @@ mod tests {
         );
         std::fs::write(&path, b"\xEF\xBB\xBFHello\n").unwrap();
         assert_eq!(
-            read(Some(&path), InputFormat::Text).unwrap(),
+            read(Some(&path), InputFormat::Text).unwrap().samples,
             [Sample::Text("Hello".into())]
         );
     }
 
     #[test]
     fn the_bundled_input_has_hundreds_of_sentences() {
-        let samples = read(None, InputFormat::Auto).unwrap();
+        let samples = read(None, InputFormat::Auto).unwrap().samples;
         assert!(samples.len() >= 200, "{}", samples.len());
         assert!(samples
             .iter()

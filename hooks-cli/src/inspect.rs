@@ -10,10 +10,16 @@ use crate::error::CliError;
 pub fn run(path: &Path) -> Result<(), CliError> {
     let acts = hooks::load_activations(path)?;
     let width = acts.names().map(str::len).max().unwrap_or(4).max(4);
-    println!(
+    out!(
         "{:<width$}  {:<7} {:<18} {:>12}  {:>12} {:>12} {:>12}",
-        "name", "dtype", "shape", "bytes", "min", "max", "mean"
-    );
+        "name",
+        "dtype",
+        "shape",
+        "bytes",
+        "min",
+        "max",
+        "mean"
+    )?;
     let mut total = 0usize;
     for (name, t) in &acts {
         let bytes = t.numel() * t.kind().elt_size_in_bytes();
@@ -29,13 +35,13 @@ pub fn run(path: &Path) -> Result<(), CliError> {
                 fmt(f.mean(Kind::Double).double_value(&[])),
             )
         };
-        println!(
+        out!(
             "{name:<width$}  {:<7} {:<18} {bytes:>12}  {min:>12} {max:>12} {mean:>12}",
             dtype(t.kind()),
             format!("{:?}", t.size())
-        );
+        )?;
     }
-    println!("{} arrays, {} bytes of data in {}", acts.len(), total, path.display());
+    out!("{} arrays, {} bytes of data in {}", acts.len(), total, path.display())?;
     Ok(())
 }
 

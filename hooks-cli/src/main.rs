@@ -1,5 +1,14 @@
-//! `hooks`: list the layers of a BERT or GPT-2 checkpoint, extract their activations to `.npz`,
+//! `hooks`: list the layers of a Hugging Face checkpoint, extract their activations to `.npz`,
 //! and inspect the result.
+
+/// `println!` that returns the error instead of panicking, so that a closed pipe
+/// (`hooks layers | head`) ends the command quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::error::CliError::Output)
+    }};
+}
 
 mod error;
 mod extract;
@@ -14,7 +23,8 @@ use clap::{Parser, Subcommand};
 
 use crate::error::CliError;
 
-/// See inside BERT and GPT-2 checkpoints: activations by transformers' own module names.
+/// See inside transformer checkpoints (BERT, GPT-2, Llama, Mistral, Qwen2, Qwen3, Gemma, GPT-NeoX):
+/// activations by transformers' own module names.
 #[derive(Debug, Parser)]
 #[command(name = "hooks", version, about, long_about = None)]
 struct Cli {
@@ -49,6 +59,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

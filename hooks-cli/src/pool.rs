@@ -20,19 +20,91 @@ pub enum Pool {
     /// The largest value of each feature over the non-padding tokens (sentence-transformers' max
     /// pooling).
     Max,
-    /// The pooling the model folder's sentence-transformers `1_Pooling/config.json` names, the one
-    /// that reproduces its embeddings.
+    /// What the model folder's sentence-transformers pipeline does after the transformer: the
+    /// pooling its `1_Pooling/config.json` names, then L2 normalisation when `modules.json` lists
+    /// a `Normalize` module. It reproduces the model's sentence embeddings.
     Model,
 }
 
-/// The pooling a sentence-transformers folder's `1_Pooling/config.json` names.
+/// A pooling and whether its result is L2-normalised afterwards (sentence-transformers'
+/// `Normalize`, `x / max(‖x‖, 1e-12)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pooling {
+    /// The reduction of the token axis.
+    pub pool: Pool,
+    /// Whether pooled rows are scaled to unit length.
+    pub normalize: bool,
+}
+
+impl Pooling {
+    /// `--pool` as given; `Pool::Model` is resolved from `dir` (see [`from_model_folder`]).
+    pub fn resolve(pool: Pool, dir: &Path) -> Result<Pooling, CliError> {
+        match pool {
+            Pool::Model => from_model_folder(dir),
+            pool => Ok(Pooling { pool, normalize: false }),
+        }
+    }
+
+    /// [`Pool::apply`], then the normalisation, on outputs that were pooled.
+    pub fn apply(self, output: &Tensor, mask: &Tensor) -> Tensor {
+        let pooled = self.pool.apply(output, mask);
+        if !self.normalize || !self.pool.reduces(output, mask) {
+            return pooled;
+        }
+        let wide = pooled.to_kind(Kind::Float);
+        let norm = wide.norm_scalaropt_dim(2, [-1i64].as_slice(), true).clamp_min(1e-12);
+        (wide / norm).to_kind(pooled.kind())
+    }
+}
+
+/// What a sentence-transformers folder does after its transformer: the pooling that its
+/// `modules.json` (or, without one, `1_Pooling/`) config names, and whether a `Normalize` module
+/// follows.
 ///
 /// # Errors
 ///
-/// [`CliError::Usage`] when the folder has no such file, or it names several poolings or one
-/// this command does not compute (`mean_sqrt_len`, `weightedmean`).
-pub fn from_model_folder(dir: &Path) -> Result<Pool, CliError> {
-    let path = dir.join("1_Pooling/config.json");
+/// [`CliError::Usage`] when the folder has no pooling config, it names several poolings or one
+/// this command does not compute (`mean_sqrt_len`, `weightedmean`), or the pipeline has a
+/// module this command does not run (a `Dense` projection, say).
+pub fn from_model_folder(dir: &Path) -> Result<Pooling, CliError> {
+    let (pooling_dir, normalize) = pipeline(dir)?;
+    let pool = pooling_of(&dir.join(pooling_dir))?;
+    Ok(Pooling { pool, normalize })
+}
+
+/// The pooling module's folder and whether a `Normalize` follows, from `modules.json`; without
+/// one, `1_Pooling` and no normalisation.
+fn pipeline(dir: &Path) -> Result<(String, bool), CliError> {
+    let path = dir.join("modules.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(("1_Pooling".into(), false));
+    };
+    let bad = |why: String| CliError::Usage(format!("`{}`: {why}", path.display()));
+    let modules: Vec<serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not a JSON list of modules ({e})")))?;
+    let mut pooling = None;
+    let mut normalize = false;
+    for module in &modules {
+        let kind = module.get("type").and_then(serde_json::Value::as_str).unwrap_or("");
+        let folder = module.get("path").and_then(serde_json::Value::as_str).unwrap_or("");
+        match kind.rsplit('.').next().unwrap_or("") {
+            "Transformer" => {}
+            "Pooling" => pooling = Some(folder.to_owned()),
+            "Normalize" => normalize = true,
+            other => {
+                return Err(bad(format!(
+                    "`--pool model` cannot reproduce this pipeline: it has a `{other}` module, which `hooks extract` does not run; pass --pool mean, first, last or max"
+                )))
+            }
+        }
+    }
+    let pooling = pooling.ok_or_else(|| bad("no `Pooling` module; pass --pool mean, first, last or max".into()))?;
+    Ok((pooling, normalize))
+}
+
+/// The pooling a sentence-transformers `Pooling` folder's `config.json` names.
+fn pooling_of(folder: &Path) -> Result<Pool, CliError> {
+    let path = folder.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|_| {
         CliError::Usage(format!(
             "`--pool model` needs the sentence-transformers pooling config `{}`, which is missing; pass --pool mean, first, last or max",
@@ -69,6 +141,13 @@ pub fn from_model_folder(dir: &Path) -> Result<Pool, CliError> {
 }
 
 impl Pool {
+    /// Whether [`apply`](Self::apply) reduces `output`'s token axis (it has one matching `mask`,
+    /// and this is a pooling).
+    pub fn reduces(self, output: &Tensor, mask: &Tensor) -> bool {
+        let size = output.size();
+        !matches!(self, Pool::None | Pool::Model) && size.len() >= 3 && size[..2] == mask.size()[..]
+    }
+
     /// Pools `output` (`[batch, tokens, ...]`) with `mask` (`[batch, tokens]`, 1 = real token).
     /// Outputs without a token axis matching the mask (e.g. BERT's pooler) pass through. Mean and
     /// max are computed in f32 when the output is f16 or bf16, then given the output's dtype.
@@ -76,11 +155,11 @@ impl Pool {
     /// `Pool::Model` must have been resolved with [`from_model_folder`] first; here it passes
     /// the output through like `Pool::None`.
     pub fn apply(self, output: &Tensor, mask: &Tensor) -> Tensor {
-        let (batch, tokens) = (mask.size()[0], mask.size()[1]);
-        let size = output.size();
-        if matches!(self, Pool::None | Pool::Model) || size.len() < 3 || size[0] != batch || size[1] != tokens {
+        if !self.reduces(output, mask) {
             return output.shallow_clone();
         }
+        let (batch, tokens) = (mask.size()[0], mask.size()[1]);
+        let size = output.size();
         let kind = output.kind();
         let wide = if matches!(kind, Kind::Half | Kind::BFloat16) {
             Kind::Float
@@ -189,7 +268,11 @@ mod tests {
             write(&format!(
                 r#"{{"word_embedding_dimension": 384, "{key}": true, "pooling_mode_max_tokens_x": false}}"#
             ));
-            assert_eq!(from_model_folder(dir.path()).unwrap(), pool, "{key}");
+            assert_eq!(
+                from_model_folder(dir.path()).unwrap(),
+                Pooling { pool, normalize: false },
+                "{key}"
+            );
         }
         write(r#"{"pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": true}"#);
         assert!(from_model_folder(dir.path())
@@ -201,5 +284,47 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("weightedmean"));
+
+        // `modules.json` says where the pooling is and whether a `Normalize` follows.
+        write(r#"{"pooling_mode_cls_token": true}"#);
+        let modules = |json: &str| std::fs::write(dir.path().join("modules.json"), json).unwrap();
+        modules(
+            r#"[{"path": "", "type": "sentence_transformers.models.Transformer"},
+                {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {"path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]"#,
+        );
+        let pooling = from_model_folder(dir.path()).unwrap();
+        assert_eq!(
+            pooling,
+            Pooling {
+                pool: Pool::First,
+                normalize: true
+            }
+        );
+        modules(
+            r#"[{"path": "", "type": "sentence_transformers.models.Transformer"},
+                {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {"path": "2_Dense", "type": "sentence_transformers.models.Dense"}]"#,
+        );
+        assert!(from_model_folder(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("`Dense` module"));
+    }
+
+    #[test]
+    fn normalised_pooling_gives_unit_rows() {
+        let (x, mask) = data();
+        let pooling = Pooling {
+            pool: Pool::Mean,
+            normalize: true,
+        };
+        // The means are [3, 4] (length 5) and [20, 30].
+        let got = pooling.apply(&x, &mask);
+        let want = Tensor::from_slice(&[0.6f32, 0.8, 20.0 / 1300f32.sqrt(), 30.0 / 1300f32.sqrt()]).view([2, 2]);
+        assert!(got.allclose(&want, 1e-6, 1e-7, false), "{got}");
+        // Outputs without a token axis are not pooled, and so not normalised.
+        let pooled = Tensor::ones([2, 2], (Kind::Float, Device::Cpu));
+        assert_eq!(pooling.apply(&pooled, &mask), pooled);
     }
 }

@@ -50,19 +50,20 @@ fn sentences_and_a_long_document() -> String {
     format!("{SENTENCES}{}\n", long_document())
 }
 
-/// sentence-transformers' embeddings (before normalisation) of each line of `input`.
-fn sentence_transformers(python: &Path, model: &Path, input: &Path, dir: &Path) -> Tensor {
+/// sentence-transformers' embeddings of each line of `input`: before normalisation, or with
+/// `full`, `SentenceTransformer.encode`'s (its whole pipeline).
+fn sentence_transformers(python: &Path, model: &Path, input: &Path, dir: &Path, full: bool) -> Tensor {
     let reference = dir.join("reference.npz");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/st_reference.py");
-    let _ = hooks_test_support::run_python(
-        python,
-        &script,
-        &[
-            model.to_str().unwrap(),
-            input.to_str().unwrap(),
-            reference.to_str().unwrap(),
-        ],
-    );
+    let mut args = vec![
+        model.to_str().unwrap(),
+        input.to_str().unwrap(),
+        reference.to_str().unwrap(),
+    ];
+    if full {
+        args.push("full");
+    }
+    let _ = hooks_test_support::run_python(python, &script, &args);
     let mut reference = load_activations(&reference).unwrap().into_iter();
     reference.next().unwrap().1
 }
@@ -116,7 +117,7 @@ fn mean_pooling_the_last_layer_reproduces_sentence_transformers() {
     );
     let got = ours.get("encoder.layer.5").unwrap();
     assert_eq!(got.size(), [4, 384]);
-    assert_close(got, &sentence_transformers(&python, &model, &input, dir.path()));
+    assert_close(got, &sentence_transformers(&python, &model, &input, dir.path(), false));
     // The mask and ids come along, so padding is never a guess.
     let mask = ours.get("attention_mask").unwrap();
     assert_eq!(mask.size(), ours.get("input_ids").unwrap().size());
@@ -159,9 +160,10 @@ fn tokenized_jsonl_with_a_mask_and_a_byte_order_mark_reproduces_sentence_transfo
         &dir.path().join("ours.npz"),
         &["--pool", "model"],
     );
+    // `--pool model` is the model's own pipeline: mean pooling, then its `Normalize`.
     assert_close(
         ours.get("encoder.layer.5").unwrap(),
-        &sentence_transformers(&python, &model, &text, dir.path()),
+        &sentence_transformers(&python, &model, &text, dir.path(), true),
     );
     let lengths = ours
         .get("attention_mask")

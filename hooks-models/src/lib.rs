@@ -1,5 +1,6 @@
-//! Reference transformers for `hooks`: BERT and GPT-2 in tch, loaded from Hugging Face model
-//! folders, with every module capturable under the path PyTorch's `named_modules()` gives it.
+//! Reference transformers for `hooks`: BERT, GPT-2, Llama, Mistral, Qwen2, Qwen3, Gemma and
+//! GPT-NeoX in tch, loaded from Hugging Face model folders, with every module capturable under the
+//! path PyTorch's `named_modules()` gives it.
 //!
 //! They serve two purposes. They are ready to use: [`load`] reads a folder written by
 //! `save_pretrained` (`config.json`, `model.safetensors`), [`Tokenizer`] reads its
@@ -10,9 +11,10 @@
 //!
 //! Each captured output equals what a PyTorch forward hook on the transformers model captures
 //! (the output, or the first element of a tuple or `ModelOutput`), to float rounding; the tests
-//! check every layer against transformers itself. Layers are the modules of `BertModel` and
-//! `GPT2Model`, except the root, the list containers (`encoder.layer`, `h`) and modules without
-//! parameters (dropouts, activation functions).
+//! check every layer against transformers itself. Layers are the modules of `BertModel`,
+//! `GPT2Model` and the decoders' `...ForCausalLM`, except the root, the list containers
+//! (`encoder.layer`, `h`, `model.layers`) and modules without parameters (dropouts, activation
+//! functions, rotary embeddings); every attention module adds `attn_weights`, its probabilities.
 //!
 //! Every architecture implements [`TextModel`], so a command or an experiment holds whichever
 //! one a folder holds as a `Box<dyn TextModel>`, with no `match` on architectures.

@@ -71,7 +71,7 @@ where
         }
         element_kind(name, tensor.kind())?;
     }
-    let path = with_npz_extension(path);
+    let path = through_symlink(&with_npz_extension(path))?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -160,6 +160,30 @@ pub fn load_activations(path: impl AsRef<Path>) -> Result<Activations> {
         out.insert(name, tensor);
     }
     Ok(out)
+}
+
+/// The file a write to `path` should replace: the target of a symbolic link (followed to the end
+/// of a chain), so that the rename that makes the write atomic replaces the file the link points
+/// to, not the link.
+fn through_symlink(path: &Path) -> Result<PathBuf> {
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = fs::read_link(&path).map_err(|source| io_error("cannot read the link", &path, source))?;
+                path = match path.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            _ => return Ok(path),
+        }
+    }
+    Err(io_error(
+        "cannot follow the links at",
+        &path,
+        io::Error::other("too many levels of symbolic links"),
+    ))
 }
 
 fn with_npz_extension(path: &Path) -> PathBuf {
@@ -510,6 +534,24 @@ mod tests {
         save_activations([("a", &t)], &shared).unwrap();
         assert_eq!(mode(&shared), 0o640, "an overwritten file");
         assert!(load_activations(&shared).unwrap().get("a").unwrap().equal(&t));
+    }
+
+    /// Writing through a symbolic link replaces the file it points to and keeps the link.
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_is_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.npz");
+        fs::write(&target, b"old").unwrap();
+        let link = dir.path().join("link.npz");
+        std::os::unix::fs::symlink("real.npz", &link).unwrap();
+        let t = sample();
+        save_activations([("a", &t)], &link).unwrap();
+        assert!(
+            fs::symlink_metadata(&link).unwrap().file_type().is_symlink(),
+            "the link stays"
+        );
+        assert!(load_activations(&target).unwrap().get("a").unwrap().equal(&t));
     }
 
     /// A bool tensor reinterpreted from bytes holds values other than 0 and 1; each is written as
