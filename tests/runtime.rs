@@ -396,7 +396,7 @@ fn extraction_reports_empty_datasets_and_layers_that_never_fired() {
     let err = extract_representations(&net, &empty, &["head"], Device::Cpu, 2, None).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "the dataset is empty; give `extract_representations` at least one item"
+        "the dataset is empty; give extraction at least one item"
     );
 
     /// A model whose forward skips one of its capture sites.
@@ -420,12 +420,12 @@ fn extraction_reports_empty_datasets_and_layers_that_never_fired() {
         err.to_string(),
         "selected layers produced no output: `unused`; check that forward() calls their capture sites"
     );
-    let ragged = [vec![1i64, 2], vec![3]];
-    let err = extract_representations(&model, &ragged, &["used"], Device::Cpu, 1, None).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "invalid `dataset`: item 1 has 1 tokens but item 0 has 2; pad every item to one length"
-    );
+    // Items of unequal length run in batches of their own length: nothing padded is attended,
+    // and each row holds its item's values, then zeros.
+    let ragged = [vec![1i64, 2], vec![3], vec![4, 5, 6], vec![7]];
+    let acts = extract_representations(&model, &ragged, &["used"], Device::Cpu, 8, None).unwrap();
+    let want = Tensor::from_slice(&[1.0f32, 2., 0., 3., 0., 0., 4., 5., 6., 7., 0., 0.]).view([4, 3]);
+    assert_eq!(acts.get("used").unwrap(), &want);
     let err = extract_representations(&model, &data, &["used"], Device::Cpu, 0, None).unwrap_err();
     assert_eq!(err.to_string(), "invalid `batch_size`: must be at least 1");
 }

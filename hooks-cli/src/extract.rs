@@ -3,9 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use hooks::LayerTree;
-use hooks::{save_activations, ActivationStore, Activations, Error, Progress, RowBuffer};
-use hooks_models::{TextModel, Tokenizer};
+use hooks::{save_activations, ActivationStore, Extractor, Item, LayerTree, Repeats};
+use hooks_models::Tokenizer;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::CliError;
@@ -33,9 +32,19 @@ pub struct ExtractArgs {
     /// The .npz file to write (`.npz` is appended when missing).
     #[arg(long, value_name = "PATH")]
     out: PathBuf,
-    /// Samples per forward pass.
+    /// Samples per forward pass. Samples are sorted by length and each batch is padded to its
+    /// own longest; the output keeps input order.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
+    /// Token positions per forward pass at most (samples × the batch's longest), as well as
+    /// --batch-size: keeps long samples in small batches. A sample longer than N runs alone.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    batch_tokens: Option<u64>,
+    /// What to do with a selected layer that runs more than once per forward (a shared
+    /// module): error, keep the last call, or stack every call on a new axis
+    /// `[samples, calls, ...]`.
+    #[arg(long, value_enum, default_value_t = RepeatsArg::Error)]
+    repeats: RepeatsArg,
     /// Use only the first N samples.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_samples: Option<u64>,
@@ -55,6 +64,24 @@ pub struct ExtractArgs {
     /// The dtype the model runs in. bf16 activations are saved as float32 (numpy has no bf16).
     #[arg(long, value_enum, default_value_t = DType::F32)]
     dtype: DType,
+}
+
+/// `--repeats`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RepeatsArg {
+    Error,
+    Last,
+    Stack,
+}
+
+impl From<RepeatsArg> for Repeats {
+    fn from(arg: RepeatsArg) -> Self {
+        match arg {
+            RepeatsArg::Error => Repeats::Error,
+            RepeatsArg::Last => Repeats::Last,
+            RepeatsArg::Stack => Repeats::Stack,
+        }
+    }
 }
 
 /// `--dtype`.
@@ -128,27 +155,17 @@ fn model_dir(model: Option<&Path>) -> Result<PathBuf, CliError> {
     model.map_or_else(default_model, |m| Ok(m.to_path_buf()))
 }
 
-/// Token ids and attention masks for all samples, right-padded to the longest (after truncation).
-struct Batch {
-    input_ids: Tensor,
-    attention_mask: Tensor,
-}
-
-/// Right-pads every sample's ids to the longest, after truncation to `max_length`; returns the
-/// batch and how many samples given as ids were cut.
-fn tokenize(samples: &[Sample], dir: &Path, max_length: usize) -> Result<(Batch, usize), CliError> {
+/// The samples as the engine's items: texts tokenized (and truncated to `max_length`, special
+/// tokens kept) by the folder's tokenizer, ids as given (the engine truncates them).
+fn tokenize(samples: &[Sample], dir: &Path, max_length: usize) -> Result<Vec<Item>, CliError> {
     let texts: Vec<&str> = samples
         .iter()
-        .filter_map(|s| {
-            if let Sample::Text(t) = s {
-                Some(t.as_str())
-            } else {
-                None
-            }
+        .filter_map(|s| match s {
+            Sample::Text(t) => Some(t.as_str()),
+            Sample::Ids { .. } => None,
         })
         .collect();
-    let mut rows: Vec<Vec<i64>> = Vec::with_capacity(samples.len());
-    let mut encoded = None;
+    let mut encoded = Vec::with_capacity(texts.len());
     if !texts.is_empty() {
         if !dir.join("tokenizer.json").is_file() {
             return Err(CliError::Input(format!(
@@ -157,44 +174,25 @@ fn tokenize(samples: &[Sample], dir: &Path, max_length: usize) -> Result<(Batch,
             )));
         }
         let tokenizer = Tokenizer::from_dir(dir)?;
-        encoded = Some(tokenizer.encode_batch(&texts, max_length)?);
-    }
-    let mut next_text = 0i64;
-    let mut cut_ids = 0;
-    for sample in samples {
-        match sample {
-            Sample::Ids { ids, .. } => {
-                cut_ids += usize::from(ids.len() > max_length);
-                rows.push(ids.iter().copied().take(max_length).collect());
-            }
-            Sample::Text(_) => {
-                let (ids, mask) = encoded
-                    .as_ref()
-                    .map(|(i, m)| (i.get(next_text), m.get(next_text)))
-                    .unwrap_or_default();
-                let len = mask.sum(Kind::Int64).int64_value(&[]);
-                rows.push(Vec::<i64>::try_from(ids.narrow(0, 0, len)).map_err(hooks::Error::from)?);
-                next_text += 1;
+        // In chunks, so that padding to the longest text stays within a chunk.
+        for chunk in texts.chunks(1024) {
+            let (ids, mask) = tokenizer.encode_batch(chunk, max_length)?;
+            let lengths =
+                Vec::<i64>::try_from(mask.sum_dim_intlist(1, false, Kind::Int64)).map_err(hooks::Error::from)?;
+            for (row, len) in (0..).zip(lengths) {
+                let ids = ids.get(row).narrow(0, 0, len);
+                encoded.push(Vec::<i64>::try_from(ids).map_err(hooks::Error::from)?);
             }
         }
     }
-    let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-    let width = i64::try_from(longest).unwrap_or(i64::MAX);
-    let input_ids = Tensor::zeros([n, width], (Kind::Int64, Device::Cpu));
-    let attention_mask = Tensor::zeros([n, width], (Kind::Int64, Device::Cpu));
-    for (i, row) in (0..).zip(&rows) {
-        let len = i64::try_from(row.len()).unwrap_or(0);
-        input_ids.get(i).narrow(0, 0, len).copy_(&Tensor::from_slice(row));
-        let _ = attention_mask.get(i).narrow(0, 0, len).fill_(1);
-    }
-    Ok((
-        Batch {
-            input_ids,
-            attention_mask,
-        },
-        cut_ids,
-    ))
+    let mut encoded = encoded.into_iter();
+    Ok(samples
+        .iter()
+        .map(|sample| match sample {
+            Sample::Ids { ids, .. } => Item::new(ids.clone()),
+            Sample::Text(_) => Item::new(encoded.next().unwrap_or_default()),
+        })
+        .collect())
 }
 
 /// Every id given in the input must be one the model embeds; the error names the line.
@@ -251,12 +249,13 @@ pub fn layers(model: Option<&Path>) -> Result<(), CliError> {
             line: 1,
         }]
     };
-    let (batch, _) = tokenize(&sample, &dir, model.max_length())?;
+    let items = tokenize(&sample, &dir, model.max_length())?;
+    let ids = Tensor::from_slice(items[0].ids()).unsqueeze(0);
     let names = model.layer_names();
     let store = ActivationStore::new(&*model, &names)?;
     store.enable();
     let _no_grad = tch::no_grad_guard();
-    let _ = model.forward(&batch.input_ids, &batch.attention_mask)?;
+    let _ = model.forward(&ids, &ids.ones_like())?;
     store.check()?;
     let width = names.iter().map(String::len).max().unwrap_or(0);
     for name in &names {
@@ -302,89 +301,68 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
         None => sentence_transformers_max_length(&dir)?.unwrap_or(usize::MAX),
     }
     .min(model.max_length());
-    let (batch, cut) = tokenize(&samples, &dir, max_length)?;
-    if cut > 0 {
-        notes.push(format!(
-            "{cut} of {} samples given as `input_ids` were longer than {max_length} tokens and were cut to it",
-            samples.len()
-        ));
-    }
+    let items = tokenize(&samples, &dir, max_length)?;
     let layers: Vec<&str> = args
         .layers
         .split(',')
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    let pool = Pooling::resolve(args.pool, &dir)?;
-    let mut acts = extract(&*model, &batch, &layers, (args.batch_size, pool), device)?;
-    acts.insert("input_ids", batch.input_ids.shallow_clone());
-    acts.insert("attention_mask", batch.attention_mask.shallow_clone());
+    let pooling = Pooling::resolve(args.pool, &dir)?;
+    let selected = ActivationStore::new(&*model, &layers)?;
+    for reserved in ["input_ids", "attention_mask"] {
+        if selected.layer_names().iter().any(|n| n == reserved) {
+            return Err(CliError::Usage(format!(
+                "layer `{reserved}` clashes with the array of that name the output always holds"
+            )));
+        }
+    }
+    drop(selected);
+    let extracted = Extractor::new()
+        .batch_size(usize::try_from(args.batch_size).unwrap_or(usize::MAX))
+        .batch_tokens(args.batch_tokens.map(|n| usize::try_from(n).unwrap_or(usize::MAX)))
+        .max_length(Some(max_length))
+        .pool(pooling.pool)
+        .normalize(pooling.normalize)
+        .repeats(args.repeats.into())
+        .progress(true)
+        .run(&*model, &layers, &items)?;
+    if extracted.truncated > 0 {
+        notes.push(format!(
+            "{} of {} samples given as `input_ids` were longer than {max_length} tokens and were cut to it",
+            extracted.truncated,
+            samples.len()
+        ));
+    }
+    if !extracted.unpooled.is_empty() {
+        notes.push(format!(
+            "not pooled, having no token axis: {}",
+            extracted
+                .unpooled
+                .iter()
+                .map(|l| format!("`{l}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let mut acts = extracted.activations;
+    let layer_count = acts.len();
+    acts.insert("input_ids", extracted.input_ids);
+    acts.insert("attention_mask", extracted.attention_mask);
     let path = save_activations(&acts, &args.out)?;
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let stats = extracted.stats;
+    let seconds = start.elapsed().as_secs_f64();
     out!(
-        "extracted {} samples x {} layers, {} bytes in {:.1} s -> {}",
-        samples.len(),
-        acts.len() - 2,
-        bytes,
-        start.elapsed().as_secs_f64(),
+        "extracted {} samples x {layer_count} layers, {bytes} bytes in {seconds:.1} s ({:.0} samples/s, {:.0} tokens/s; {:.0}% of positions were padding) -> {}",
+        stats.samples,
+        stats.samples as f64 / seconds,
+        stats.tokens as f64 / seconds,
+        100.0 * (1.0 - stats.tokens as f64 / stats.positions.max(1) as f64),
         path.display()
     )?;
     for note in notes {
         eprintln!("note: {note}");
     }
     Ok(())
-}
-
-fn extract(
-    model: &dyn TextModel,
-    batch: &Batch,
-    layers: &[&str],
-    (batch_size, pool): (u32, Pooling),
-    device: Device,
-) -> Result<Activations, CliError> {
-    let store = ActivationStore::new(model, layers)?;
-    let names = store.layer_names().to_vec();
-    for reserved in ["input_ids", "attention_mask"] {
-        if names.iter().any(|n| n == reserved) {
-            return Err(CliError::Usage(format!(
-                "layer `{reserved}` clashes with the array of that name the output always holds"
-            )));
-        }
-    }
-    let total = batch.input_ids.size()[0];
-    let mut rows: Vec<RowBuffer> = names
-        .iter()
-        .map(|_| RowBuffer::new(usize::try_from(total).ok()))
-        .collect();
-    let progress = Progress::new(usize::try_from(total).ok());
-    let step = i64::from(batch_size);
-    let _no_grad = tch::no_grad_guard();
-    store.enable();
-    for start in (0..total).step_by(usize::try_from(step).unwrap_or(1)) {
-        let n = step.min(total - start);
-        let mask = batch.attention_mask.narrow(0, start, n);
-        let ids = batch.input_ids.narrow(0, start, n);
-        let _ = model.forward(&ids.to_device(device), &mask.to_device(device))?;
-        store.check()?;
-        for ((name, buffer), captured) in names.iter().zip(&mut rows).zip(names.iter().map(|n| store.get(n))) {
-            let Some(output) = captured else { continue };
-            buffer.push(&pool.apply(&output, &mask), name)?;
-        }
-        store.clear();
-        progress.advance(usize::try_from(n).unwrap_or(0));
-    }
-    store.disable();
-    progress.finish();
-    let mut acts = Activations::new();
-    let mut never = Vec::new();
-    for (name, mut buffer) in names.into_iter().zip(rows) {
-        match buffer.tensor()? {
-            Some(t) => acts.insert(name, t),
-            None => never.push(name),
-        }
-    }
-    if !never.is_empty() {
-        return Err(Error::NeverFired { layers: never }.into());
-    }
-    Ok(acts)
 }

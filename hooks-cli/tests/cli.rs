@@ -399,3 +399,143 @@ fn bad_input_gets_one_line_and_no_output_file() {
         "{leftovers:?}"
     );
 }
+
+/// transformers run on each line of `input` alone (`tests/py/alone.py`): `{module}.{i}` and
+/// `ids.{i}` per sample.
+fn each_alone(model: &Path, input: &Path, max_length: usize, modules: &[&str], dir: &Path) -> hooks::Activations {
+    let python = hooks_test_support::python().unwrap();
+    let out = dir.join("alone.npz");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/alone.py");
+    let max_length = max_length.to_string();
+    let mut args = vec![
+        model.to_str().unwrap(),
+        input.to_str().unwrap(),
+        max_length.as_str(),
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(modules);
+    let _ = hooks_test_support::run_python(&python, &script, &args);
+    load_activations(&out).unwrap()
+}
+
+/// `|got - want| <= 1e-5 * max(|want|, 1)` elementwise over the whole array.
+fn assert_within(got: &Tensor, want: &Tensor, what: &str) {
+    assert_eq!(got.size(), want.size(), "{what}");
+    let scale = want.abs().max().double_value(&[]).max(1.0);
+    let diff = (got.to_kind(Kind::Double) - want.to_kind(Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(diff <= 1e-5 * scale, "{what}: max abs diff {diff} (scale {scale})");
+}
+
+/// Runs `hooks extract` with each batching in `batchings`, unpooled and mean-pooled, and checks
+/// every row of every layer against transformers on that sample alone: padding, sorting by
+/// length, broadcasting `[1, T, H]` outputs and input order must change nothing.
+fn rows_match_each_sample_alone(model: &Path, input: &Path, max_length: usize, layers: &[&str], batchings: &[&[&str]]) {
+    let dir = tempfile::tempdir().unwrap();
+    let alone = each_alone(model, input, max_length, layers, dir.path());
+    let samples = alone.names().filter(|n| n.starts_with("ids.")).count();
+    let joined = layers.join(",");
+    for batching in batchings {
+        for pool in ["none", "mean"] {
+            let mut args = batching.to_vec();
+            args.extend(["--pool", pool]);
+            let ours = extract(model, input, &joined, &dir.path().join("ours.npz"), &args);
+            let mask = ours.get("attention_mask").unwrap();
+            for i in 0..samples {
+                let row = i64::try_from(i).unwrap();
+                let ids = alone.get(&format!("ids.{i}")).unwrap();
+                let len = ids.size()[0];
+                let what = format!("{batching:?} --pool {pool}, sample {i}");
+                assert_eq!(mask.get(row).sum(Kind::Int64).int64_value(&[]), len, "{what}");
+                assert_eq!(
+                    &ours.get("input_ids").unwrap().get(row).narrow(0, 0, len),
+                    ids,
+                    "{what}"
+                );
+                for layer in layers {
+                    let want = alone.get(&format!("{layer}.{i}")).unwrap();
+                    let got = ours.get(layer).unwrap().get(row);
+                    let what = format!("{what}, `{layer}`");
+                    if pool == "mean" {
+                        assert_within(&got, &want.mean_dim(0, false, Kind::Float), &what);
+                    } else {
+                        assert_within(&got.narrow(0, 0, len), want, &what);
+                        let past = got.narrow(0, len, got.size()[0] - len);
+                        assert_eq!(
+                            past.abs().sum(Kind::Double).double_value(&[]),
+                            0.0,
+                            "{what}: padding rows"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Batchings that put different samples together and pad them differently.
+const BATCHINGS: [&[&str]; 4] = [
+    &["--batch-size", "1"],
+    &["--batch-size", "4"],
+    &["--batch-size", "9"],
+    &["--batch-size", "9", "--batch-tokens", "80"],
+];
+
+#[test]
+fn bert_rows_match_transformers_on_each_text_alone_however_batched() {
+    let Some(model) = minilm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("texts.jsonl");
+    let mut lines: Vec<String> = SENTENCES.lines().map(str::to_owned).collect();
+    lines.push(long_document());
+    lines.extend(
+        [
+            "Hi.",
+            "A",
+            "Two words",
+            "The fourth layer of the encoder, read token by token.",
+        ]
+        .map(String::from),
+    );
+    let jsonl: String = lines
+        .iter()
+        .map(|t| format!("{}\n", serde_json::json!({ "text": t })))
+        .collect();
+    std::fs::write(&input, jsonl).unwrap();
+    rows_match_each_sample_alone(
+        &model,
+        &input,
+        256,
+        &[
+            "embeddings.position_embeddings",
+            "encoder.layer.0.attention.self",
+            "encoder.layer.5.output",
+        ],
+        &BATCHINGS,
+    );
+}
+
+#[test]
+fn gpt2_rows_match_transformers_on_each_sample_alone_however_batched() {
+    let Some(python) = hooks_test_support::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("gpt2");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hooks-models/tests/py/reference.py");
+    let _ = hooks_test_support::run_python(&python, &script, &["build", "gpt2", model.to_str().unwrap()]);
+    // Lengths from 1 to the 64 positions, in no order; ids from the 100-id vocabulary.
+    let input = dir.path().join("ids.jsonl");
+    let jsonl: String = [7usize, 1, 64, 3, 30, 12, 12, 2, 45, 5, 19, 1]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            let ids: Vec<usize> = (0..len).map(|t| (i * 31 + t * 7) % 100).collect();
+            format!("{}\n", serde_json::json!({ "input_ids": ids }))
+        })
+        .collect();
+    std::fs::write(&input, jsonl).unwrap();
+    rows_match_each_sample_alone(&model, &input, 64, &["wpe", "h.0.attn", "h.1", "ln_f"], &BATCHINGS);
+}

@@ -302,6 +302,10 @@ impl TextModel for Bert {
         to_usize(self.config.vocab_size)
     }
 
+    fn pad_token_id(&self) -> i64 {
+        self.config.pad_token_id.unwrap_or(0)
+    }
+
     fn var_store(&self) -> &nn::VarStore {
         &self.vs
     }

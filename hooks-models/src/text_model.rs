@@ -57,6 +57,13 @@ pub trait TextModel: LayerTree + fmt::Debug + Send {
     /// The number of token ids the model embeds: valid ids are `0..vocab_size`.
     fn vocab_size(&self) -> usize;
 
+    /// The id a padded batch holds past each sample's end (`config.json`'s `pad_token_id`, or
+    /// 0 when it has none). The mask hides those positions, so the choice changes only the
+    /// meaningless hidden states there.
+    fn pad_token_id(&self) -> i64 {
+        0
+    }
+
     /// The variables, named as the checkpoint names them (`encoder.layer.0.attention.self.query.weight`).
     fn var_store(&self) -> &nn::VarStore;
 
@@ -69,6 +76,19 @@ pub trait TextModel: LayerTree + fmt::Debug + Send {
     /// `Kind::BFloat16`).
     fn kind(&self) -> Kind {
         self.var_store().kind()
+    }
+}
+
+/// The extraction engine runs any text model with its mask, padding with its `pad_token_id`.
+impl hooks::BatchForward for dyn TextModel + '_ {
+    fn forward_batch(&self, input_ids: &Tensor, attention_mask: &Tensor) -> hooks::Result<()> {
+        self.forward(input_ids, attention_mask)
+            .map(drop)
+            .map_err(|e| hooks::Error::Model(Box::new(e)))
+    }
+
+    fn pad_id(&self) -> Option<i64> {
+        Some(self.pad_token_id())
     }
 }
 

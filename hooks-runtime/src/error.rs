@@ -34,8 +34,30 @@ pub enum Error {
         /// The selected layers that captured nothing.
         layers: Vec<String>,
     },
+    /// A selected layer fired more than once in one forward (a shared module), and the
+    /// extraction was not told which call to keep.
+    #[error("layer `{layer}` fired {times} times in one forward (a module called more than once); keep every call with `Repeats::Stack` (`--repeats stack`) or the last with `Repeats::Last` (`--repeats last`)")]
+    FiredMore {
+        /// The layer.
+        layer: String,
+        /// How many times it fired in one forward.
+        times: usize,
+    },
+    /// A layer's output has neither one row per sample nor one row for all.
+    #[error("layer `{layer}` gave shape {shape:?} for a batch of {batch} samples; extraction needs one row per sample (or one row, broadcast to all), so its first dim must be {batch} or 1")]
+    BatchRows {
+        /// The layer.
+        layer: String,
+        /// The output's shape.
+        shape: Vec<i64>,
+        /// Samples in the batch.
+        batch: i64,
+    },
+    /// The model's forward failed (bad input, say); its own message.
+    #[error(transparent)]
+    Model(Box<dyn std::error::Error + Send + Sync>),
     /// Extraction was given nothing to run on.
-    #[error("the dataset is empty; give `extract_representations` at least one item")]
+    #[error("the dataset is empty; give extraction at least one item")]
     EmptyDataset,
     /// A numeric argument is out of its range.
     #[error("invalid `{name}`: {reason}")]

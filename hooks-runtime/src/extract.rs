@@ -1,13 +1,643 @@
-//! [`extract_representations`]: run a model over a dataset in batches and keep what the selected
-//! layers output.
+//! The extraction engine: runs a model over items of any length, batched by length, and gives one
+//! row per item, in input order, for every selected layer.
+//!
+//! [`Extractor`] is the engine; [`BatchForward`] is what it needs of a model (a forward over a
+//! right-padded batch and its mask); [`Unmasked`] adapts any tch `ModuleT` that takes ids alone;
+//! [`extract_representations`] is the one-call form for such a model.
 
 use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 use tch::{nn::ModuleT, Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::hookable::LayerTree;
+use crate::hookable::{LayerTree, Walker};
+use crate::pool::{normalize, zero_padding, Pool};
+use crate::stop::run_stoppable;
 use crate::store::{ActivationStore, Activations, CaptureMode};
+
+/// What the engine needs of a model: a forward over a batch of right-padded token ids.
+///
+/// `hooks_models` implements it for `dyn TextModel`; [`Unmasked`] implements it for any tch
+/// `ModuleT` over ids alone. Outputs reach the engine through the model's capture sites; what
+/// the forward returns is not used.
+pub trait BatchForward: LayerTree {
+    /// Runs the model on `input_ids` and `attention_mask`, both `[batch, tokens]` `Int64` CPU
+    /// tensors, right-padded (`1` for a real token, then `0`s) with [`pad_id`](Self::pad_id).
+    /// The implementation moves them to the model's device.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the model reports (as [`Error::Model`], say).
+    fn forward_batch(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<()>;
+
+    /// The id at padding positions, or `None` when the model takes no attention mask: then the
+    /// engine batches only items of one length together, and nothing is ever padded.
+    fn pad_id(&self) -> Option<i64>;
+}
+
+/// A tch `ModuleT` over token ids alone (`forward_t(ids, false)`), as a [`BatchForward`] without
+/// a mask: the engine never pads its batches.
+#[derive(Debug)]
+pub struct Unmasked<'a, M: ?Sized> {
+    model: &'a M,
+    device: Device,
+}
+
+impl<'a, M: LayerTree + ModuleT + ?Sized> Unmasked<'a, M> {
+    /// `model`, whose weights live on `device` (batches are moved there).
+    pub fn new(model: &'a M, device: Device) -> Self {
+        Unmasked { model, device }
+    }
+}
+
+impl<M: LayerTree + ModuleT + ?Sized> LayerTree for Unmasked<'_, M> {
+    fn walk(&self, walker: &mut Walker<'_>) {
+        self.model.walk(walker);
+    }
+}
+
+impl<M: LayerTree + ModuleT + ?Sized> BatchForward for Unmasked<'_, M> {
+    fn forward_batch(&self, input_ids: &Tensor, _attention_mask: &Tensor) -> Result<()> {
+        let _ = self.model.forward_t(&input_ids.f_to_device(self.device)?, false);
+        Ok(())
+    }
+
+    fn pad_id(&self) -> Option<i64> {
+        None
+    }
+}
+
+/// One input of the engine: the token ids of its real tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    ids: Vec<i64>,
+}
+
+impl Item {
+    /// An item of `ids`, all real tokens.
+    pub fn new(ids: impl Into<Vec<i64>>) -> Self {
+        Item { ids: ids.into() }
+    }
+
+    /// An item given with its own attention mask, as a padding tokenizer writes one: the mask
+    /// must have one 0/1 entry per id and be right-padded (1s, then 0s); the padded ids are
+    /// dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] (`attention_mask`) when the lengths differ, an entry is not 0
+    /// or 1, or a 1 follows a 0 (left padding).
+    pub fn with_mask(ids: impl Into<Vec<i64>>, attention_mask: &[i64]) -> Result<Self> {
+        let mut ids = ids.into();
+        let bad = |reason: String| Error::InvalidArgument {
+            name: "attention_mask",
+            reason,
+        };
+        if attention_mask.len() != ids.len() {
+            return Err(bad(format!(
+                "it has {} entries for {} ids; give one per id",
+                attention_mask.len(),
+                ids.len()
+            )));
+        }
+        if let Some(v) = attention_mask.iter().find(|&&v| v != 0 && v != 1) {
+            return Err(bad(format!("it holds {v}; entries are 1 (a token) or 0 (padding)")));
+        }
+        let real = attention_mask.iter().take_while(|&&v| v == 1).count();
+        if attention_mask[real..].contains(&1) {
+            return Err(bad(
+                "a 1 follows a 0: the padding is on the left; give right-padded items (tokenizer padding_side=\"right\")"
+                    .into(),
+            ));
+        }
+        ids.truncate(real);
+        Ok(Item { ids })
+    }
+
+    /// The ids of the real tokens.
+    #[must_use]
+    pub fn ids(&self) -> &[i64] {
+        &self.ids
+    }
+}
+
+impl From<Vec<i64>> for Item {
+    fn from(ids: Vec<i64>) -> Self {
+        Item::new(ids)
+    }
+}
+
+impl From<&[i64]> for Item {
+    fn from(ids: &[i64]) -> Self {
+        Item::new(ids)
+    }
+}
+
+/// What the engine does with a selected layer that fires more than once in one forward (a
+/// module shared by two branches, say).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Repeats {
+    /// Refuse: [`Error::FiredMore`] names the layer and how often it fired. No silent choice.
+    #[default]
+    Error,
+    /// Keep the last call's output.
+    Last,
+    /// Keep every call, stacked on a new axis after the batch: `[samples, calls, ...]`, each
+    /// call pooled first.
+    Stack,
+}
+
+/// The extraction engine's settings; [`run`](Self::run) runs it.
+///
+/// Items of any length are sorted by length (longest first) and cut into batches of at most
+/// [`batch_size`](Self::batch_size) items and, with [`batch_tokens`](Self::batch_tokens), at
+/// most that many token positions (items × the batch's longest); each batch is padded to its own
+/// longest item. The result has one row per item, in input order, whatever the batching:
+///
+/// - an output without a batch axis (`[1, ...]`, like BERT's `position_embeddings`) is broadcast
+///   to the batch, as TransformerLens does;
+/// - outputs with a token axis are pooled with [`pool`](Self::pool) over each item's real tokens;
+///   unpooled, they hold zeros past each item's length, up to the longest item (on both token
+///   axes of an attention pattern), so that no value depends on the batch an item ran in;
+/// - a layer that fires more than once per forward is an error, unless
+///   [`repeats`](Self::repeats) says otherwise.
+///
+/// Once every selected layer has given its outputs, the rest of the forward does not run
+/// ([`stop_early`](Self::stop_early), on by default): capturing `encoder.layer.1` does not pay
+/// for the layers after it. A first forward over the shortest item alone runs whole, to learn
+/// how many outputs each layer gives per forward.
+///
+/// ```
+/// use hooks_runtime::{BatchForward, Extractor, HookPoint, Item, LayerTree, Pool, Result, Walker};
+/// use tch::{Kind, Tensor};
+///
+/// /// Embeds each id as `[id, 2 * id]` and captures it as `embed`.
+/// struct Toy { embed: HookPoint }
+/// impl LayerTree for Toy {
+///     fn walk(&self, w: &mut Walker<'_>) { w.enter("embed", |w| self.embed.walk(w)) }
+/// }
+/// impl BatchForward for Toy {
+///     fn forward_batch(&self, ids: &Tensor, _mask: &Tensor) -> Result<()> {
+///         let x = ids.to_kind(Kind::Float).unsqueeze(-1);
+///         self.embed.apply(Tensor::cat(&[&x, &(&x * 2.0)], -1));
+///         Ok(())
+///     }
+///     fn pad_id(&self) -> Option<i64> { Some(0) }
+/// }
+///
+/// let items = [Item::new([1, 3]), Item::new([4, 5, 6])];
+/// let out = Extractor::new().pool(Pool::Mean).run(&Toy { embed: HookPoint::new() }, &["embed"], &items)?;
+/// let mean = out.activations.get("embed").unwrap();
+/// assert_eq!(*mean, Tensor::from_slice(&[2.0f32, 4.0, 5.0, 10.0]).view([2, 2]));
+/// # Ok::<(), hooks_runtime::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Extractor {
+    batch_size: usize,
+    batch_tokens: Option<usize>,
+    max_length: Option<usize>,
+    pool: Pool,
+    normalize: bool,
+    repeats: Repeats,
+    stop_early: bool,
+    progress: bool,
+}
+
+impl Default for Extractor {
+    fn default() -> Self {
+        Extractor {
+            batch_size: 32,
+            batch_tokens: None,
+            max_length: None,
+            pool: Pool::None,
+            normalize: false,
+            repeats: Repeats::Error,
+            stop_early: true,
+            progress: false,
+        }
+    }
+}
+
+/// What [`Extractor::run`] gives back.
+#[derive(Debug)]
+pub struct Extracted {
+    /// Each selected layer, one row per item in input order, in selection order.
+    pub activations: Activations,
+    /// `[items, longest]` `Int64`: each item's ids, then the pad id (0 for a model without a
+    /// mask).
+    pub input_ids: Tensor,
+    /// `[items, longest]` `Int64`: 1 for a real token, 0 for padding.
+    pub attention_mask: Tensor,
+    /// The selected layers a pooling was asked for but whose output has no token axis to pool
+    /// (BERT's pooler, attention patterns): kept whole.
+    pub unpooled: Vec<String>,
+    /// How many items were longer than the maximum length and were cut to it.
+    pub truncated: usize,
+    /// Counts and times of the run.
+    pub stats: Stats,
+}
+
+/// Counts and times of one [`Extractor::run`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Items run.
+    pub samples: usize,
+    /// Their real tokens.
+    pub tokens: usize,
+    /// Token positions the batches computed (real tokens plus padding; the first forward over
+    /// the shortest item, run to count each layer's outputs, not included).
+    pub positions: usize,
+    /// Forward passes, the first one whole included.
+    pub forwards: usize,
+    /// Time in the forwards.
+    pub forward_time: Duration,
+    /// Time of the whole run.
+    pub total_time: Duration,
+}
+
+impl Extractor {
+    /// The defaults: batches of 32, no token budget, no truncation, no pooling, repeats refused,
+    /// early stop on, no progress bar.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// At most `n` items per forward (at least 1).
+    #[must_use]
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n;
+        self
+    }
+
+    /// At most `n` token positions per forward: items × the batch's longest. An item longer
+    /// than `n` runs alone. `None`: no budget.
+    #[must_use]
+    pub fn batch_tokens(mut self, n: Option<usize>) -> Self {
+        self.batch_tokens = n;
+        self
+    }
+
+    /// Cut items to their first `n` ids (the count is [`Extracted::truncated`]). `None`: items
+    /// run whole, and the model refuses any past its positions.
+    #[must_use]
+    pub fn max_length(mut self, n: Option<usize>) -> Self {
+        self.max_length = n;
+        self
+    }
+
+    /// How to reduce outputs' token axis.
+    #[must_use]
+    pub fn pool(mut self, pool: Pool) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// Scale pooled rows to unit L2 length (sentence-transformers' `Normalize`).
+    #[must_use]
+    pub fn normalize(mut self, on: bool) -> Self {
+        self.normalize = on;
+        self
+    }
+
+    /// What to do with a layer that fires more than once per forward.
+    #[must_use]
+    pub fn repeats(mut self, repeats: Repeats) -> Self {
+        self.repeats = repeats;
+        self
+    }
+
+    /// Whether forwards stop once every selected layer has fired (on by default).
+    #[must_use]
+    pub fn stop_early(mut self, on: bool) -> Self {
+        self.stop_early = on;
+        self
+    }
+
+    /// Whether to show a progress bar (samples/s, tokens/s, ETA) on stderr when it is a
+    /// terminal. Elsewhere nothing is drawn; [`Extracted::stats`] has the figures.
+    #[must_use]
+    pub fn progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
+    /// Runs `model` over `items` and returns `layers`' outputs: exact paths or globs, as
+    /// [`ActivationStore::new`] takes them.
+    ///
+    /// Runs under `no_grad`, in eval (tch's modules take train/eval per call).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyDataset`]; [`Error::InvalidArgument`] for a zero batch size, token budget
+    /// or maximum length, or an item with no ids; the store's selection errors;
+    /// [`Error::NeverFired`] naming selected layers that gave nothing; [`Error::FiredMore`] for a
+    /// layer that fired more than once per forward under [`Repeats::Error`];
+    /// [`Error::BatchRows`] for an output whose first dim is neither the batch nor 1;
+    /// [`Error::ShapeMismatch`] when a layer's outputs differ between batches past their token
+    /// axes; whatever the model's forward reports.
+    pub fn run<M, L>(&self, model: &M, layers: &[L], items: &[Item]) -> Result<Extracted>
+    where
+        M: BatchForward + ?Sized,
+        L: AsRef<str>,
+    {
+        let start = Instant::now();
+        self.check()?;
+        if items.is_empty() {
+            return Err(Error::EmptyDataset);
+        }
+        let max_length = self.max_length.unwrap_or(usize::MAX);
+        let lengths: Vec<usize> = items.iter().map(|item| item.ids.len().min(max_length)).collect();
+        if let Some(empty) = lengths.iter().position(|&n| n == 0) {
+            return Err(Error::InvalidArgument {
+                name: "items",
+                reason: format!("item {empty} has no token ids; drop it or give it at least one"),
+            });
+        }
+        let truncated = items.iter().filter(|item| item.ids.len() > max_length).count();
+        let pad_id = model.pad_id();
+        let order = longest_first(&lengths);
+        let batches = self.plan(&order, &lengths, pad_id.is_none());
+
+        let store = ActivationStore::with_mode(model, layers, CaptureMode::Every)?;
+        let names = store.layer_names().to_vec();
+        let mut stats = Stats {
+            samples: items.len(),
+            tokens: lengths.iter().sum(),
+            ..Stats::default()
+        };
+        let _no_grad = tch::no_grad_guard();
+        store.enable();
+        let feed = Feed {
+            items,
+            lengths: &lengths,
+            pad_id: pad_id.unwrap_or(0),
+        };
+        let needed = if self.stop_early && crate::stop::AVAILABLE {
+            // The shortest item alone, run whole: how many outputs each layer gives.
+            let shortest = &order[order.len() - 1..];
+            let (ids, mask) = feed.batch(shortest)?;
+            let forward = Instant::now();
+            model.forward_batch(&ids, &mask)?;
+            stats.forward_time += forward.elapsed();
+            stats.forwards += 1;
+            store.check()?;
+            let counts: Vec<usize> = names.iter().map(|n| store.calls(n).len()).collect();
+            self.check_counts(&names, &counts)?;
+            store.clear();
+            Some(counts)
+        } else {
+            None
+        };
+
+        let progress = Progress::new(self.progress, items.len(), stats.tokens);
+        let mut buffers: Vec<Option<Tensor>> = names.iter().map(|_| None).collect();
+        let mut unpooled = Vec::new();
+        let widest = lengths[order[0]];
+        for range in &batches {
+            let members = &order[range.clone()];
+            let (ids, mask) = feed.batch(members)?;
+            let width = ids.size()[1];
+            store.stop_after(needed.as_deref().filter(|_| !store.shares_sites(model)));
+            let forward = Instant::now();
+            let result = run_stoppable(|| model.forward_batch(&ids, &mask));
+            stats.forward_time += forward.elapsed();
+            store.stop_after(None);
+            result.unwrap_or(Ok(()))?;
+            store.check()?;
+            stats.forwards += 1;
+            stats.positions += members.len() * lengths[members[0]];
+            let rows = Tensor::from_slice(&members.iter().map(|&i| i as i64).collect::<Vec<_>>());
+            let counts: Vec<usize> = names.iter().map(|n| store.calls(n).len()).collect();
+            self.check_counts(&names, &counts)?;
+            for ((name, buffer), calls) in names.iter().zip(&mut buffers).zip(names.iter().map(|n| store.calls(n))) {
+                let batch = i64::try_from(members.len()).unwrap_or(i64::MAX);
+                let (part, pooled) = self.rows(name, calls, batch, &mask)?;
+                if !pooled && self.pool != Pool::None && !unpooled.contains(name) {
+                    unpooled.push(name.clone());
+                }
+                place(buffer, &part, &rows, (width, widest as i64), items.len(), name)?;
+            }
+            store.clear();
+            progress.advance(members.len(), members.iter().map(|&i| lengths[i]).sum());
+        }
+        store.disable();
+        progress.finish();
+
+        let mut activations = Activations::new();
+        for (name, buffer) in names.into_iter().zip(buffers) {
+            // Every batch checked that every layer fired.
+            if let Some(t) = buffer {
+                activations.insert(name, t);
+            }
+        }
+        let all: Vec<usize> = (0..items.len()).collect();
+        let (input_ids, attention_mask) = feed.batch(&all)?;
+        stats.total_time = start.elapsed();
+        Ok(Extracted {
+            activations,
+            input_ids,
+            attention_mask,
+            unpooled,
+            truncated,
+            stats,
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        let positive = [
+            ("batch_size", Some(self.batch_size)),
+            ("batch_tokens", self.batch_tokens),
+            ("max_length", self.max_length),
+        ];
+        for (name, value) in positive {
+            if value == Some(0) {
+                return Err(Error::InvalidArgument {
+                    name,
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every layer fired, and fired once unless repeats are allowed.
+    fn check_counts(&self, names: &[String], counts: &[usize]) -> Result<()> {
+        let never: Vec<String> = names
+            .iter()
+            .zip(counts)
+            .filter(|(_, &c)| c == 0)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !never.is_empty() {
+            return Err(Error::NeverFired { layers: never });
+        }
+        if self.repeats == Repeats::Error {
+            if let Some((layer, &times)) = names.iter().zip(counts).find(|(_, &c)| c > 1) {
+                return Err(Error::FiredMore {
+                    layer: layer.clone(),
+                    times,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Consecutive runs of `order` (longest first) that form the batches. Without a mask, a
+    /// batch holds one length only.
+    fn plan(&self, order: &[usize], lengths: &[usize], one_length: bool) -> Vec<std::ops::Range<usize>> {
+        let mut batches = Vec::new();
+        let mut start = 0;
+        for (at, &item) in order.iter().enumerate() {
+            let count = at - start;
+            let width = lengths[order[start]];
+            let full = count == self.batch_size
+                || self
+                    .batch_tokens
+                    .is_some_and(|budget| (count + 1) * width > budget && count > 0)
+                || (one_length && lengths[item] != width);
+            if full {
+                batches.push(start..at);
+                start = at;
+            }
+        }
+        batches.push(start..order.len());
+        batches
+    }
+
+    /// One layer's rows for this batch: the calls chosen per [`Repeats`], each broadcast to the
+    /// batch and pooled; and whether pooling applied.
+    fn rows(&self, name: &str, calls: Vec<Tensor>, batch: i64, mask: &Tensor) -> Result<(Tensor, bool)> {
+        let calls = match self.repeats {
+            Repeats::Last => calls.into_iter().last().into_iter().collect(),
+            Repeats::Error | Repeats::Stack => calls,
+        };
+        let mut pooled = true;
+        let mut parts = Vec::with_capacity(calls.len());
+        for call in calls {
+            let call = per_sample(call, batch, name)?;
+            pooled &= Pool::has_token_axis(&call, mask);
+            let part = if self.pool == Pool::None || !Pool::has_token_axis(&call, mask) {
+                zero_padding(&call, mask)?
+            } else if self.normalize {
+                normalize(&self.pool.apply(&call, mask)?)?
+            } else {
+                self.pool.apply(&call, mask)?
+            };
+            parts.push(part.f_to_device(Device::Cpu)?);
+        }
+        let part = match (self.repeats, parts.pop()) {
+            (Repeats::Stack, Some(last)) => {
+                parts.push(last);
+                Tensor::f_stack(&parts, 1)?
+            }
+            (_, Some(only)) => only,
+            (_, None) => unreachable!("every layer fired: checked before"),
+        };
+        Ok((part, pooled))
+    }
+}
+
+/// The order items run in: longest first (the widest batch comes first, so the result's buffers
+/// are sized by it and memory peaks at once), input order among equals.
+fn longest_first(lengths: &[usize]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+    order
+}
+
+/// The items, their lengths after truncation and the pad id: makes padded batches.
+struct Feed<'a> {
+    items: &'a [Item],
+    lengths: &'a [usize],
+    pad_id: i64,
+}
+
+impl Feed<'_> {
+    /// `input_ids` and `attention_mask` for `members`, right-padded to the longest of them.
+    fn batch(&self, members: &[usize]) -> Result<(Tensor, Tensor)> {
+        let width = members.iter().map(|&i| self.lengths[i]).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(members.len() * width);
+        let mut mask = Vec::with_capacity(members.len() * width);
+        for &i in members {
+            let n = self.lengths[i];
+            ids.extend_from_slice(&self.items[i].ids[..n]);
+            ids.extend(std::iter::repeat_n(self.pad_id, width - n));
+            mask.extend(std::iter::repeat_n(1i64, n));
+            mask.extend(std::iter::repeat_n(0i64, width - n));
+        }
+        let shape = [members.len() as i64, width as i64];
+        Ok((
+            Tensor::from_slice(&ids).f_view(shape)?,
+            Tensor::from_slice(&mask).f_view(shape)?,
+        ))
+    }
+}
+
+/// `output` with one row per sample: as is when its first dim is the batch, broadcast when it is
+/// 1 (no batch axis, like position embeddings).
+fn per_sample(output: Tensor, batch: i64, layer: &str) -> Result<Tensor> {
+    let size = output.size();
+    match size.first() {
+        Some(&rows) if rows == batch => Ok(output),
+        Some(1) => {
+            let mut shape = size.clone();
+            shape[0] = batch;
+            Ok(output.f_expand(shape.as_slice(), false)?)
+        }
+        _ => Err(Error::BatchRows {
+            layer: layer.to_owned(),
+            shape: size,
+            batch,
+        }),
+    }
+}
+
+/// Copies `part`'s rows into `buffer` at `rows`. The buffer is made by the first (widest) batch;
+/// a later batch's dims may be narrower only where they equal its width and the buffer's equal
+/// the widest: its token axes.
+fn place(
+    buffer: &mut Option<Tensor>,
+    part: &Tensor,
+    rows: &Tensor,
+    (width, widest): (i64, i64),
+    items: usize,
+    layer: &str,
+) -> Result<()> {
+    let size = part.size();
+    let buf = match buffer {
+        Some(buf) => buf,
+        None => {
+            let mut shape = size.clone();
+            shape[0] = items as i64;
+            buffer.insert(Tensor::f_zeros(shape.as_slice(), (part.kind(), Device::Cpu))?)
+        }
+    };
+    let held = buf.size();
+    let mismatch = || Error::ShapeMismatch {
+        layer: layer.to_owned(),
+        expected: held.clone(),
+        got: size.clone(),
+    };
+    if held.len() != size.len() || buf.kind() != part.kind() {
+        return Err(mismatch());
+    }
+    let mut view = buf.shallow_clone();
+    for d in 1..size.len() {
+        if size[d] == held[d] {
+            continue;
+        }
+        if size[d] == width && held[d] == widest {
+            view = view.f_narrow(d as i64, 0, width)?;
+        } else {
+            return Err(mismatch());
+        }
+    }
+    let _ = view.f_index_copy_(0, rows, part)?;
+    Ok(())
+}
 
 /// A dataset item that carries token ids (a 1-d integer sequence).
 pub trait InputIds {
@@ -58,25 +688,20 @@ impl<T: InputIds + ?Sized> InputIds for &T {
     }
 }
 
-/// Runs `model` over `dataset` in batches and returns the selected layers' outputs, each stacked
-/// along dim 0 and cut to `max_samples` rows.
+/// Runs `model` (a tch `ModuleT` over token ids, its weights on `device`) over the first
+/// `max_samples` items of `dataset` and returns the selected layers' outputs, one row per item in
+/// dataset order.
 ///
-/// Items are stacked into `[batch, len]` token-id batches on `device` (the model must already be
-/// there) and run with `forward_t(batch, false)` under `no_grad`. tch modules take train/eval as
-/// an argument rather than holding a mode, so there is no mode to change or restore: eval always.
-///
-/// Unlike the Python reference, which keeps every batch and concatenates at the end (twice the
-/// result in memory), each layer's rows are copied into one buffer allocated once when the
-/// number of rows is known (`max_samples`, or an `ExactSizeIterator` dataset): peak memory is the
-/// result plus one batch. Batches past `max_samples` are not run. A progress bar shows on stderr
-/// when it is a terminal.
+/// The [`Extractor`] with [`Unmasked`]: the model takes no attention mask, so items are batched
+/// only with items of their own length (up to `batch_size` per forward) and nothing is padded.
+/// Items of unequal length are fine: a layer's rows are zero-padded past each item's length to
+/// the longest. Forwards stop after the last selected layer. A progress bar shows on stderr when
+/// it is a terminal.
 ///
 /// # Errors
 ///
 /// [`Error::EmptyDataset`]; [`Error::InvalidArgument`] for `batch_size == 0`, `max_samples ==
-/// Some(0)` or items of unequal length; the store's selection errors; [`Error::NeverFired`] naming
-/// selected layers that produced nothing; [`Error::ShapeMismatch`] when a layer's outputs differ
-/// past dim 0.
+/// Some(0)` or an item that is not a 1-d integer sequence; and [`Extractor::run`]'s.
 pub fn extract_representations<M, D, L>(
     model: &M,
     dataset: D,
@@ -91,128 +716,69 @@ where
     D::Item: InputIds,
     L: AsRef<str>,
 {
-    if batch_size == 0 {
-        return Err(Error::InvalidArgument {
-            name: "batch_size",
-            reason: "must be at least 1".into(),
-        });
-    }
     if max_samples == Some(0) {
         return Err(Error::InvalidArgument {
             name: "max_samples",
             reason: "must be at least 1, or None for all".into(),
         });
     }
-    let items = dataset.into_iter();
-    let (low, high) = items.size_hint();
-    let known_len = (Some(low) == high).then_some(low);
-    let rows = match (known_len, max_samples) {
-        (Some(n), Some(m)) => Some(n.min(m)),
-        (n, m) => n.or(m),
-    };
-    if rows == Some(0) {
-        return Err(Error::EmptyDataset);
-    }
-    let store = ActivationStore::with_mode(
-        model,
-        layers.iter().map(AsRef::as_ref),
-        CaptureMode::Accumulate { max_rows: rows },
-    )?;
-    let progress = Progress::new(rows);
-    let limit = rows.unwrap_or(usize::MAX);
-
-    let _no_grad = tch::no_grad_guard();
-    store.enable();
-    let mut seen = 0usize;
-    let mut batch: Vec<Tensor> = Vec::with_capacity(batch_size);
-    let mut first_len: Option<i64> = None;
-    for (index, item) in items.enumerate() {
-        if seen >= limit {
-            break;
-        }
-        let ids = item.input_ids()?;
-        let len = ids.size()[0];
-        match first_len {
-            None => first_len = Some(len),
-            Some(first) if first != len => {
-                return Err(Error::InvalidArgument {
-                    name: "dataset",
-                    reason: format!(
-                        "item {index} has {len} tokens but item 0 has {first}; pad every item to one length"
-                    ),
-                });
-            }
-            Some(_) => {}
-        }
-        batch.push(ids);
-        seen += 1;
-        if batch.len() == batch_size || seen >= limit {
-            run_batch(model, &store, &mut batch, device, &progress)?;
-        }
-    }
-    if !batch.is_empty() {
-        run_batch(model, &store, &mut batch, device, &progress)?;
-    }
-    store.disable();
-    progress.finish();
-    if seen == 0 {
-        return Err(Error::EmptyDataset);
-    }
-    let never = store.never_fired();
-    if !never.is_empty() {
-        return Err(Error::NeverFired { layers: never });
-    }
-    Ok(store.activations())
+    let items = dataset
+        .into_iter()
+        .take(max_samples.unwrap_or(usize::MAX))
+        .map(|item| Ok(Item::new(Vec::<i64>::try_from(item.input_ids()?)?)))
+        .collect::<Result<Vec<Item>>>()?;
+    let extracted =
+        Extractor::new()
+            .batch_size(batch_size)
+            .progress(true)
+            .run(&Unmasked::new(model, device), layers, &items)?;
+    Ok(extracted.activations)
 }
 
-fn run_batch<M: ModuleT + ?Sized>(
-    model: &M,
-    store: &ActivationStore,
-    batch: &mut Vec<Tensor>,
-    device: Device,
-    progress: &Progress,
-) -> Result<()> {
-    let input = Tensor::f_stack(batch, 0)?.f_to_device(device)?;
-    let n = batch.len();
-    batch.clear();
-    let _ = model.forward_t(&input, false);
-    store.check()?;
-    progress.advance(n);
-    Ok(())
-}
-
-/// A progress bar on stderr when it is a terminal; nothing otherwise (logs and pipes stay clean).
+/// A progress bar on stderr when asked for and stderr is a terminal: samples, samples/s,
+/// tokens/s and the time left. Nothing otherwise (logs and pipes stay clean).
 #[derive(Debug)]
-pub struct Progress(Option<indicatif::ProgressBar>);
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    start: Instant,
+    tokens: std::cell::Cell<usize>,
+}
 
 impl Progress {
-    /// A bar counting to `total` samples, or a spinner when the total is unknown.
+    /// A bar counting to `samples` items of `tokens` tokens in all, when `on` and stderr is a
+    /// terminal.
     #[must_use]
-    pub fn new(total: Option<usize>) -> Self {
-        if !std::io::stderr().is_terminal() {
-            return Progress(None);
+    pub fn new(on: bool, samples: usize, tokens: usize) -> Self {
+        let bar = (on && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(samples as u64);
+            let style = indicatif::ProgressStyle::with_template(
+                "{spinner} {pos}/{len} samples, {per_sec}, {msg} [{elapsed_precise}, {eta} left] {wide_bar}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.set_message(format!("of {tokens} tokens"));
+            bar
+        });
+        Progress {
+            bar,
+            start: Instant::now(),
+            tokens: std::cell::Cell::new(0),
         }
-        let bar = match total {
-            Some(n) => indicatif::ProgressBar::new(n as u64),
-            None => indicatif::ProgressBar::new_spinner(),
-        };
-        let style =
-            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} samples [{elapsed_precise}] {wide_bar}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-        bar.set_style(style);
-        Progress(Some(bar))
     }
 
-    /// Counts `n` more samples done.
-    pub fn advance(&self, n: usize) {
-        if let Some(bar) = &self.0 {
-            bar.inc(n as u64);
+    /// Counts `samples` more items, of `tokens` tokens, done.
+    pub fn advance(&self, samples: usize, tokens: usize) {
+        self.tokens.set(self.tokens.get() + tokens);
+        if let Some(bar) = &self.bar {
+            let rate = self.tokens.get() as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("{rate:.0} tokens/s"));
+            bar.inc(samples as u64);
         }
     }
 
     /// Removes the bar.
     pub fn finish(&self) {
-        if let Some(bar) = &self.0 {
+        if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
     }

@@ -11,21 +11,26 @@ mod host;
 mod impls;
 mod npz;
 mod path;
+mod pool;
 mod registry;
 mod rows;
 mod schema;
 mod select;
 mod site;
+mod stop;
 mod store;
 pub mod switch;
 
 pub use builder::{HookPaths, NoLayers, SeqPaths};
 pub use error::{Error, Result};
-pub use extract::{extract_representations, InputIds, Progress};
+pub use extract::{
+    extract_representations, BatchForward, Extracted, Extractor, InputIds, Item, Progress, Repeats, Stats, Unmasked,
+};
 pub use hook::{CaptureOutput, Hook, HookPoint};
 pub use hookable::{Hookable, LayerTree, Walker};
 pub use npz::{load_activations, save_activations};
 pub use path::{LayerPath, Prefix};
+pub use pool::Pool;
 pub use registry::{registry, Registration};
 pub use rows::RowBuffer;
 pub use schema::{FieldSchema, Schema};

@@ -15,8 +15,9 @@ use crate::switch;
 
 /// Receives the tensors of the sites it subscribed to (an [`ActivationStore`](crate::ActivationStore)).
 pub(crate) trait Sink: Send + Sync {
-    /// Records `output` for the layer at `layer` in the sink's own list.
-    fn record(&self, layer: usize, output: &Tensor);
+    /// Records `output` for the layer at `layer` in the sink's own list. Returns `true` when
+    /// the sink has all it needs from this forward and asks that the rest not run.
+    fn record(&self, layer: usize, output: &Tensor) -> bool;
     /// Whether the sink currently wants outputs.
     fn wants(&self) -> bool;
 }
@@ -81,11 +82,12 @@ impl Site {
         }
         // A panic in a store while recording cannot leave the list half-updated (it is only read
         // here), so a poisoned lock is still consistent.
+        let mut stop = false;
         let mut subscribers = self.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
         subscribers.retain(|sub| match sub.sink.upgrade() {
             Some(sink) => {
                 if sink.wants() {
-                    sink.record(sub.layer, output);
+                    stop |= sink.record(sub.layer, output);
                 }
                 true
             }
@@ -93,6 +95,11 @@ impl Site {
         });
         if subscribers.is_empty() {
             self.subscribed.store(false, Ordering::Release);
+        }
+        drop(subscribers);
+        // Every subscriber has its copy; only then does the forward stop (see `stop.rs`).
+        if stop {
+            crate::stop::stop_forward();
         }
     }
 
@@ -102,6 +109,15 @@ impl Site {
             .retain(|sub| sub.sink.strong_count() > 0 && !(Weak::ptr_eq(&sub.sink, &sink) && sub.layer == layer));
         subscribers.push(Subscription { sink, layer });
         self.subscribed.store(true, Ordering::Release);
+    }
+
+    /// Whether an enabled sink other than `sink` listens here.
+    pub(crate) fn has_other_listener(&self, sink: &Arc<dyn Sink>) -> bool {
+        let mine = Arc::downgrade(sink);
+        let subscribers = self.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
+        subscribers
+            .iter()
+            .any(|sub| !Weak::ptr_eq(&sub.sink, &mine) && sub.sink.upgrade().is_some_and(|s| s.wants()))
     }
 
     pub(crate) fn unsubscribe(&self, sink: &Arc<dyn Sink>) {

@@ -27,6 +27,12 @@ pub enum CaptureMode {
         /// The most rows to keep; `None` grows the buffer as needed.
         max_rows: Option<usize>,
     },
+    /// Keep every output since the last [`clear`](ActivationStore::clear), each as the layer
+    /// gave it: detached, on its own device, not copied (read them with
+    /// [`calls`](ActivationStore::calls)). A layer called twice in one forward (a shared module)
+    /// leaves two tensors. What the extraction engine captures with; memory is held until
+    /// `clear`.
+    Every,
 }
 
 /// Captures the outputs of selected layers of a model, as detached CPU copies.
@@ -69,16 +75,29 @@ struct Shared {
     names: Vec<String>,
     index: HashMap<String, usize>,
     slots: Vec<Mutex<Option<Captured>>>,
+    /// When armed (by the extraction engine): how many outputs each layer gives per forward, so
+    /// that the forward stops once all have come.
+    stop: Mutex<Option<StopPlan>>,
     /// Errors met while capturing (a capture site cannot return one); surfaced by `check`.
     failures: Mutex<Vec<Error>>,
     /// CUDA devices that `Replace` captures may still be copying from.
     in_flight: InFlight,
 }
 
+/// When to stop a forward: once every layer has given `needed[layer]` outputs.
+#[derive(Debug)]
+struct StopPlan {
+    needed: Vec<usize>,
+    /// Layers still short of their count.
+    pending: usize,
+}
+
 #[derive(Debug)]
 enum Captured {
     /// The latest output.
     One(Tensor),
+    /// Every output since the last `clear`, uncopied.
+    Calls(Vec<Tensor>),
     /// Every output so far, stacked along dim 0.
     Rows(RowBuffer),
 }
@@ -88,6 +107,7 @@ impl Captured {
     fn tensor(&mut self) -> Result<Option<Tensor>> {
         match self {
             Captured::One(t) => Ok(Some(t.shallow_clone())),
+            Captured::Calls(calls) => Ok(calls.last().map(Tensor::shallow_clone)),
             Captured::Rows(rows) => rows.tensor(),
         }
     }
@@ -141,6 +161,7 @@ impl ActivationStore {
                 names,
                 index,
                 slots,
+                stop: Mutex::new(None),
                 failures: Mutex::new(Vec::new()),
                 in_flight: InFlight::default(),
             }),
@@ -204,6 +225,9 @@ impl ActivationStore {
         for slot in &self.shared.slots {
             *lock(slot) = None;
         }
+        if let Some(plan) = lock(&self.shared.stop).as_mut() {
+            plan.pending = plan.needed.len();
+        }
         lock(&self.shared.failures).clear();
     }
 
@@ -227,6 +251,45 @@ impl ActivationStore {
     pub fn get(&self, layer: &str) -> Option<Tensor> {
         let &i = self.shared.index.get(layer)?;
         self.shared.read(i)
+    }
+
+    /// Every output of `layer` since the last [`clear`](Self::clear), in call order, as the
+    /// layer gave them (detached, on their device): in [`CaptureMode::Every`]. In the other
+    /// modes, what [`get`](Self::get) returns, as the one element. Empty for a layer that was not
+    /// selected or did not fire.
+    #[must_use]
+    pub fn calls(&self, layer: &str) -> Vec<Tensor> {
+        let Some(&i) = self.shared.index.get(layer) else {
+            return Vec::new();
+        };
+        if let Some(Captured::Calls(calls)) = &*lock(&self.shared.slots[i]) {
+            return calls.iter().map(Tensor::shallow_clone).collect();
+        }
+        self.shared.read(i).into_iter().collect()
+    }
+
+    /// Whether another enabled store listens to one of `model`'s capture sites: it may want
+    /// layers past this store's, so a forward must not stop early.
+    pub(crate) fn shares_sites<M: LayerTree + ?Sized>(&self, model: &M) -> bool {
+        let mine: Arc<dyn Sink> = self.shared.clone();
+        let mut shared = false;
+        model.walk(&mut Walker::new(&mut |_, site| {
+            shared |= site.has_other_listener(&mine)
+        }));
+        shared
+    }
+
+    /// Arms (with `Some`) or disarms the early stop: once each selected layer has given
+    /// `needed[i]` outputs since the last `clear`, the capture site that completes the set
+    /// stops the forward, which must be running inside [`crate::stop::run_stoppable`]. Never
+    /// armed in a build that cannot unwind; the caller checks [`shares_sites`](Self::shares_sites)
+    /// first.
+    pub(crate) fn stop_after(&self, needed: Option<&[usize]>) {
+        let plan = needed.filter(|_| crate::stop::AVAILABLE).map(|needed| StopPlan {
+            needed: needed.to_vec(),
+            pending: needed.len(),
+        });
+        *lock(&self.shared.stop) = plan;
     }
 
     /// A snapshot of everything captured, in [`layer_names`](Self::layer_names) order, leaving
@@ -299,9 +362,24 @@ impl Sink for Shared {
         self.enabled.load(Ordering::Relaxed)
     }
 
-    fn record(&self, layer: usize, output: &Tensor) {
+    fn record(&self, layer: usize, output: &Tensor) -> bool {
         let mut slot = lock(&self.slots[layer]);
         let result = match self.mode {
+            CaptureMode::Every => {
+                let output = output.detach();
+                let calls = match &mut *slot {
+                    Some(Captured::Calls(calls)) => {
+                        calls.push(output);
+                        calls.len()
+                    }
+                    _ => {
+                        *slot = Some(Captured::Calls(vec![output]));
+                        1
+                    }
+                };
+                drop(slot);
+                return self.complete(layer, calls);
+            }
             CaptureMode::Replace => snapshot(output).map(|(t, device)| {
                 self.in_flight.add(device);
                 *slot = Some(Captured::One(t));
@@ -319,6 +397,21 @@ impl Sink for Shared {
         if let Err(e) = result {
             lock(&self.failures).push(e);
         }
+        false
+    }
+}
+
+impl Shared {
+    /// Whether `layer`'s `calls`-th output this forward completes the armed stop plan.
+    fn complete(&self, layer: usize, calls: usize) -> bool {
+        let mut plan = lock(&self.stop);
+        let Some(plan) = plan.as_mut() else {
+            return false;
+        };
+        if plan.needed.get(layer) == Some(&calls) {
+            plan.pending = plan.pending.saturating_sub(1);
+        }
+        plan.pending == 0
     }
 }
 
