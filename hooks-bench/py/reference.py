@@ -13,6 +13,12 @@ Two modes.
         forward  ids, reps               time `reps` forwards of the [B, T] ids with capture on
         extract  input, batch, out       the reference extraction (below), timed from loaded
                                          ids to file written
+        corpus   input, batch, pool, out,    the reference extraction of a corpus of any lengths
+                 layers                  (below), in input order, each batch padded to its own
+                                         longest with its attention mask; `pool` none or mean
+                                         (masked, as sentence-transformers); timed from loaded
+                                         ids to file written
+        threads  n                       torch.set_num_threads(n)
         load     path                    read every array of an .npz into memory
         savez    out                     time numpy.savez of the loaded arrays (plus fsync)
         quit
@@ -65,9 +71,38 @@ class Reference:
 
         return hook
 
-    def forward(self, ids):
+    def forward(self, ids, mask=None):
         with torch.no_grad():
-            self.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+            self.model(input_ids=ids, attention_mask=torch.ones_like(ids) if mask is None else mask)
+
+    def corpus(self, rows, batch_size, pool, layers, out):
+        """The reference extraction of `rows` (lists of ids of any length), in input order, each
+        batch right-padded to its longest: what the seed's `extract_representations` and the
+        Python tools do without sorting. Returns the seconds of its phases."""
+        self.kept = {name: [] for name in LAYERS}
+        try:
+            start = time.perf_counter()
+            for first in range(0, len(rows), batch_size):
+                chunk = rows[first : first + batch_size]
+                width = max(len(r) for r in chunk)
+                ids = torch.zeros(len(chunk), width, dtype=torch.int64)
+                mask = torch.zeros(len(chunk), width, dtype=torch.int64)
+                for i, r in enumerate(chunk):
+                    ids[i, : len(r)] = torch.tensor(r)
+                    mask[i, : len(r)] = 1
+                self.forward(ids, mask)
+                if pool == "mean":
+                    weights = mask.unsqueeze(-1).float()
+                    for name in layers:
+                        out_ = self.kept[name][-1]
+                        self.kept[name][-1] = (out_ * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            forwards = time.perf_counter()
+            arrays = {name: torch.cat(self.kept[name]).numpy() for name in layers}
+        finally:
+            self.kept = None
+        concatenated = time.perf_counter()
+        np.savez(out, **arrays)
+        return {"forwards": forwards - start, "cat": concatenated - forwards, "save": time.perf_counter() - concatenated}
 
     def extract(self, ids, batch_size, out):
         """The reference extraction; returns the seconds of its three phases."""
@@ -124,6 +159,18 @@ class Worker:
         start = time.perf_counter()
         phases = self.reference.extract(self.ids[input], batch, out)
         return {"seconds": time.perf_counter() - start, **phases}
+
+    def corpus(self, input, batch, pool, layers, out):
+        if input not in self.ids:
+            with open(input) as f:
+                self.ids[input] = [json.loads(line)["input_ids"] for line in f if line.strip()]
+        start = time.perf_counter()
+        phases = self.reference.corpus(self.ids[input], batch, pool, layers, out)
+        return {"seconds": time.perf_counter() - start, **phases}
+
+    def threads(self, n):
+        torch.set_num_threads(n)
+        return {"threads": torch.get_num_threads()}
 
     def load(self, path):
         with np.load(path) as npz:

@@ -7,9 +7,13 @@ use hooks::{save_activations, ActivationStore, Extractor, Item, LayerTree, Repea
 use hooks_models::Tokenizer;
 use tch::{Device, Kind, Tensor};
 
+use serde_json::json;
+
 use crate::error::CliError;
+use crate::folder;
 use crate::input::{self, InputFormat, Sample};
 use crate::pool::{Pool, Pooling};
+use crate::signals;
 
 /// Options of `hooks extract`.
 #[derive(Debug, clap::Args)]
@@ -29,9 +33,22 @@ pub struct ExtractArgs {
     /// Comma-separated layer paths or globs, e.g. `encoder.layer.*.output`.
     #[arg(long, value_name = "LIST", required = true)]
     layers: String,
-    /// The .npz file to write (`.npz` is appended when missing).
+    /// Where to write: a `.npz` file (for small runs), or any other path for a dataset folder:
+    /// one `.npy` per layer that numpy opens memory-mapped, written as the run goes, resumed by
+    /// running the same command again after a crash or Ctrl-C.
     #[arg(long, value_name = "PATH")]
     out: PathBuf,
+    /// Start the dataset folder again when it holds a run of other settings (otherwise refused).
+    #[arg(long)]
+    overwrite: bool,
+    /// Extract only part K of N of the input (K from 0), into a folder of its own;
+    /// `hooks merge` joins the parts. `auto` reads K and N from RANK and WORLD_SIZE (torchrun).
+    #[arg(long, value_name = "K/N|auto")]
+    shard: Option<String>,
+    /// Samples per window (at most 32 × N token positions once padded): the unit a dataset
+    /// folder is written, synced and resumed in. Samples are sorted by length within a window.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    window: u64,
     /// Samples per forward pass. Samples are sorted by length and each batch is padded to its
     /// own longest; the output keeps input order.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
@@ -318,51 +335,68 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
         }
     }
     drop(selected);
-    let extracted = Extractor::new()
+    let interrupt = signals::Interrupt::install()?;
+    let extractor = Extractor::new()
         .batch_size(usize::try_from(args.batch_size).unwrap_or(usize::MAX))
         .batch_tokens(args.batch_tokens.map(|n| usize::try_from(n).unwrap_or(usize::MAX)))
         .max_length(Some(max_length))
         .pool(pooling.pool)
         .normalize(pooling.normalize)
         .repeats(args.repeats.into())
-        .progress(true)
-        .run(&*model, &layers, &items)?;
-    if extracted.truncated > 0 {
-        notes.push(format!(
-            "{} of {} samples given as `input_ids` were longer than {max_length} tokens and were cut to it",
-            extracted.truncated,
-            samples.len()
-        ));
+        .window(usize::try_from(args.window).unwrap_or(usize::MAX))
+        .interrupt(interrupt.flag())
+        .progress(true);
+    if !folder::is_npz(&args.out) {
+        let request = folder::Request {
+            model_dir: &dir,
+            input: args.input.as_deref(),
+            samples: samples.len(),
+            layers: &layers,
+            settings: json!({
+                "pool": format!("{:?}", pooling.pool).to_lowercase(),
+                "normalize": pooling.normalize,
+                "max_length": max_length,
+                "max_samples": args.max_samples,
+                "dtype": format!("{:?}", args.dtype).to_lowercase(),
+                "device": args.device,
+                "batch_size": args.batch_size,
+                "batch_tokens": args.batch_tokens,
+                "window": args.window,
+                "repeats": format!("{:?}", args.repeats).to_lowercase(),
+            }),
+        };
+        let shard = args.shard.as_deref().map(folder::parse_shard).transpose()?;
+        let outcome = folder::extract(&extractor, &*model, &items, &request, shard, &args.out, args.overwrite);
+        return interrupt.finish(outcome, &args.out, start, notes, &samples);
     }
-    if !extracted.unpooled.is_empty() {
-        notes.push(format!(
-            "not pooled, having no token axis: {}",
-            extracted
-                .unpooled
-                .iter()
-                .map(|l| format!("`{l}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
+    let extracted = match extractor.run(&*model, &layers, &items) {
+        Err(hooks::Error::Interrupted) => return Err(interrupt.error("nothing was written")),
+        other => other?,
+    };
+    let stats = extracted.stats;
+    notes.extend(folder::notes(
+        &extracted.unpooled,
+        extracted.truncated,
+        samples.len(),
+        max_length,
+    ));
     let mut acts = extracted.activations;
     let layer_count = acts.len();
     acts.insert("input_ids", extracted.input_ids);
     acts.insert("attention_mask", extracted.attention_mask);
     let path = save_activations(&acts, &args.out)?;
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    let stats = extracted.stats;
-    let seconds = start.elapsed().as_secs_f64();
     out!(
-        "extracted {} samples x {layer_count} layers, {bytes} bytes in {seconds:.1} s ({:.0} samples/s, {:.0} tokens/s; {:.0}% of positions were padding) -> {}",
-        stats.samples,
-        stats.samples as f64 / seconds,
-        stats.tokens as f64 / seconds,
-        100.0 * (1.0 - stats.tokens as f64 / stats.positions.max(1) as f64),
+        "extracted {} samples x {layer_count} layers, {bytes} bytes{} -> {}",
+        samples.len(),
+        folder::rates(&stats, start),
         path.display()
     )?;
     for note in notes {
         eprintln!("note: {note}");
+    }
+    if interrupt.raised() {
+        return Err(interrupt.error("the file was written whole before stopping"));
     }
     Ok(())
 }

@@ -12,9 +12,11 @@ macro_rules! out {
 
 mod error;
 mod extract;
+mod folder;
 mod input;
 mod inspect;
 mod pool;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +45,15 @@ enum Command {
     },
     /// Run a model over an input file and save the selected layers' activations to one .npz.
     Extract(extract::ExtractArgs),
+    /// Join the shard folders of `extract --shard K/N`, in order, into one folder: the one an
+    /// unsharded run writes, byte for byte.
+    Merge {
+        /// The folder to write (new or empty).
+        out: PathBuf,
+        /// The shard folders, 0 to N-1.
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+    },
     /// Show each array of an .npz file: name, dtype, shape, bytes, min/max/mean.
     Inspect {
         /// The .npz file.
@@ -55,6 +66,7 @@ fn main() -> ExitCode {
     let result: Result<(), CliError> = match cli.command {
         Command::Layers { model } => extract::layers(model.as_deref()),
         Command::Extract(args) => extract::run(&args),
+        Command::Merge { out, shards } => folder::merge(&out, &shards),
         Command::Inspect { path } => inspect::run(&path),
     };
     match result {
@@ -62,7 +74,7 @@ fn main() -> ExitCode {
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -53,6 +53,21 @@ pub enum Error {
         /// Samples in the batch.
         batch: i64,
     },
+    /// A dataset folder holds an extraction of another request than the one resuming it.
+    #[error("`{}` holds an extraction with another `{what}` ({there} there, {now} now); run the same command to resume it, choose another folder, or pass --overwrite to start it again", dir.display())]
+    DatasetMismatch {
+        /// The folder.
+        dir: PathBuf,
+        /// The first setting that differs.
+        what: String,
+        /// Its value in the folder's manifest (JSON).
+        there: String,
+        /// Its value now (JSON).
+        now: String,
+    },
+    /// The run was interrupted (its interrupt flag was raised: Ctrl-C, say).
+    #[error("interrupted")]
+    Interrupted,
     /// The model's forward failed (bad input, say); its own message.
     #[error(transparent)]
     Model(Box<dyn std::error::Error + Send + Sync>),

@@ -6,6 +6,8 @@
 //! [`extract_representations`] is the one-call form for such a model.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tch::{nn::ModuleT, Device, Kind, Tensor};
@@ -203,6 +205,8 @@ pub struct Extractor {
     repeats: Repeats,
     stop_early: bool,
     progress: bool,
+    window: usize,
+    interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Default for Extractor {
@@ -216,6 +220,8 @@ impl Default for Extractor {
             repeats: Repeats::Error,
             stop_early: true,
             progress: false,
+            window: 1024,
+            interrupt: None,
         }
     }
 }
@@ -236,6 +242,17 @@ pub struct Extracted {
     /// How many items were longer than the maximum length and were cut to it.
     pub truncated: usize,
     /// Counts and times of the run.
+    pub stats: Stats,
+}
+
+/// What [`Extractor::run_into`] gives back: the rows went to the sink.
+#[derive(Debug)]
+pub struct Report {
+    /// As [`Extracted::unpooled`].
+    pub unpooled: Vec<String>,
+    /// As [`Extracted::truncated`] (of the items run, not those skipped).
+    pub truncated: usize,
+    /// Counts and times of the items run.
     pub stats: Stats,
 }
 
@@ -316,6 +333,23 @@ impl Extractor {
         self
     }
 
+    /// At most `n` items per window of [`run_into`](Self::run_into) (default 1024), and at most
+    /// `32 × n` token positions once padded to the window's longest.
+    #[must_use]
+    pub fn window(mut self, n: usize) -> Self {
+        self.window = n;
+        self
+    }
+
+    /// A flag (set by a signal handler, say) checked before every batch: once it is `true` the
+    /// run stops with [`Error::Interrupted`], between batches, and a sink has received only
+    /// whole windows.
+    #[must_use]
+    pub fn interrupt(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.interrupt = Some(flag);
+        self
+    }
+
     /// Whether to show a progress bar (samples/s, tokens/s, ETA) on stderr when it is a
     /// terminal. Elsewhere nothing is drawn; [`Extracted::stats`] has the figures.
     #[must_use]
@@ -325,7 +359,7 @@ impl Extractor {
     }
 
     /// Runs `model` over `items` and returns `layers`' outputs: exact paths or globs, as
-    /// [`ActivationStore::new`] takes them.
+    /// [`ActivationStore::new`] takes them. All items form one window: the result is in memory.
     ///
     /// Runs under `no_grad`, in eval (tch's modules take train/eval per call).
     ///
@@ -337,7 +371,8 @@ impl Extractor {
     /// layer that fired more than once per forward under [`Repeats::Error`];
     /// [`Error::BatchRows`] for an output whose first dim is neither the batch nor 1;
     /// [`Error::ShapeMismatch`] when a layer's outputs differ between batches past their token
-    /// axes; whatever the model's forward reports.
+    /// axes; [`Error::Interrupted`] when the [`interrupt`](Self::interrupt) flag is raised;
+    /// whatever the model's forward reports.
     pub fn run<M, L>(&self, model: &M, layers: &[L], items: &[Item]) -> Result<Extracted>
     where
         M: BatchForward + ?Sized,
@@ -348,102 +383,99 @@ impl Extractor {
         if items.is_empty() {
             return Err(Error::EmptyDataset);
         }
-        let max_length = self.max_length.unwrap_or(usize::MAX);
-        let lengths: Vec<usize> = items.iter().map(|item| item.ids.len().min(max_length)).collect();
-        if let Some(empty) = lengths.iter().position(|&n| n == 0) {
-            return Err(Error::InvalidArgument {
-                name: "items",
-                reason: format!("item {empty} has no token ids; drop it or give it at least one"),
-            });
-        }
-        let truncated = items.iter().filter(|item| item.ids.len() > max_length).count();
-        let pad_id = model.pad_id();
-        let order = longest_first(&lengths);
-        let batches = self.plan(&order, &lengths, pad_id.is_none());
-
-        let store = ActivationStore::with_mode(model, layers, CaptureMode::Every)?;
-        let names = store.layer_names().to_vec();
-        let mut stats = Stats {
-            samples: items.len(),
-            tokens: lengths.iter().sum(),
-            ..Stats::default()
-        };
-        let _no_grad = tch::no_grad_guard();
-        store.enable();
-        let feed = Feed {
-            items,
-            lengths: &lengths,
-            pad_id: pad_id.unwrap_or(0),
-        };
-        let needed = if self.stop_early && crate::stop::AVAILABLE {
-            // The shortest item alone, run whole: how many outputs each layer gives.
-            let shortest = &order[order.len() - 1..];
-            let (ids, mask) = feed.batch(shortest)?;
-            let forward = Instant::now();
-            model.forward_batch(&ids, &mask)?;
-            stats.forward_time += forward.elapsed();
-            stats.forwards += 1;
-            store.check()?;
-            let counts: Vec<usize> = names.iter().map(|n| store.calls(n).len()).collect();
-            self.check_counts(&names, &counts)?;
-            store.clear();
-            Some(counts)
-        } else {
-            None
-        };
-
-        let progress = Progress::new(self.progress, items.len(), stats.tokens);
-        let mut buffers: Vec<Option<Tensor>> = names.iter().map(|_| None).collect();
-        let mut unpooled = Vec::new();
-        let widest = lengths[order[0]];
-        for range in &batches {
-            let members = &order[range.clone()];
-            let (ids, mask) = feed.batch(members)?;
-            let width = ids.size()[1];
-            store.stop_after(needed.as_deref().filter(|_| !store.shares_sites(model)));
-            let forward = Instant::now();
-            let result = run_stoppable(|| model.forward_batch(&ids, &mask));
-            stats.forward_time += forward.elapsed();
-            store.stop_after(None);
-            result.unwrap_or(Ok(()))?;
-            store.check()?;
-            stats.forwards += 1;
-            stats.positions += members.len() * lengths[members[0]];
-            let rows = Tensor::from_slice(&members.iter().map(|&i| i as i64).collect::<Vec<_>>());
-            let counts: Vec<usize> = names.iter().map(|n| store.calls(n).len()).collect();
-            self.check_counts(&names, &counts)?;
-            for ((name, buffer), calls) in names.iter().zip(&mut buffers).zip(names.iter().map(|n| store.calls(n))) {
-                let batch = i64::try_from(members.len()).unwrap_or(i64::MAX);
-                let (part, pooled) = self.rows(name, calls, batch, &mask)?;
-                if !pooled && self.pool != Pool::None && !unpooled.contains(name) {
-                    unpooled.push(name.clone());
-                }
-                place(buffer, &part, &rows, (width, widest as i64), items.len(), name)?;
-            }
-            store.clear();
-            progress.advance(members.len(), members.iter().map(|&i| lengths[i]).sum());
-        }
-        store.disable();
-        progress.finish();
-
-        let mut activations = Activations::new();
-        for (name, buffer) in names.into_iter().zip(buffers) {
-            // Every batch checked that every layer fired.
-            if let Some(t) = buffer {
-                activations.insert(name, t);
-            }
-        }
-        let all: Vec<usize> = (0..items.len()).collect();
-        let (input_ids, attention_mask) = feed.batch(&all)?;
-        stats.total_time = start.elapsed();
+        let mut session = Session::start(self, model, layers, items)?;
+        let window = session.window(items)?;
+        let (stats, unpooled, truncated) = session.finish(start);
         Ok(Extracted {
-            activations,
-            input_ids,
-            attention_mask,
+            activations: window.activations,
+            input_ids: window.input_ids,
+            attention_mask: window.attention_mask,
             unpooled,
             truncated,
             stats,
         })
+    }
+
+    /// Runs `model` over `items` window by window and hands each window's rows, in input order,
+    /// to `sink`: memory holds one window, whatever the number of items. A window is at most
+    /// [`window`](Self::window) items, and at most that many times 32 token positions once
+    /// padded to its longest item; items are sorted by length within it. Windows depend only on
+    /// the items' lengths and these settings, so a rerun cuts the same windows (and runs the
+    /// same batches).
+    ///
+    /// `skip` items are counted as already done (a resumed run): windows are cut from the start
+    /// of `items` as in a full run, and those wholly within the first `skip` items are not run.
+    /// `skip` must fall on a window boundary, as a sink that writes whole windows records.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run), plus the sink's; [`Error::InvalidArgument`] for a `skip` that is
+    /// not a window boundary.
+    pub fn run_into<M, L>(
+        &self,
+        model: &M,
+        layers: &[L],
+        items: &[Item],
+        skip: usize,
+        sink: &mut dyn ActivationSink,
+    ) -> Result<Report>
+    where
+        M: BatchForward + ?Sized,
+        L: AsRef<str>,
+    {
+        let start = Instant::now();
+        self.check()?;
+        if items.is_empty() {
+            return Err(Error::EmptyDataset);
+        }
+        let windows = self.windows(items);
+        if skip != 0 && skip != items.len() && !windows.iter().any(|w| w.start == skip) {
+            return Err(Error::InvalidArgument {
+                name: "skip",
+                reason: format!("{skip} items is not a window boundary of this input; start the run again"),
+            });
+        }
+        let todo: Vec<_> = windows.into_iter().filter(|w| w.start >= skip).collect();
+        let mut session = Session::start(self, model, layers, items)?;
+        session.progress.skip(skip);
+        for range in todo {
+            let window = session.window(&items[range.clone()])?;
+            sink.write(&Chunk {
+                first: range.start,
+                activations: &window.activations,
+                input_ids: &window.input_ids,
+                attention_mask: &window.attention_mask,
+            })?;
+        }
+        let (stats, unpooled, truncated) = session.finish(start);
+        Ok(Report {
+            unpooled,
+            truncated,
+            stats,
+        })
+    }
+
+    /// The windows [`run_into`](Self::run_into) cuts `items` into: consecutive ranges, cut
+    /// greedily from the start, so that cutting again from any window's start gives the same
+    /// windows after it (which is what lets a resumed run or a shard cut the windows a whole run
+    /// cuts).
+    #[must_use]
+    pub fn windows(&self, items: &[Item]) -> Vec<std::ops::Range<usize>> {
+        let max_length = self.max_length.unwrap_or(usize::MAX);
+        let budget = self.window.saturating_mul(32);
+        let mut windows = Vec::new();
+        let (mut start, mut longest) = (0, 0);
+        for (i, item) in items.iter().enumerate() {
+            let len = item.ids.len().min(max_length);
+            let n = i - start;
+            if n > 0 && (n == self.window || (n + 1) * longest.max(len) > budget) {
+                windows.push(start..i);
+                (start, longest) = (i, 0);
+            }
+            longest = longest.max(len);
+        }
+        windows.push(start..items.len());
+        windows
     }
 
     fn check(&self) -> Result<()> {
@@ -451,6 +483,7 @@ impl Extractor {
             ("batch_size", Some(self.batch_size)),
             ("batch_tokens", self.batch_tokens),
             ("max_length", self.max_length),
+            ("window", Some(self.window)),
         ];
         for (name, value) in positive {
             if value == Some(0) {
@@ -537,6 +570,222 @@ impl Extractor {
             (_, None) => unreachable!("every layer fired: checked before"),
         };
         Ok((part, pooled))
+    }
+}
+
+/// One window's rows, in input order.
+struct Window {
+    activations: Activations,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+}
+
+/// A run in progress: the store bound to the model, what the first whole forward learnt, the
+/// counts so far.
+struct Session<'a, M: ?Sized> {
+    settings: &'a Extractor,
+    model: &'a M,
+    store: ActivationStore,
+    names: Vec<String>,
+    /// How many outputs each layer gives per forward: the early stop's plan.
+    needed: Option<Vec<usize>>,
+    stats: Stats,
+    unpooled: Vec<String>,
+    truncated: usize,
+    progress: Progress,
+}
+
+impl<'a, M: BatchForward + ?Sized> Session<'a, M> {
+    /// Binds the store and, with the early stop, runs the shortest of `items` alone, whole.
+    fn start<L: AsRef<str>>(settings: &'a Extractor, model: &'a M, layers: &[L], items: &[Item]) -> Result<Self> {
+        let store = ActivationStore::with_mode(model, layers, CaptureMode::Every)?;
+        let names = store.layer_names().to_vec();
+        let max_length = settings.max_length.unwrap_or(usize::MAX);
+        let lengths: Vec<usize> = items.iter().map(|item| item.ids.len().min(max_length)).collect();
+        check_lengths(&lengths, 0)?;
+        let mut session = Session {
+            settings,
+            model,
+            store,
+            names,
+            needed: None,
+            stats: Stats::default(),
+            unpooled: Vec::new(),
+            truncated: 0,
+            progress: Progress::new(settings.progress, items.len(), lengths.iter().sum()),
+        };
+        if settings.stop_early && crate::stop::AVAILABLE {
+            if let Some(shortest) = (0..items.len()).min_by_key(|&i| lengths[i]) {
+                let feed = Feed {
+                    items,
+                    lengths: &lengths,
+                    pad_id: model.pad_id().unwrap_or(0),
+                };
+                let (ids, mask) = feed.batch(&[shortest])?;
+                let _no_grad = tch::no_grad_guard();
+                session.store.enable();
+                let forward = Instant::now();
+                let result = model.forward_batch(&ids, &mask);
+                session.stats.forward_time += forward.elapsed();
+                session.stats.forwards += 1;
+                session.store.disable();
+                result?;
+                session.store.check()?;
+                let counts: Vec<usize> = session.names.iter().map(|n| session.store.calls(n).len()).collect();
+                settings.check_counts(&session.names, &counts)?;
+                session.store.clear();
+                session.needed = Some(counts);
+            }
+        }
+        Ok(session)
+    }
+
+    /// Runs one window of items (sorted by length, batched) and returns its rows in input order.
+    fn window(&mut self, items: &[Item]) -> Result<Window> {
+        let settings = self.settings;
+        let max_length = settings.max_length.unwrap_or(usize::MAX);
+        let lengths: Vec<usize> = items.iter().map(|item| item.ids.len().min(max_length)).collect();
+        check_lengths(&lengths, self.stats.samples)?;
+        self.truncated += items.iter().filter(|item| item.ids.len() > max_length).count();
+        self.stats.samples += items.len();
+        self.stats.tokens += lengths.iter().sum::<usize>();
+        let pad_id = self.model.pad_id();
+        let order = longest_first(&lengths);
+        let batches = settings.plan(&order, &lengths, pad_id.is_none());
+        let feed = Feed {
+            items,
+            lengths: &lengths,
+            pad_id: pad_id.unwrap_or(0),
+        };
+        let store = &self.store;
+        let mut buffers: Vec<Option<Tensor>> = self.names.iter().map(|_| None).collect();
+        let widest = i64::try_from(lengths[order[0]]).unwrap_or(i64::MAX);
+        let _no_grad = tch::no_grad_guard();
+        store.enable();
+        for range in &batches {
+            if settings
+                .interrupt
+                .as_ref()
+                .is_some_and(|flag| flag.load(Ordering::SeqCst))
+            {
+                store.disable();
+                return Err(Error::Interrupted);
+            }
+            let members = &order[range.clone()];
+            let (ids, mask) = feed.batch(members)?;
+            let width = ids.size()[1];
+            store.stop_after(self.needed.as_deref().filter(|_| !store.shares_sites(self.model)));
+            let forward = Instant::now();
+            let result = run_stoppable(|| self.model.forward_batch(&ids, &mask));
+            self.stats.forward_time += forward.elapsed();
+            store.stop_after(None);
+            result.unwrap_or(Ok(()))?;
+            store.check()?;
+            self.stats.forwards += 1;
+            self.stats.positions += members.len() * lengths[members[0]];
+            let rows = Tensor::from_slice(&members.iter().map(|&i| i as i64).collect::<Vec<_>>());
+            let counts: Vec<usize> = self.names.iter().map(|n| store.calls(n).len()).collect();
+            settings.check_counts(&self.names, &counts)?;
+            let batch = i64::try_from(members.len()).unwrap_or(i64::MAX);
+            for (name, buffer) in self.names.iter().zip(&mut buffers) {
+                let (part, pooled) = settings.rows(name, store.calls(name), batch, &mask)?;
+                if !pooled && settings.pool != Pool::None && !self.unpooled.contains(name) {
+                    self.unpooled.push(name.clone());
+                }
+                place(buffer, &part, &rows, (width, widest), items.len(), name)?;
+            }
+            store.clear();
+            self.progress
+                .advance(members.len(), members.iter().map(|&i| lengths[i]).sum());
+        }
+        store.disable();
+        let mut activations = Activations::new();
+        for (name, buffer) in self.names.iter().zip(buffers) {
+            // Every batch checked that every layer fired.
+            if let Some(t) = buffer {
+                activations.insert(name.clone(), t);
+            }
+        }
+        let all: Vec<usize> = (0..items.len()).collect();
+        let (input_ids, attention_mask) = feed.batch(&all)?;
+        Ok(Window {
+            activations,
+            input_ids,
+            attention_mask,
+        })
+    }
+
+    /// The counts, the layers left unpooled and the items cut, once the run is over.
+    fn finish(mut self, start: Instant) -> (Stats, Vec<String>, usize) {
+        self.progress.finish();
+        self.stats.total_time = start.elapsed();
+        (self.stats, self.unpooled, self.truncated)
+    }
+}
+
+/// Every item has at least one id; `first` is the index of the first, for the message.
+fn check_lengths(lengths: &[usize], first: usize) -> Result<()> {
+    match lengths.iter().position(|&n| n == 0) {
+        Some(empty) => Err(Error::InvalidArgument {
+            name: "items",
+            reason: format!(
+                "item {} has no token ids; drop it or give it at least one",
+                first + empty
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Where [`Extractor::run_into`] hands each window's rows: memory, a file, a dataset folder, or
+/// a store of your own.
+pub trait ActivationSink {
+    /// Takes one window's rows. Windows come in input order, each once.
+    ///
+    /// # Errors
+    ///
+    /// Whatever keeps the sink from taking them (a full disk, say); the run stops with it.
+    fn write(&mut self, chunk: &Chunk<'_>) -> Result<()>;
+}
+
+/// One window's rows, in input order: what an [`ActivationSink`] receives.
+#[derive(Debug)]
+pub struct Chunk<'a> {
+    /// The index, among all items of the run, of the window's first item.
+    pub first: usize,
+    /// Each selected layer, one row per item: pooled `[n, ...]`, or `[n, longest, ...]` with
+    /// zeros past each item's length (see [`Extractor`]).
+    pub activations: &'a Activations,
+    /// `[n, longest]` `Int64`: the items' ids, right-padded.
+    pub input_ids: &'a Tensor,
+    /// `[n, longest]` `Int64`: 1 for a real token.
+    pub attention_mask: &'a Tensor,
+}
+
+impl Chunk<'_> {
+    /// How many items the window holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        usize::try_from(self.attention_mask.size()[0]).unwrap_or(0)
+    }
+
+    /// Whether the window holds no item (never, for chunks the engine makes).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Each item's number of real tokens.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Torch`] when libtorch fails.
+    pub fn lengths(&self) -> Result<Vec<i64>> {
+        Ok(Vec::<i64>::try_from(self.attention_mask.f_sum_dim_intlist(
+            1,
+            false,
+            Kind::Int64,
+        )?)?)
     }
 }
 
@@ -763,6 +1012,13 @@ impl Progress {
             bar,
             start: Instant::now(),
             tokens: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Counts `samples` items as done before this run (a resumed run).
+    pub fn skip(&self, samples: usize) {
+        if let Some(bar) = &self.bar {
+            bar.inc(samples as u64);
         }
     }
 

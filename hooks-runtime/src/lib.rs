@@ -3,6 +3,7 @@
 //! this together with `#[derive(Hookable)]`.
 
 mod builder;
+mod dataset;
 mod error;
 mod extract;
 mod hook;
@@ -22,9 +23,11 @@ mod store;
 pub mod switch;
 
 pub use builder::{HookPaths, NoLayers, SeqPaths};
+pub use dataset::{merge_datasets, read_manifest, ArrayInfo, Dataset, DatasetWriter, Done, Manifest, Rows, Shard};
 pub use error::{Error, Result};
 pub use extract::{
-    extract_representations, BatchForward, Extracted, Extractor, InputIds, Item, Progress, Repeats, Stats, Unmasked,
+    extract_representations, ActivationSink, BatchForward, Chunk, Extracted, Extractor, InputIds, Item, Progress,
+    Repeats, Report, Stats, Unmasked,
 };
 pub use hook::{CaptureOutput, Hook, HookPoint};
 pub use hookable::{Hookable, LayerTree, Walker};

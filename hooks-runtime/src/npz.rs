@@ -118,7 +118,7 @@ where
 /// A temporary-file builder whose file gets the mode any new file gets here: `0o666` less the
 /// umask (a temporary file is otherwise private, `0o600`, and a rename keeps that mode, so a
 /// collaborator could not read the result).
-fn new_file_builder() -> tempfile::Builder<'static, 'static> {
+pub(crate) fn new_file_builder() -> tempfile::Builder<'static, 'static> {
     let mut builder = tempfile::Builder::new();
     #[cfg(unix)]
     {

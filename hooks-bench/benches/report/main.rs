@@ -12,6 +12,8 @@
 //! rounds and, in parentheses, the interquartile range.
 
 mod capture;
+mod engine;
+mod folder;
 mod machine;
 mod memory;
 mod python;
@@ -309,6 +311,10 @@ fn run(cfg: Config) -> BenchResult<()> {
     let writing = writing::run(&mut ctx)?;
     step("4. memory");
     let memory = memory::run(&mut ctx)?;
+    step("5. the extraction engine");
+    let engine = engine::run(&mut ctx)?;
+    step("6. the dataset folder");
+    let folder = folder::run(&mut ctx)?;
     let elapsed = started.elapsed().as_secs_f64();
     step("done");
 
@@ -319,6 +325,8 @@ fn run(cfg: Config) -> BenchResult<()> {
         reference.targets(),
         writing.targets(),
         memory.targets(),
+        engine.targets(),
+        folder.targets(),
     ]
     .into_iter()
     .flatten()
@@ -329,6 +337,8 @@ fn run(cfg: Config) -> BenchResult<()> {
     writeln!(out, "{}", reference.markdown(&ctx.cfg))?;
     writeln!(out, "{}", writing.markdown(&ctx.cfg))?;
     writeln!(out, "{}", memory.markdown(&ctx.cfg))?;
+    writeln!(out, "{}", engine.markdown())?;
+    writeln!(out, "{}", folder.markdown())?;
 
     // `HOOKS_BENCH_OUT` redirects the report (to look at a smoke run's, say).
     let path = match std::env::var_os("HOOKS_BENCH_OUT") {
@@ -346,7 +356,7 @@ fn run(cfg: Config) -> BenchResult<()> {
     } else {
         // The smoke run checks that each section produced its table, not what is in it.
         let text = std::fs::read_to_string(&path)?;
-        for heading in ["## 1.", "## 2.", "## 3.", "## 4."] {
+        for heading in ["## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."] {
             if !text.contains(heading) {
                 return Err(format!("the report lacks `{heading}`").into());
             }

@@ -132,7 +132,7 @@ pub fn run(ctx: &mut Ctx) -> BenchResult<Memory> {
 
 /// Runs `argv` under `py/peak_rss.py` (see there why not from this process); its JSON reply, with
 /// the command's stderr added.
-fn peak_rss(ctx: &Ctx, argv: &[String]) -> BenchResult<serde_json::Value> {
+pub fn peak_rss(ctx: &Ctx, argv: &[String]) -> BenchResult<serde_json::Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/peak_rss.py");
     let mut cmd = crate::python::command(&ctx.python, ctx.cfg.threads);
     cmd.arg(script).args(argv);
@@ -248,8 +248,8 @@ impl Memory {
              its CUDA libraries, as linked for GPU use), the model and any transient. \
              `peak / (output + model)` counts both, so it falls towards `per_byte` as the output \
              grows. `hooks extract` holds the result in memory until it writes the file (one \
-             buffer per layer, allocated once); no streaming writer exists yet, so its peak grows \
-             with the output.\n",
+             buffer per layer, allocated once): an `.npz` is written whole, so its peak grows with \
+             the output. A dataset folder (`--out DIR`, section 6) does not.\n",
         );
         s
     }

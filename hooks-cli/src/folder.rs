@@ -1,0 +1,210 @@
+//! `hooks extract --out DIR`: the dataset folder, its request (what a resume must match), shards,
+//! and `hooks merge`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use hooks::{DatasetWriter, Extractor, Item, Report, Shard, Stats};
+use hooks_models::TextModel;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::error::CliError;
+
+/// Whether `--out` names an `.npz` file rather than a dataset folder.
+pub fn is_npz(out: &Path) -> bool {
+    out.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"))
+}
+
+/// `--shard K/N` or `--shard auto` (RANK and WORLD_SIZE, as torchrun sets them): `(K, N)`.
+pub fn parse_shard(spec: &str) -> Result<(usize, usize), CliError> {
+    let (k, n) = if spec.trim() == "auto" {
+        let var = |name: &str| {
+            std::env::var(name).map_err(|_| {
+                CliError::Usage(format!(
+                    "`--shard auto` reads RANK and WORLD_SIZE (as torchrun sets them), but {name} is not set; pass --shard K/N"
+                ))
+            })
+        };
+        (var("RANK")?, var("WORLD_SIZE")?)
+    } else {
+        let (k, n) = spec
+            .split_once('/')
+            .ok_or_else(|| CliError::Usage(format!("invalid `--shard {spec}`; write K/N, like 0/4, or auto")))?;
+        (k.trim().to_owned(), n.trim().to_owned())
+    };
+    match (k.parse::<usize>(), n.parse::<usize>()) {
+        (Ok(k), Ok(n)) if n > 0 && k < n => Ok((k, n)),
+        _ => Err(CliError::Usage(format!(
+            "invalid shard {k}/{n}; K counts from 0 and is below N, like 0/4 … 3/4"
+        ))),
+    }
+}
+
+/// What a dataset folder records as its request: a rerun resumes only the same request.
+pub struct Request<'a> {
+    pub model_dir: &'a Path,
+    pub input: Option<&'a Path>,
+    pub samples: usize,
+    pub layers: &'a [&'a str],
+    /// Every setting that changes the bytes (pooling, lengths, dtype, device, batching).
+    pub settings: serde_json::Value,
+}
+
+impl Request<'_> {
+    /// The manifest's `config`: the model folder and its files' sha256, the resolved layers,
+    /// the settings, the input file's sha256 and sample count, hooks' version.
+    fn config(&self, model: &dyn TextModel) -> Result<serde_json::Value, CliError> {
+        let store = hooks::ActivationStore::new(model, self.layers)?;
+        let mut weights = serde_json::Map::new();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(self.model_dir)
+            .map_err(|e| CliError::Input(format!("cannot read `{}`: {e}", self.model_dir.display())))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name == "config.json" || name.ends_with(".safetensors") || name.ends_with(".safetensors.index.json")
+            })
+            .collect();
+        entries.sort();
+        for path in entries {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_owned();
+            weights.insert(name, json!(sha256(&path)?));
+        }
+        let input = match self.input {
+            Some(p) => json!({ "path": p.canonicalize().unwrap_or_else(|_| p.to_owned()), "sha256": sha256(p)? }),
+            None => json!({ "path": "the bundled sentences" }),
+        };
+        Ok(json!({
+            "hooks": env!("CARGO_PKG_VERSION"),
+            "model": self.model_dir.canonicalize().unwrap_or_else(|_| self.model_dir.to_owned()),
+            "model_sha256": weights,
+            "layers": store.layer_names(),
+            "settings": self.settings,
+            "input": input,
+            "input_samples": self.samples,
+        }))
+    }
+}
+
+/// The sha256 of a file, in hex.
+fn sha256(path: &Path) -> Result<String, CliError> {
+    let fail = |e: std::io::Error| CliError::Input(format!("cannot read `{}`: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(fail)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(fail)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// What a folder run ended with.
+pub enum Outcome {
+    /// The folder is complete: this run's counts, and how many samples earlier runs wrote.
+    Done {
+        report: Report,
+        resumed: usize,
+        samples: usize,
+    },
+    /// An earlier run had finished it.
+    AlreadyComplete { samples: usize },
+}
+
+/// Runs the extraction into the dataset folder `out`, resuming it if an earlier run of the same
+/// request stopped, for the part of `items` that `shard` names.
+pub fn extract(
+    extractor: &Extractor,
+    model: &dyn TextModel,
+    items: &[Item],
+    request: &Request<'_>,
+    shard: Option<(usize, usize)>,
+    out: &Path,
+    overwrite: bool,
+) -> Result<Outcome, hooks::Error> {
+    let windows = extractor.windows(items);
+    let (first, end) = match shard {
+        None => (0, items.len()),
+        Some((k, n)) => {
+            if windows.len() < n {
+                return Err(hooks::Error::InvalidArgument {
+                    name: "shard",
+                    reason: format!(
+                        "the input makes {} window(s) of samples and a shard is whole windows, so it splits into at most {}; use fewer shards or a smaller --window",
+                        windows.len(),
+                        windows.len()
+                    ),
+                });
+            }
+            let at = |k: usize| windows.get(k * windows.len() / n).map_or(items.len(), |w| w.start);
+            (at(k), at(k + 1))
+        }
+    };
+    let config = request.config(model).map_err(|e| hooks::Error::InvalidArgument {
+        name: "request",
+        reason: e.to_string(),
+    })?;
+    let shard = shard.map(|(index, count)| Shard {
+        index,
+        count,
+        first,
+        end,
+    });
+    let mut writer = DatasetWriter::create(out, config, shard, end - first, overwrite)?;
+    if writer.is_complete() {
+        return Ok(Outcome::AlreadyComplete { samples: end - first });
+    }
+    let resumed = writer.done_samples();
+    let report = extractor.run_into(model, request.layers, &items[first..end], resumed, &mut writer)?;
+    writer.finish()?;
+    Ok(Outcome::Done {
+        report,
+        resumed,
+        samples: end - first,
+    })
+}
+
+/// The notes a run leaves: samples cut to the maximum length, layers not pooled.
+pub fn notes(unpooled: &[String], truncated: usize, samples: usize, max_length: usize) -> Vec<String> {
+    let mut notes = Vec::new();
+    if truncated > 0 {
+        notes.push(format!(
+            "{truncated} of {samples} samples given as `input_ids` were longer than {max_length} tokens and were cut to it"
+        ));
+    }
+    if !unpooled.is_empty() {
+        let names: Vec<String> = unpooled.iter().map(|l| format!("`{l}`")).collect();
+        notes.push(format!("not pooled, having no token axis: {}", names.join(", ")));
+    }
+    notes
+}
+
+/// ` in 1.2 s (300 samples/s, 5000 tokens/s; 12% of positions were padding)`.
+pub fn rates(stats: &Stats, start: Instant) -> String {
+    let seconds = start.elapsed().as_secs_f64();
+    format!(
+        " in {seconds:.1} s ({:.0} samples/s, {:.0} tokens/s; {:.0}% of positions were padding)",
+        stats.samples as f64 / seconds,
+        stats.tokens as f64 / seconds,
+        100.0 * (1.0 - stats.tokens as f64 / stats.positions.max(1) as f64)
+    )
+}
+
+/// `hooks merge OUT IN...`.
+pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<(), CliError> {
+    hooks::merge_datasets(out, inputs)?;
+    let manifest = hooks::read_manifest(out)?;
+    out!(
+        "merged {} shards: {} samples, {} tokens -> {}",
+        inputs.len(),
+        manifest.samples,
+        manifest.done.tokens,
+        out.display()
+    )?;
+    Ok(())
+}

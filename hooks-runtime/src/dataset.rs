@@ -1,0 +1,843 @@
+//! The dataset folder: an extraction streamed to disk, one `.npy` per layer that numpy opens
+//! memory-mapped, resumable after a crash, joinable from shards.
+//!
+//! ```text
+//! DIR/
+//!   manifest.json            what was asked (config), which part (shard), how far it got (done)
+//!   <layer>.npy              per sample [N, ...] (pooled, or without a token axis), or per
+//!                            real token [n_tokens, ...] (unpooled)
+//!   offsets.npy              int64 [N + 1]: sample i is token rows offsets[i]:offsets[i+1]
+//!   input_ids.npy            int64 [n_tokens]: the real tokens, in order
+//! ```
+//!
+//! Every `.npy` starts with a 128-byte header (numpy's format 1.0). While a run is in progress
+//! the header is zeros and the data grows behind it; `finish` writes the headers. A window's
+//! bytes are appended to every file and synced before `manifest.json` (replaced atomically) says
+//! they are done: after a crash, a rerun cuts each file back to what the manifest counts and
+//! goes on from there, and the finished folder is byte for byte the one an uninterrupted run
+//! writes.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::extract::{ActivationSink, Chunk};
+use crate::pool::Pool;
+
+/// The size of every `.npy` header this module writes: a multiple of 64, as numpy aligns it, and
+/// of every element size, so that the data starts element-aligned.
+const HEADER: u64 = 128;
+
+/// The manifest's `format` field.
+const FORMAT: &str = "hooks-dataset";
+
+/// How a layer's rows are laid out in its `.npy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rows {
+    /// One row per sample: `[N, ...]`.
+    Samples,
+    /// One row per real token: `[n_tokens, ...]`, split by `offsets.npy`.
+    Tokens,
+}
+
+/// One array of the folder, as the manifest records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayInfo {
+    /// numpy's dtype string (`<f4`).
+    pub descr: String,
+    /// Every dim but the first.
+    pub row_shape: Vec<i64>,
+    /// The layout of its rows.
+    pub rows: Rows,
+}
+
+/// The part of the input a folder holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// `K` of `--shard K/N`, from 0.
+    pub index: usize,
+    /// `N`.
+    pub count: usize,
+    /// The first item of the input this shard holds.
+    pub first: usize,
+    /// One past its last.
+    pub end: usize,
+}
+
+/// How far a folder got.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {
+    /// Samples written and synced.
+    pub samples: usize,
+    /// Their real tokens.
+    pub tokens: u64,
+    /// Each file's length in bytes, header included.
+    pub bytes: BTreeMap<String, u64>,
+}
+
+/// `manifest.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always `hooks-dataset`.
+    pub format: String,
+    /// The layout's version, 1.
+    pub version: u32,
+    /// What the run was asked to do (model, layers, pooling, input, ...): a rerun must ask the
+    /// same to resume.
+    pub config: serde_json::Value,
+    /// The part of the input this folder holds; `None` for all of it.
+    pub shard: Option<Shard>,
+    /// How many samples the folder will hold when complete.
+    pub samples: usize,
+    /// The arrays, by file name (`encoder.layer.3.output.npy`), once the first window fixed them.
+    pub arrays: BTreeMap<String, ArrayInfo>,
+    /// Progress.
+    pub done: Done,
+    /// Whether every sample is written and the headers are final.
+    pub complete: bool,
+}
+
+impl Manifest {
+    /// The first difference between this manifest's request and `other`'s, as `(what, ours,
+    /// theirs)`.
+    fn differs_from(&self, other: &Manifest) -> Option<(String, String, String)> {
+        if let Some(found) = first_difference("", &self.config, &other.config) {
+            return Some(found);
+        }
+        if self.shard != other.shard {
+            let shard = |s: &Option<Shard>| s.map_or_else(|| "none".to_owned(), |s| format!("{}/{}", s.index, s.count));
+            return Some(("shard".into(), shard(&self.shard), shard(&other.shard)));
+        }
+        if self.samples != other.samples {
+            return Some(("samples".into(), self.samples.to_string(), other.samples.to_string()));
+        }
+        None
+    }
+}
+
+/// The first difference between two JSON values, as `(dotted path, ours, theirs)`: objects are
+/// compared key by key, in key order, anything else whole.
+fn first_difference(
+    path: &str,
+    ours: &serde_json::Value,
+    theirs: &serde_json::Value,
+) -> Option<(String, String, String)> {
+    use serde_json::Value;
+    match (ours, theirs) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            keys.into_iter().find_map(|key| {
+                let at = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) => first_difference(&at, x, y),
+                    (x, y) => {
+                        let show = |v: Option<&Value>| v.map_or_else(|| "nothing".to_owned(), ToString::to_string);
+                        Some((at, show(x), show(y)))
+                    }
+                }
+            })
+        }
+        (a, b) if a == b => None,
+        (a, b) => Some((path.to_owned(), a.to_string(), b.to_string())),
+    }
+}
+
+/// Writes an extraction into a dataset folder, window by window: an [`ActivationSink`].
+///
+/// ```no_run
+/// # fn main() -> hooks_runtime::Result<()> {
+/// # let (model, items) = (unimplemented!() as &hooks_runtime::Unmasked<'static, tch::nn::Linear>, Vec::new());
+/// use hooks_runtime::{DatasetWriter, Extractor};
+///
+/// let config = serde_json::json!({ "layers": ["encoder.layer.3.output"] });
+/// let mut writer = DatasetWriter::create("acts".as_ref(), config, None, items.len(), false)?;
+/// let skip = writer.done_samples();             // > 0 when resuming an interrupted run
+/// Extractor::new().run_into(model, &["encoder.layer.3.output"], &items, skip, &mut writer)?;
+/// writer.finish()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct DatasetWriter {
+    dir: PathBuf,
+    manifest: Manifest,
+    /// Windows written by this process (for the crash points of the tests).
+    windows: usize,
+}
+
+impl DatasetWriter {
+    /// Opens `dir` for an extraction of `samples` samples described by `config` (any JSON the
+    /// caller wants a rerun compared on: model, layers, pooling, input): a new folder, or the
+    /// folder of an interrupted run of the same request, which goes on where it stopped
+    /// ([`done_samples`](Self::done_samples)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DatasetMismatch`] when `dir` holds a run of another request (naming the first
+    /// difference) and `overwrite` is false; [`Error::BadFile`] when `dir` is a non-empty folder
+    /// without a `manifest.json`, or its manifest is unreadable; [`Error::Io`].
+    pub fn create(
+        dir: &Path,
+        config: serde_json::Value,
+        shard: Option<Shard>,
+        samples: usize,
+        overwrite: bool,
+    ) -> Result<DatasetWriter> {
+        let fresh = Manifest {
+            format: FORMAT.into(),
+            version: 1,
+            config,
+            shard,
+            samples,
+            arrays: BTreeMap::new(),
+            done: Done::default(),
+            complete: false,
+        };
+        let manifest_path = dir.join("manifest.json");
+        if manifest_path.exists() {
+            let old = read_manifest(dir)?;
+            match old.differs_from(&fresh) {
+                None => {
+                    let writer = DatasetWriter {
+                        dir: dir.to_owned(),
+                        manifest: old,
+                        windows: 0,
+                    };
+                    writer.cut_back()?;
+                    return Ok(writer);
+                }
+                Some((what, there, now)) if !overwrite => {
+                    return Err(Error::DatasetMismatch {
+                        dir: dir.to_owned(),
+                        what,
+                        there,
+                        now,
+                    })
+                }
+                Some(_) => remove_dataset(dir, &old)?,
+            }
+        } else if dir.exists() {
+            let mut entries = fs::read_dir(dir).map_err(|e| io("cannot read", dir, e))?;
+            if entries.next().is_some() {
+                return Err(Error::BadFile {
+                    path: dir.to_owned(),
+                    reason: "the folder is not empty and holds no manifest.json: it is not a dataset folder; choose a new or empty folder".into(),
+                });
+            }
+        }
+        fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+        let writer = DatasetWriter {
+            dir: dir.to_owned(),
+            manifest: fresh,
+            windows: 0,
+        };
+        writer.save_manifest()?;
+        Ok(writer)
+    }
+
+    /// Samples already written by an earlier run of the same request: the engine skips them.
+    #[must_use]
+    pub fn done_samples(&self) -> usize {
+        self.manifest.done.samples
+    }
+
+    /// Whether an earlier run finished the folder.
+    #[must_use]
+    pub fn is_complete(&self) -> bool {
+        self.manifest.complete
+    }
+
+    /// The manifest as it stands.
+    #[must_use]
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Cuts every file back to the bytes the manifest counts (a crash may have left a partial
+    /// window behind them), and removes files it does not count yet.
+    fn cut_back(&self) -> Result<()> {
+        for name in self.file_names() {
+            let path = self.dir.join(&name);
+            match self.manifest.done.bytes.get(&name) {
+                Some(&len) => {
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| io("cannot open", &path, e))?;
+                    file.set_len(len).map_err(|e| io("cannot truncate", &path, e))?;
+                    file.sync_all().map_err(|e| io("cannot sync", &path, e))?;
+                }
+                None => {
+                    if path.exists() {
+                        fs::remove_file(&path).map_err(|e| io("cannot remove", &path, e))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every data file of the folder: the layers', `offsets.npy`, `input_ids.npy`.
+    fn file_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.manifest.arrays.keys().cloned().collect();
+        names.extend(["offsets.npy".to_owned(), "input_ids.npy".to_owned()]);
+        names
+    }
+
+    fn save_manifest(&self) -> Result<()> {
+        let text = serde_json::to_string_pretty(&self.manifest).map_err(|e| Error::BadFile {
+            path: self.dir.join("manifest.json"),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&self.dir.join("manifest.json"), format!("{text}\n").as_bytes())
+    }
+
+    /// Fixes each layer's layout and dtype from the first window.
+    fn plan(&mut self, chunk: &Chunk<'_>) -> Result<()> {
+        for (layer, t) in chunk.activations {
+            let size = t.size();
+            let width = chunk.attention_mask.size()[1];
+            let rows = if Pool::has_token_axis(t, chunk.attention_mask) {
+                Rows::Tokens
+            } else if size.len() == 4 && size[2] == width && size[3] == width {
+                return Err(Error::InvalidArgument {
+                    name: "layers",
+                    reason: format!(
+                        "`{layer}` gives [heads, tokens, tokens] per sample (attention probabilities), which has no row-per-token layout; write it to an .npz file, or leave it out"
+                    ),
+                });
+            } else {
+                Rows::Samples
+            };
+            let first = if rows == Rows::Tokens { 2 } else { 1 };
+            let (descr, _) = npy_dtype(t.kind(), layer)?;
+            self.manifest.arrays.insert(
+                format!("{layer}.npy"),
+                ArrayInfo {
+                    descr: descr.into(),
+                    row_shape: size[first..].to_vec(),
+                    rows,
+                },
+            );
+        }
+        for name in self.file_names() {
+            let path = self.dir.join(&name);
+            let mut file = File::create(&path).map_err(|e| io("cannot create", &path, e))?;
+            let mut start = vec![0u8; HEADER as usize];
+            if name == "offsets.npy" {
+                start.extend_from_slice(&0i64.to_le_bytes());
+            }
+            file.write_all(&start).map_err(|e| io("cannot write", &path, e))?;
+            file.sync_all().map_err(|e| io("cannot sync", &path, e))?;
+            self.manifest.done.bytes.insert(name, start.len() as u64);
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// Appends `bytes` to the file `name`, at the length the manifest counts.
+    fn append(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.dir.join(name);
+        let at = self.manifest.done.bytes.get(name).copied().unwrap_or(HEADER);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| io("cannot open", &path, e))?;
+        file.seek(SeekFrom::Start(at))
+            .map_err(|e| io("cannot write", &path, e))?;
+        file.write_all(bytes).map_err(|e| io("cannot write", &path, e))?;
+        file.sync_data().map_err(|e| io("cannot sync", &path, e))?;
+        self.manifest
+            .done
+            .bytes
+            .insert(name.to_owned(), at + bytes.len() as u64);
+        Ok(())
+    }
+
+    /// Writes the `.npy` headers with the final shapes and marks the folder complete.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when samples are missing; [`Error::Io`].
+    pub fn finish(&mut self) -> Result<()> {
+        if self.manifest.complete {
+            return Ok(());
+        }
+        let m = &self.manifest;
+        if m.done.samples != m.samples {
+            return Err(Error::InvalidArgument {
+                name: "dataset",
+                reason: format!(
+                    "{} of {} samples are written; run again to finish",
+                    m.done.samples, m.samples
+                ),
+            });
+        }
+        let tokens = i64::try_from(m.done.tokens).unwrap_or(i64::MAX);
+        let samples = i64::try_from(m.samples).unwrap_or(i64::MAX);
+        let mut headers = Vec::new();
+        for (name, info) in &m.arrays {
+            let rows = if info.rows == Rows::Tokens { tokens } else { samples };
+            let shape: Vec<i64> = std::iter::once(rows).chain(info.row_shape.iter().copied()).collect();
+            headers.push((name.clone(), npy_header(&info.descr, &shape)?));
+        }
+        headers.push(("offsets.npy".into(), npy_header("<i8", &[samples + 1])?));
+        headers.push(("input_ids.npy".into(), npy_header("<i8", &[tokens])?));
+        for (name, header) in headers {
+            let path = self.dir.join(&name);
+            let mut file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| io("cannot open", &path, e))?;
+            file.write_all(&header).map_err(|e| io("cannot write", &path, e))?;
+            file.sync_data().map_err(|e| io("cannot sync", &path, e))?;
+        }
+        crash_point("finish", 0);
+        self.manifest.complete = true;
+        self.save_manifest()
+    }
+}
+
+impl ActivationSink for DatasetWriter {
+    fn write(&mut self, chunk: &Chunk<'_>) -> Result<()> {
+        // The engine hands windows in order from where the folder stopped; anything else is a
+        // caller's mistake that would misplace rows.
+        let expected = self.manifest.done.samples;
+        if chunk.first != expected {
+            return Err(Error::InvalidArgument {
+                name: "chunk",
+                reason: format!(
+                    "rows for samples from {} arrived, but the folder holds {expected}; pass `done_samples()` as `skip`",
+                    chunk.first
+                ),
+            });
+        }
+        if self.manifest.arrays.is_empty() {
+            self.plan(chunk)?;
+        }
+        let lengths = chunk.lengths()?;
+        let mask = chunk.attention_mask.f_view([-1])?.f_nonzero()?.f_view([-1])?;
+        for (layer, t) in chunk.activations {
+            let name = format!("{layer}.npy");
+            let info = self
+                .manifest
+                .arrays
+                .get(&name)
+                .cloned()
+                .ok_or_else(|| Error::InvalidArgument {
+                    name: "chunk",
+                    reason: format!("`{layer}` was not in the first window"),
+                })?;
+            let size = t.size();
+            let rows = match info.rows {
+                Rows::Tokens => {
+                    let flat: Vec<i64> = [size[0] * size[1]]
+                        .into_iter()
+                        .chain(size[2..].iter().copied())
+                        .collect();
+                    t.f_reshape(flat.as_slice())?.f_index_select(0, &mask)?
+                }
+                Rows::Samples => t.shallow_clone(),
+            };
+            let got = &rows.size()[1..];
+            let (descr, _) = npy_dtype(t.kind(), layer)?;
+            if got != info.row_shape.as_slice() || descr != info.descr {
+                return Err(Error::ShapeMismatch {
+                    layer: layer.to_owned(),
+                    expected: info.row_shape.clone(),
+                    got: got.to_vec(),
+                });
+            }
+            self.append(&name, &tensor_bytes(&rows, layer)?)?;
+        }
+        let ids = chunk.input_ids.f_view([-1])?.f_index_select(0, &mask)?;
+        self.append("input_ids.npy", &tensor_bytes(&ids, "input_ids")?)?;
+        let mut offsets = Vec::with_capacity(lengths.len() * 8);
+        let mut at = i64::try_from(self.manifest.done.tokens).unwrap_or(i64::MAX);
+        for len in &lengths {
+            at += len;
+            offsets.extend_from_slice(&at.to_le_bytes());
+        }
+        self.append("offsets.npy", &offsets)?;
+        self.windows += 1;
+        crash_point("data", self.windows);
+        self.manifest.done.samples += chunk.len();
+        self.manifest.done.tokens = u64::try_from(at).unwrap_or(0);
+        self.save_manifest()?;
+        crash_point("manifest", self.windows);
+        Ok(())
+    }
+}
+
+/// Joins shard folders, in order, into `out`: the folder the unsharded run writes, byte for byte.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] for no inputs, an incomplete shard, shards of another request or
+/// of another number of shards, or shards that overlap or leave gaps; [`Error::Io`].
+pub fn merge_datasets(out: &Path, inputs: &[PathBuf]) -> Result<()> {
+    let bad = |reason: String| Error::InvalidArgument { name: "shards", reason };
+    let manifests = inputs
+        .iter()
+        .map(|dir| read_manifest(dir))
+        .collect::<Result<Vec<_>>>()?;
+    let Some(first) = manifests.first() else {
+        return Err(bad("give at least one shard folder".into()));
+    };
+    let mut expected = 0;
+    for (dir, m) in inputs.iter().zip(&manifests) {
+        if !m.complete {
+            return Err(bad(format!(
+                "`{}` is not complete; run its shard again to finish it",
+                dir.display()
+            )));
+        }
+        let Some(shard) = m.shard else {
+            return Err(bad(format!(
+                "`{}` is not a shard (it holds the whole input)",
+                dir.display()
+            )));
+        };
+        if let Some((what, _, _)) = first.differs_from(&Manifest {
+            shard: first.shard,
+            samples: first.samples,
+            ..m.clone()
+        }) {
+            return Err(bad(format!(
+                "`{}` was extracted with another `{what}` than `{}`",
+                dir.display(),
+                inputs[0].display()
+            )));
+        }
+        if m.arrays != first.arrays {
+            return Err(bad(format!(
+                "`{}` has other arrays than `{}`",
+                dir.display(),
+                inputs[0].display()
+            )));
+        }
+        if shard.first != expected {
+            return Err(bad(format!(
+                "`{}` starts at sample {} but the shards before it end at {expected}: {}; give every shard once, in order",
+                dir.display(),
+                shard.first,
+                if shard.first > expected { "a gap" } else { "an overlap" }
+            )));
+        }
+        expected = shard.end;
+    }
+    let last = manifests.last().and_then(|m| m.shard).map_or(0, |s| s.count);
+    let total_samples: usize = manifests.iter().map(|m| m.samples).sum();
+    if manifests.len() != last || first.shard.is_some_and(|s| s.index != 0) {
+        return Err(bad(format!(
+            "{} shard folders given for a run of {last} shards; give all of them, in order",
+            manifests.len()
+        )));
+    }
+    let mut merged = DatasetWriter::create(out, first.config.clone(), None, total_samples, false)?;
+    if merged.done_samples() != 0 || merged.manifest.complete {
+        return Err(bad(format!(
+            "`{}` already holds rows; merge into a new folder",
+            out.display()
+        )));
+    }
+    merged.manifest.arrays = first.arrays.clone();
+    let names = merged.file_names();
+    for name in &names {
+        let path = out.join(name);
+        let mut file = File::create(&path).map_err(|e| io("cannot create", &path, e))?;
+        let mut start = vec![0u8; HEADER as usize];
+        if name == "offsets.npy" {
+            start.extend_from_slice(&0i64.to_le_bytes());
+        }
+        file.write_all(&start).map_err(|e| io("cannot write", &path, e))?;
+        merged.manifest.done.bytes.insert(name.clone(), start.len() as u64);
+    }
+    let mut tokens: i64 = 0;
+    for (dir, m) in inputs.iter().zip(&manifests) {
+        for name in &names {
+            let path = dir.join(name);
+            let mut bytes = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(|e| io("cannot read", &path, e))?;
+            let mut data = bytes.split_off(HEADER as usize);
+            if name == "offsets.npy" {
+                // Drop the shard's leading 0 and shift the rest past the tokens before it.
+                data = data
+                    .chunks_exact(8)
+                    .skip(1)
+                    .flat_map(|b| (i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) + tokens).to_le_bytes())
+                    .collect();
+            }
+            merged.append(name, &data)?;
+        }
+        tokens += i64::try_from(m.done.tokens).unwrap_or(0);
+        merged.manifest.done.samples += m.samples;
+    }
+    merged.manifest.done.tokens = u64::try_from(tokens).unwrap_or(0);
+    merged.save_manifest()?;
+    merged.finish()
+}
+
+/// The manifest of the dataset folder `dir`.
+///
+/// # Errors
+///
+/// [`Error::BadFile`] when it is missing or not a hooks dataset manifest.
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let path = dir.join("manifest.json");
+    let text = fs::read_to_string(&path).map_err(|e| Error::BadFile {
+        path: path.clone(),
+        reason: format!("{e}; is `{}` a dataset folder written by hooks?", dir.display()),
+    })?;
+    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| Error::BadFile {
+        path: path.clone(),
+        reason: format!("not a hooks dataset manifest ({e})"),
+    })?;
+    if manifest.format != FORMAT || manifest.version != 1 {
+        return Err(Error::BadFile {
+            path,
+            reason: format!(
+                "format `{}` version {}; this build reads `{FORMAT}` version 1",
+                manifest.format, manifest.version
+            ),
+        });
+    }
+    Ok(manifest)
+}
+
+/// A finished dataset folder, its arrays opened memory-mapped on request.
+#[derive(Debug)]
+pub struct Dataset {
+    dir: PathBuf,
+    manifest: Manifest,
+}
+
+impl Dataset {
+    /// Opens the dataset folder `dir`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadFile`] when it has no readable manifest or is not complete.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Dataset> {
+        let dir = dir.as_ref().to_owned();
+        let manifest = read_manifest(&dir)?;
+        if !manifest.complete {
+            return Err(Error::BadFile {
+                path: dir,
+                reason: "the extraction is not finished; run the same command again to finish it".into(),
+            });
+        }
+        Ok(Dataset { dir, manifest })
+    }
+
+    /// The manifest.
+    #[must_use]
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The layer paths, in file-name order.
+    pub fn layers(&self) -> impl Iterator<Item = &str> {
+        self.manifest.arrays.keys().filter_map(|n| n.strip_suffix(".npy"))
+    }
+
+    /// `name` (a layer path, `offsets` or `input_ids`) as a CPU tensor backed by the file,
+    /// memory-mapped (copy-on-write: writes to the tensor never reach the file).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadFile`] for a name the folder lacks or a header it did not write.
+    pub fn array(&self, name: &str) -> Result<Tensor> {
+        let file = format!("{name}.npy");
+        let path = self.dir.join(&file);
+        let (descr, shape) = match (name, self.manifest.arrays.get(&file)) {
+            (_, Some(info)) => {
+                let rows = if info.rows == Rows::Tokens {
+                    self.manifest.done.tokens as i64
+                } else {
+                    self.manifest.samples as i64
+                };
+                let shape: Vec<i64> = std::iter::once(rows).chain(info.row_shape.iter().copied()).collect();
+                (info.descr.clone(), shape)
+            }
+            ("offsets", None) => ("<i8".to_owned(), vec![self.manifest.samples as i64 + 1]),
+            ("input_ids", None) => ("<i8".to_owned(), vec![self.manifest.done.tokens as i64]),
+            _ => {
+                return Err(Error::BadFile {
+                    path,
+                    reason: format!(
+                        "no array `{name}`; the folder has {}",
+                        self.layers().collect::<Vec<_>>().join(", ")
+                    ),
+                })
+            }
+        };
+        let mut header = vec![0u8; HEADER as usize];
+        File::open(&path)
+            .and_then(|mut f| f.read_exact(&mut header))
+            .map_err(|e| io("cannot read", &path, e))?;
+        if header != npy_header(&descr, &shape)? {
+            return Err(Error::BadFile {
+                path,
+                reason: "its header is not the one the manifest describes".into(),
+            });
+        }
+        let kind = kind_of(&descr).ok_or_else(|| Error::BadFile {
+            path: path.clone(),
+            reason: format!("dtype `{descr}`"),
+        })?;
+        let elt = kind.elt_size_in_bytes() as i64;
+        let count: i64 = shape.iter().product();
+        let header_elts = HEADER as i64 / elt;
+        let name = path.to_str().ok_or_else(|| Error::BadFile {
+            path: path.clone(),
+            reason: "the path is not UTF-8".into(),
+        })?;
+        let mapped = Tensor::f_from_file(name, false, Some(header_elts + count), (kind, Device::Cpu))?;
+        Ok(mapped.f_narrow(0, header_elts, count)?.f_view(shape.as_slice())?)
+    }
+}
+
+/// numpy's dtype string for `kind`, and the kind the bytes are written in (bf16 as f32).
+fn npy_dtype(kind: Kind, layer: &str) -> Result<(&'static str, Kind)> {
+    Ok(match kind {
+        Kind::Float | Kind::BFloat16 => ("<f4", Kind::Float),
+        Kind::Double => ("<f8", kind),
+        Kind::Half => ("<f2", kind),
+        Kind::Int64 => ("<i8", kind),
+        Kind::Int => ("<i4", kind),
+        Kind::Int16 => ("<i2", kind),
+        Kind::Int8 => ("|i1", kind),
+        Kind::Uint8 => ("|u1", kind),
+        Kind::Bool => ("|b1", kind),
+        kind => {
+            return Err(Error::UnsupportedDtype {
+                layer: layer.to_owned(),
+                kind,
+            })
+        }
+    })
+}
+
+fn kind_of(descr: &str) -> Option<Kind> {
+    Some(match descr {
+        "<f4" => Kind::Float,
+        "<f8" => Kind::Double,
+        "<f2" => Kind::Half,
+        "<i8" => Kind::Int64,
+        "<i4" => Kind::Int,
+        "<i2" => Kind::Int16,
+        "|i1" => Kind::Int8,
+        "|u1" => Kind::Uint8,
+        "|b1" => Kind::Bool,
+        _ => return None,
+    })
+}
+
+/// numpy's format 1.0 header for `descr` and `shape`, padded to [`HEADER`] bytes.
+fn npy_header(descr: &str, shape: &[i64]) -> Result<Vec<u8>> {
+    let dims: Vec<String> = shape.iter().map(i64::to_string).collect();
+    let shape = match dims.as_slice() {
+        [one] => format!("({one},)"),
+        dims => format!("({})", dims.join(", ")),
+    };
+    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    let room = HEADER as usize - 10;
+    if dict.len() + 1 > room {
+        return Err(Error::InvalidArgument {
+            name: "shape",
+            reason: format!("{shape} does not fit a {HEADER}-byte .npy header"),
+        });
+    }
+    let mut header = b"\x93NUMPY\x01\x00".to_vec();
+    header.extend_from_slice(&u16::try_from(room).unwrap_or(0).to_le_bytes());
+    header.extend_from_slice(dict.as_bytes());
+    header.resize(HEADER as usize - 1, b' ');
+    header.push(b'\n');
+    Ok(header)
+}
+
+/// The bytes of `t` as the `.npy` holds them: contiguous, little-endian, bf16 widened to f32.
+fn tensor_bytes(t: &Tensor, layer: &str) -> Result<Vec<u8>> {
+    let (_, kind) = npy_dtype(t.kind(), layer)?;
+    let t = t.f_to_device(Device::Cpu)?.f_to_kind(kind)?.f_contiguous()?;
+    let numel = t.numel();
+    let mut bytes = vec![0u8; numel * kind.elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut bytes, numel)?;
+    Ok(bytes)
+}
+
+/// Replaces `path` with `bytes` atomically: a synced temporary in the same folder, renamed over
+/// it, the folder synced.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = crate::npz::new_file_builder()
+        .prefix(".manifest")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| io("cannot write", path, e))?;
+    tmp.write_all(bytes).map_err(|e| io("cannot write", path, e))?;
+    tmp.as_file().sync_all().map_err(|e| io("cannot sync", path, e))?;
+    tmp.persist(path).map_err(|e| io("cannot write", path, e.error))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("cannot sync", dir, e))
+}
+
+/// Removes a dataset's own files (its manifest and arrays), for `--overwrite`.
+fn remove_dataset(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let names = manifest
+        .arrays
+        .keys()
+        .cloned()
+        .chain(["offsets.npy", "input_ids.npy", "manifest.json"].map(String::from));
+    for name in names {
+        let path = dir.join(name);
+        if path.exists() {
+            fs::remove_file(&path).map_err(|e| io("cannot remove", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn io(action: &'static str, path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A place where the crash tests kill the process: `HOOKS_CRASH_AT=data:2` dies by SIGKILL right
+/// after the second window's data is synced and before the manifest counts it; `manifest:N`
+/// right after the manifest counts window N; `finish:0` after the final headers, before the
+/// manifest says complete. Unset, it does nothing. A testing aid: it is how the tests reach the
+/// moments a real `kill -9` could land in.
+fn crash_point(point: &str, window: usize) {
+    let Ok(at) = std::env::var("HOOKS_CRASH_AT") else {
+        return;
+    };
+    if at == format!("{point}:{window}") {
+        // SIGKILL, as `kill -9` would: no destructor, no flush.
+        // SAFETY: `kill` on this process's own id with a valid signal number has no memory
+        // effects in this process; it does not return.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        std::process::abort();
+    }
+}
