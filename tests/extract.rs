@@ -313,3 +313,53 @@ fn an_output_without_one_row_per_sample_is_refused() {
         "layer `out` gave shape [4] for a batch of 2 samples; extraction needs one row per sample (or one row, broadcast to all), so its first dim must be 2 or 1"
     );
 }
+
+/// Windows streamed to a sink and joined give what one in-memory run gives; the interrupt flag
+/// stops a run between batches.
+#[test]
+fn windows_joined_from_a_sink_equal_one_run_and_an_interrupt_stops_it() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    let toy = Toy::new();
+    let layers = ["embed", "position", "last"];
+    let whole = Extractor::new().batch_size(2).run(&toy, &layers, &items()).unwrap();
+    for window in [1, 2, 3] {
+        let mut sink = hooks::MemorySink::new();
+        let report = Extractor::new()
+            .batch_size(2)
+            .window(window)
+            .run_into(&toy, &layers, &items(), 0, &mut sink)
+            .unwrap();
+        assert_eq!(report.stats.samples, 5);
+        let (acts, ids, mask) = sink.into_parts().unwrap();
+        for layer in layers {
+            assert_eq!(
+                acts.get(layer),
+                whole.activations.get(layer),
+                "window {window}, {layer}"
+            );
+        }
+        assert_eq!(mask, whole.attention_mask, "window {window}");
+        assert_eq!(ids.size(), [5, 4]);
+    }
+    // Resumed after the first two windows of one item each: only the rest is run and handed on.
+    let mut sink = hooks::MemorySink::new();
+    let report = Extractor::new()
+        .window(1)
+        .run_into(&toy, &layers, &items(), 2, &mut sink)
+        .unwrap();
+    assert_eq!(report.stats.samples, 3);
+    let err = Extractor::new()
+        .window(2)
+        .run_into(&toy, &layers, &items(), 1, &mut hooks::MemorySink::new())
+        .unwrap_err();
+    assert!(err.to_string().contains("not a window boundary"), "{err}");
+
+    let flag = Arc::new(AtomicBool::new(true));
+    let err = Extractor::new()
+        .interrupt(flag)
+        .run(&toy, &layers, &items())
+        .unwrap_err();
+    assert!(matches!(err, Error::Interrupted), "{err}");
+}

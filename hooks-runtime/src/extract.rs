@@ -417,7 +417,7 @@ impl Extractor {
         layers: &[L],
         items: &[Item],
         skip: usize,
-        sink: &mut dyn ActivationSink,
+        sink: &mut (dyn ActivationSink + Send),
     ) -> Result<Report>
     where
         M: BatchForward + ?Sized,
@@ -438,15 +438,43 @@ impl Extractor {
         let todo: Vec<_> = windows.into_iter().filter(|w| w.start >= skip).collect();
         let mut session = Session::start(self, model, layers, items)?;
         session.progress.skip(skip);
-        for range in todo {
-            let window = session.window(&items[range.clone()])?;
-            sink.write(&Chunk {
-                first: range.start,
-                activations: &window.activations,
-                input_ids: &window.input_ids,
-                attention_mask: &window.attention_mask,
-            })?;
-        }
+        // The sink takes each window on a thread of its own while the next window runs: writing
+        // and syncing overlap the forwards. One window waits at most (the channel holds one), so
+        // memory holds at most three: running, waiting, being written.
+        let ran = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Window)>(1);
+            let writer = scope.spawn(move || -> Result<()> {
+                for (first, window) in rx {
+                    sink.write(&Chunk {
+                        first,
+                        activations: &window.activations,
+                        input_ids: &window.input_ids,
+                        attention_mask: &window.attention_mask,
+                    })?;
+                }
+                Ok(())
+            });
+            let mut ran = Ok(());
+            for range in todo {
+                match session.window(&items[range.clone()]) {
+                    // A closed channel means the writer stopped on an error: it says which.
+                    Ok(window) => {
+                        if tx.send((range.start, window)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        ran = Err(e);
+                        break;
+                    }
+                }
+            }
+            // Windows already handed over are written before the run ends, even on an error.
+            drop(tx);
+            let written = writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            written.and(ran)
+        });
+        ran?;
         let (stats, unpooled, truncated) = session.finish(start);
         Ok(Report {
             unpooled,
@@ -574,6 +602,7 @@ impl Extractor {
 }
 
 /// One window's rows, in input order.
+#[derive(Debug)]
 struct Window {
     activations: Activations,
     input_ids: Tensor,
@@ -746,6 +775,138 @@ pub trait ActivationSink {
     ///
     /// Whatever keeps the sink from taking them (a full disk, say); the run stops with it.
     fn write(&mut self, chunk: &Chunk<'_>) -> Result<()>;
+}
+
+/// An [`ActivationSink`] that keeps every window in memory and joins them at the end: one row
+/// per item in input order, unpooled outputs padded with zeros to the longest item, as
+/// [`Extractor::run`] returns them (`input_ids` are padded with 0 past the windows' own width).
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    windows: Vec<(usize, Window)>,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Everything received, joined: the activations, then `input_ids` and `attention_mask`
+    /// (`[items, longest]`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShapeMismatch`] when a layer's windows differ past their token axes;
+    /// [`Error::Torch`].
+    pub fn into_parts(mut self) -> Result<(Activations, Tensor, Tensor)> {
+        self.windows.sort_by_key(|(first, _)| *first);
+        let items: usize = self
+            .windows
+            .iter()
+            .map(|(_, w)| w.attention_mask.size()[0] as usize)
+            .sum();
+        // The widest window first: it sizes every buffer (see `place`).
+        let widest = self
+            .windows
+            .iter()
+            .map(|(_, w)| w.attention_mask.size()[1])
+            .max()
+            .unwrap_or(0);
+        let mut order: Vec<usize> = (0..self.windows.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.windows[i].1.attention_mask.size()[1]));
+        let names: Vec<String> = self
+            .windows
+            .first()
+            .map(|(_, w)| w.activations.names().map(str::to_owned).collect())
+            .unwrap_or_default();
+        let mut buffers: Vec<Option<Tensor>> = names.iter().map(|_| None).collect();
+        let (mut ids, mut mask) = (None, None);
+        for i in order {
+            let (first, window) = &self.windows[i];
+            let n = window.attention_mask.size()[0];
+            let width = window.attention_mask.size()[1];
+            let rows = Tensor::arange_start(*first as i64, *first as i64 + n, (Kind::Int64, Device::Cpu));
+            for (name, buffer) in names.iter().zip(&mut buffers) {
+                let part = window.activations.get(name).ok_or_else(|| Error::NeverFired {
+                    layers: vec![name.clone()],
+                })?;
+                place(buffer, part, &rows, (width, widest), items, name)?;
+            }
+            place(&mut ids, &window.input_ids, &rows, (width, widest), items, "input_ids")?;
+            place(
+                &mut mask,
+                &window.attention_mask,
+                &rows,
+                (width, widest),
+                items,
+                "attention_mask",
+            )?;
+        }
+        let activations = names
+            .into_iter()
+            .zip(buffers)
+            .filter_map(|(n, b)| b.map(|t| (n, t)))
+            .collect();
+        let empty = || Tensor::zeros([0, 0], (Kind::Int64, Device::Cpu));
+        Ok((activations, ids.unwrap_or_else(empty), mask.unwrap_or_else(empty)))
+    }
+}
+
+impl ActivationSink for MemorySink {
+    fn write(&mut self, chunk: &Chunk<'_>) -> Result<()> {
+        let activations = chunk
+            .activations
+            .iter()
+            .map(|(n, t)| (n.to_owned(), t.shallow_clone()))
+            .collect();
+        self.windows.push((
+            chunk.first,
+            Window {
+                activations,
+                input_ids: chunk.input_ids.shallow_clone(),
+                attention_mask: chunk.attention_mask.shallow_clone(),
+            },
+        ));
+        Ok(())
+    }
+}
+
+/// An [`ActivationSink`] that writes one `.npz` when the run is over (a [`MemorySink`], then
+/// [`save_activations`](crate::save_activations) with `input_ids` and `attention_mask` beside the
+/// layers). For small runs; a dataset folder ([`DatasetWriter`](crate::DatasetWriter)) streams.
+#[derive(Debug)]
+pub struct NpzSink {
+    path: std::path::PathBuf,
+    memory: MemorySink,
+}
+
+impl NpzSink {
+    /// A sink for the file `path` (`.npz` appended when missing).
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        NpzSink {
+            path: path.into(),
+            memory: MemorySink::new(),
+        }
+    }
+
+    /// Writes the file, atomically; returns its path.
+    ///
+    /// # Errors
+    ///
+    /// As [`MemorySink::into_parts`] and [`save_activations`](crate::save_activations).
+    pub fn finish(self) -> Result<std::path::PathBuf> {
+        let (mut activations, ids, mask) = self.memory.into_parts()?;
+        activations.insert("input_ids", ids);
+        activations.insert("attention_mask", mask);
+        crate::npz::save_activations(&activations, &self.path)
+    }
+}
+
+impl ActivationSink for NpzSink {
+    fn write(&mut self, chunk: &Chunk<'_>) -> Result<()> {
+        self.memory.write(chunk)
+    }
 }
 
 /// One window's rows, in input order: what an [`ActivationSink`] receives.

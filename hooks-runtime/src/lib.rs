@@ -26,8 +26,8 @@ pub use builder::{HookPaths, NoLayers, SeqPaths};
 pub use dataset::{merge_datasets, read_manifest, ArrayInfo, Dataset, DatasetWriter, Done, Manifest, Rows, Shard};
 pub use error::{Error, Result};
 pub use extract::{
-    extract_representations, ActivationSink, BatchForward, Chunk, Extracted, Extractor, InputIds, Item, Progress,
-    Repeats, Report, Stats, Unmasked,
+    extract_representations, ActivationSink, BatchForward, Chunk, Extracted, Extractor, InputIds, Item, MemorySink,
+    NpzSink, Progress, Repeats, Report, Stats, Unmasked,
 };
 pub use hook::{CaptureOutput, Hook, HookPoint};
 pub use hookable::{Hookable, LayerTree, Walker};
