@@ -427,3 +427,43 @@ fn signals_stop_cleanly_with_their_exit_codes() {
         "{left:?}"
     );
 }
+
+/// `examples/slurm/`: three array tasks (run here one after another, on the CPU) and the merge
+/// step give the folder of one unsharded run.
+#[test]
+fn the_slurm_example_runs_as_an_array_and_merges() {
+    let Some(model) = minilm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path());
+    let reference = reference_folder(&model, &input, dir.path());
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/slurm");
+    let bin = Path::new(env!("CARGO_BIN_EXE_hooks")).parent().unwrap().to_owned();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let prefix = dir.path().join("acts");
+    let sbatch = |script: &str, args: &[&str], task: Option<usize>| {
+        let mut cmd = Command::new("bash");
+        cmd.arg(examples.join(script))
+            .args(args)
+            .env("PATH", &path)
+            .env("HOOKS_MODEL", &model)
+            .env("HOOKS_LAYERS", LAYERS)
+            .env("HOOKS_DEVICE", "cpu")
+            .env("HOOKS_DTYPE", "f32")
+            .env("HOOKS_EXTRA_ARGS", "--window 2 --batch-size 2")
+            .env_remove("LD_LIBRARY_PATH");
+        if let Some(k) = task {
+            cmd.env("SLURM_ARRAY_TASK_ID", k.to_string())
+                .env("SLURM_ARRAY_TASK_COUNT", "3");
+        }
+        run_ok(&mut cmd);
+    };
+    for k in 0..3 {
+        sbatch(
+            "extract.sbatch",
+            &[input.to_str().unwrap(), prefix.to_str().unwrap()],
+            Some(k),
+        );
+    }
+    sbatch("merge.sbatch", &[prefix.to_str().unwrap(), "3"], None);
+    assert_same_folder(&prefix, &reference, "the SLURM example");
+}
