@@ -45,9 +45,9 @@ pub struct ExtractArgs {
     /// `hooks merge` joins the parts. `auto` reads K and N from RANK and WORLD_SIZE (torchrun).
     #[arg(long, value_name = "K/N|auto")]
     shard: Option<String>,
-    /// Samples per window (at most 32 × N token positions once padded): the unit a dataset
+    /// Samples per window (at most 16 × N token positions once padded): the unit a dataset
     /// folder is written, synced and resumed in. Samples are sorted by length within a window.
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
     window: u64,
     /// Samples per forward pass. Samples are sorted by length and each batch is padded to its
     /// own longest; the output keeps input order.

@@ -220,7 +220,7 @@ impl Default for Extractor {
             repeats: Repeats::Error,
             stop_early: true,
             progress: false,
-            window: 1024,
+            window: 512,
             interrupt: None,
         }
     }
@@ -333,8 +333,9 @@ impl Extractor {
         self
     }
 
-    /// At most `n` items per window of [`run_into`](Self::run_into) (default 1024), and at most
-    /// `32 × n` token positions once padded to the window's longest.
+    /// At most `n` items per window of [`run_into`](Self::run_into) (default 512), and at most
+    /// `16 × n` token positions once padded to the window's longest (8192 by default: for the
+    /// six block outputs of MiniLM, unpooled, 75 MB).
     #[must_use]
     pub fn window(mut self, n: usize) -> Self {
         self.window = n;
@@ -397,9 +398,9 @@ impl Extractor {
     }
 
     /// Runs `model` over `items` window by window and hands each window's rows, in input order,
-    /// to `sink`: memory holds one window, whatever the number of items. A window is at most
-    /// [`window`](Self::window) items, and at most that many times 32 token positions once
-    /// padded to its longest item; items are sorted by length within it. Windows depend only on
+    /// to `sink`: memory holds two windows (one running, one being written), whatever the number
+    /// of items. A window is at most [`window`](Self::window) items, and at most that many times
+    /// 16 token positions once padded to its longest item; items are sorted by length within it. Windows depend only on
     /// the items' lengths and these settings, so a rerun cuts the same windows (and runs the
     /// same batches).
     ///
@@ -439,10 +440,10 @@ impl Extractor {
         let mut session = Session::start(self, model, layers, items)?;
         session.progress.skip(skip);
         // The sink takes each window on a thread of its own while the next window runs: writing
-        // and syncing overlap the forwards. One window waits at most (the channel holds one), so
-        // memory holds at most three: running, waiting, being written.
+        // and syncing overlap the forwards. The channel holds nothing (a hand-over), so memory
+        // holds two windows at most: one running, one being written.
         let ran = std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Window)>(1);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Window)>(0);
             let writer = scope.spawn(move || -> Result<()> {
                 for (first, window) in rx {
                     sink.write(&Chunk {
@@ -490,7 +491,7 @@ impl Extractor {
     #[must_use]
     pub fn windows(&self, items: &[Item]) -> Vec<std::ops::Range<usize>> {
         let max_length = self.max_length.unwrap_or(usize::MAX);
-        let budget = self.window.saturating_mul(32);
+        let budget = self.window.saturating_mul(16);
         let mut windows = Vec::new();
         let (mut start, mut longest) = (0, 0);
         for (i, item) in items.iter().enumerate() {

@@ -219,7 +219,7 @@ impl Folder {
             "## 6. The dataset folder\n\n\
              `make bench` (section 6 of the report)\n\n\
              Peak RSS of `hooks extract --out DIR` (release build, the six block outputs \
-             unpooled, so one row per real token, windows of 1024 samples), over N and 8N inputs \
+             unpooled, so one row per real token, windows of 128 samples: 16 × 512 positions), over N and 8N inputs \
              of {} tokens, taken as in section 4:\n",
             self.tokens_per_input
         );
