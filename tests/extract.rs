@@ -278,9 +278,11 @@ fn bad_items_and_settings_are_refused_with_their_reason() {
     // Items given with their own mask: checked, and their padding dropped.
     assert_eq!(Item::with_mask([5, 6, 0], &[1, 1, 0]).unwrap().ids(), [5, 6]);
     let err = Item::with_mask([0, 5, 6], &[0, 1, 1]).unwrap_err().to_string();
-    assert!(err.contains("the padding is on the left"), "{err}");
+    assert!(err.contains("is left-padded"), "{err}");
     let err = Item::with_mask([5, 6], &[1, 2]).unwrap_err().to_string();
-    assert!(err.contains("it holds 2"), "{err}");
+    assert!(err.contains("holds 2"), "{err}");
+    let err = Item::with_mask([5, 6], &[0, 0]).unwrap_err().to_string();
+    assert_eq!(err, "invalid `attention_mask`: marks no real token; give at least one");
     let err = Item::with_mask([5, 6], &[1]).unwrap_err().to_string();
     assert!(err.contains("1 entries for 2 ids"), "{err}");
 }

@@ -184,14 +184,15 @@ pub fn notes(unpooled: &[String], truncated: usize, samples: usize, max_length: 
     notes
 }
 
-/// ` in 1.2 s (300 samples/s, 5000 tokens/s; 12% of positions were padding)`.
+/// ` in 1.2 s (300 samples/s, 5000 tokens/s; 12% of positions were padding; forwards 1.0 s)`.
 pub fn rates(stats: &Stats, start: Instant) -> String {
     let seconds = start.elapsed().as_secs_f64();
     format!(
-        " in {seconds:.1} s ({:.0} samples/s, {:.0} tokens/s; {:.0}% of positions were padding)",
+        " in {seconds:.1} s ({:.0} samples/s, {:.0} tokens/s; {:.0}% of positions were padding; forwards {:.1} s)",
         stats.samples as f64 / seconds,
         stats.tokens as f64 / seconds,
-        100.0 * (1.0 - stats.tokens as f64 / stats.positions.max(1) as f64)
+        100.0 * (1.0 - stats.tokens as f64 / stats.positions.max(1) as f64),
+        stats.forward_time.as_secs_f64()
     )
 }
 

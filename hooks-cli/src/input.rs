@@ -131,15 +131,19 @@ fn parse_line(line: &str, line_no: usize, format: InputFormat) -> Result<Sample,
             if ids.is_empty() {
                 return Err("`input_ids` is empty".into());
             }
-            let real = match object.get("attention_mask") {
-                Some(mask) => real_tokens(&integers(mask, "attention_mask")?, ids.len())?,
-                None => ids.len(),
+            let len = ids.len();
+            let item = match object.get("attention_mask") {
+                Some(mask) => hooks::Item::with_mask(ids, &integers(mask, "attention_mask")?).map_err(|e| match e {
+                    hooks::Error::InvalidArgument { name, reason } => format!("`{name}` {reason}"),
+                    other => other.to_string(),
+                })?,
+                None => hooks::Item::new(ids),
             };
             if let Some(types) = object.get("token_type_ids") {
-                check_token_types(&integers(types, "token_type_ids")?, ids.len())?;
+                check_token_types(&integers(types, "token_type_ids")?, len)?;
             }
             Ok(Sample::Ids {
-                ids: ids[..real].to_vec(),
+                ids: item.ids().to_vec(),
                 line: line_no,
             })
         }
@@ -159,29 +163,6 @@ fn integers(value: &serde_json::Value, key: &str) -> Result<Vec<i64>, String> {
         .map(serde_json::Value::as_i64)
         .collect::<Option<Vec<i64>>>()
         .ok_or(format!("`{key}` must be a list of integers"))
-}
-
-/// How many leading tokens a right-padded `attention_mask` marks as real; anything else (values
-/// other than 0 and 1, left padding, a gap, another length, no real token) is refused rather
-/// than guessed at.
-fn real_tokens(mask: &[i64], len: usize) -> Result<usize, String> {
-    if mask.len() != len {
-        return Err(format!(
-            "`attention_mask` has {} entries but `input_ids` has {len}; give one per token",
-            mask.len()
-        ));
-    }
-    if let Some(v) = mask.iter().find(|&&v| v != 0 && v != 1) {
-        return Err(format!("`attention_mask` holds {v}; it must hold only 0 and 1"));
-    }
-    let real = mask.iter().take_while(|&&v| v == 1).count();
-    if real == 0 {
-        return Err("`attention_mask` marks no real token (or is left-padded); only right padding is supported (`tokenizer.padding_side = \"right\"`)".into());
-    }
-    if mask[real..].contains(&1) {
-        return Err("`attention_mask` is not right-padded (a 1 follows a 0); only right padding is supported (`tokenizer.padding_side = \"right\"`)".into());
-    }
-    Ok(real)
 }
 
 /// `token_type_ids` are accepted only when every id is 0, which is what the models compute with;
@@ -272,7 +253,7 @@ mod tests {
         );
         for (mask, needle) in [
             ("[0, 1, 1]", "left-padded"),
-            ("[1, 0, 1]", "not right-padded"),
+            ("[1, 0, 1]", "left-padded (a 1 follows a 0)"),
             ("[1, 2, 0]", "holds 2"),
             ("[1, 1]", "has 2 entries"),
             ("[0, 0, 0]", "marks no real token"),

@@ -340,7 +340,7 @@ fn bad_input_gets_one_line_and_no_output_file() {
             "--out",
             out,
         ]),
-        "left.jsonl`, line 1: `attention_mask` marks no real token (or is left-padded)",
+        "left.jsonl`, line 1: `attention_mask` is left-padded (a 1 follows a 0)",
     );
     // MiniLM's vocabulary has 30522 ids.
     let past_vocab = write(

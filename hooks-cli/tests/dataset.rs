@@ -94,23 +94,29 @@ fn assert_same_folder(got: &Path, want: &Path, what: &str) {
 
 const LAYERS: &str = "encoder.layer.1.output,encoder.layer.5.output,pooler";
 
-/// The folder of an uninterrupted run with windows of 2 samples (6 windows), unpooled.
+/// `hooks extract` of `LAYERS` unpooled into the folder `out`, in windows of 2 samples and
+/// batches of `batch`, with `extra` arguments; stdout discarded, stderr kept.
+fn windowed(model: &Path, input: &Path, out: &Path, batch: &str, extra: &[&str]) -> Command {
+    let mut args = vec![
+        "--layers",
+        LAYERS,
+        "--window",
+        "2",
+        "--batch-size",
+        batch,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let mut cmd = extract(model, input, &args);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd
+}
+
+/// The folder of an uninterrupted run with windows of 2 samples, unpooled.
 fn reference_folder(model: &Path, input: &Path, dir: &Path) -> PathBuf {
     let out = dir.join("reference");
-    run_ok(&mut extract(
-        model,
-        input,
-        &[
-            "--layers",
-            LAYERS,
-            "--window",
-            "2",
-            "--batch-size",
-            "2",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    ));
+    run_ok(&mut windowed(model, input, &out, "2", &[]));
     out
 }
 
@@ -151,24 +157,7 @@ fn killed_runs_resume_to_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_input(dir.path());
     let reference = reference_folder(&model, &input, dir.path());
-    let command = |out: &Path| {
-        let mut cmd = extract(
-            &model,
-            &input,
-            &[
-                "--layers",
-                LAYERS,
-                "--window",
-                "2",
-                "--batch-size",
-                "2",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-        );
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        cmd
-    };
+    let command = |out: &Path| windowed(&model, &input, out, "2", &[]);
     for point in ["data:1", "data:3", "manifest:2", "manifest:6", "finish:0"] {
         let out = dir.path().join(point.replace(':', "-"));
         let status = command(&out).env("HOOKS_CRASH_AT", point).status().unwrap();
@@ -209,22 +198,7 @@ fn shards_merge_into_the_unsharded_folder_and_bad_sets_are_refused() {
     let shard = |k: usize| {
         let out = dir.path().join(format!("shard{k}"));
         let spec = format!("{k}/3");
-        run_ok(&mut extract(
-            &model,
-            &input,
-            &[
-                "--layers",
-                LAYERS,
-                "--window",
-                "2",
-                "--batch-size",
-                "2",
-                "--shard",
-                &spec,
-                "--out",
-                out.to_str().unwrap(),
-            ],
-        ));
+        run_ok(&mut windowed(&model, &input, &out, "2", &["--shard", &spec]));
         out
     };
     let shards: Vec<PathBuf> = (0..3).map(shard).collect();
@@ -256,22 +230,7 @@ fn shards_merge_into_the_unsharded_folder_and_bad_sets_are_refused() {
     );
     // A shard of other settings.
     let other = dir.path().join("other");
-    run_ok(&mut extract(
-        &model,
-        &input,
-        &[
-            "--layers",
-            LAYERS,
-            "--window",
-            "2",
-            "--batch-size",
-            "4",
-            "--shard",
-            "2/3",
-            "--out",
-            other.to_str().unwrap(),
-        ],
-    ));
+    run_ok(&mut windowed(&model, &input, &other, "4", &["--shard", "2/3"]));
     refused(
         merge(&dir.path().join("m4"), &[&shards[0], &shards[1], &other]),
         "another `settings.batch_size`",
@@ -347,25 +306,7 @@ fn signals_stop_cleanly_with_their_exit_codes() {
     let reference = reference_folder(&model, &input, dir.path());
     for (signal, code) in [("INT", 130), ("TERM", 143)] {
         let out = dir.path().join(format!("sig{signal}"));
-        let out_s = out.to_str().unwrap().to_owned();
-        let command = || {
-            let mut cmd = extract(
-                &model,
-                &input,
-                &[
-                    "--layers",
-                    LAYERS,
-                    "--window",
-                    "2",
-                    "--batch-size",
-                    "2",
-                    "--out",
-                    &out_s,
-                ],
-            );
-            cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-            cmd
-        };
+        let command = || windowed(&model, &input, &out, "2", &[]);
         let child = command().spawn().unwrap();
         let start = Instant::now();
         while hooks::read_manifest(&out).map_or(true, |m| m.done.samples == 0) {

@@ -344,7 +344,16 @@ impl DatasetWriter {
     }
 
     /// Appends `bytes` to the file `name`, at the length the manifest counts.
+    /// Appends `bytes` to the file `name`, at the length the manifest counts, and syncs it.
     fn append(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let file = self.append_unsynced(name, &[bytes])?;
+        sync(&file, &self.dir.join(name))
+    }
+
+    /// Appends `parts` to the file `name`, at the length the manifest counts (which it then
+    /// counts), and returns the file for the caller to sync: a window syncs every file once,
+    /// after writing them all, so that the disk sees them together.
+    fn append_unsynced(&mut self, name: &str, parts: &[&[u8]]) -> Result<File> {
         let path = self.dir.join(name);
         let at = self.manifest.done.bytes.get(name).copied().unwrap_or(HEADER);
         let mut file = OpenOptions::new()
@@ -353,13 +362,13 @@ impl DatasetWriter {
             .map_err(|e| io("cannot open", &path, e))?;
         file.seek(SeekFrom::Start(at))
             .map_err(|e| io("cannot write", &path, e))?;
-        file.write_all(bytes).map_err(|e| io("cannot write", &path, e))?;
-        file.sync_data().map_err(|e| io("cannot sync", &path, e))?;
-        self.manifest
-            .done
-            .bytes
-            .insert(name.to_owned(), at + bytes.len() as u64);
-        Ok(())
+        let mut written = 0u64;
+        for part in parts {
+            file.write_all(part).map_err(|e| io("cannot write", &path, e))?;
+            written += part.len() as u64;
+        }
+        self.manifest.done.bytes.insert(name.to_owned(), at + written);
+        Ok(file)
     }
 
     /// Writes the `.npy` headers with the final shapes and marks the folder complete.
@@ -424,7 +433,10 @@ impl ActivationSink for DatasetWriter {
             self.plan(chunk)?;
         }
         let lengths = chunk.lengths()?;
-        let mask = chunk.attention_mask.f_view([-1])?.f_nonzero()?.f_view([-1])?;
+        let width = chunk.attention_mask.size()[1];
+        let padded = lengths.iter().any(|&n| n != width);
+        let mut files = Vec::new();
+        let mut names = Vec::new();
         for (layer, t) in chunk.activations {
             let name = format!("{layer}.npy");
             let info = self
@@ -436,19 +448,11 @@ impl ActivationSink for DatasetWriter {
                     name: "chunk",
                     reason: format!("`{layer}` was not in the first window"),
                 })?;
+            let (descr, kind) = npy_dtype(t.kind(), layer)?;
+            let t = t.f_to_device(Device::Cpu)?.f_to_kind(kind)?.f_contiguous()?;
             let size = t.size();
-            let rows = match info.rows {
-                Rows::Tokens => {
-                    let flat: Vec<i64> = [size[0] * size[1]]
-                        .into_iter()
-                        .chain(size[2..].iter().copied())
-                        .collect();
-                    t.f_reshape(flat.as_slice())?.f_index_select(0, &mask)?
-                }
-                Rows::Samples => t.shallow_clone(),
-            };
-            let got = &rows.size()[1..];
-            let (descr, _) = npy_dtype(t.kind(), layer)?;
+            let first = if info.rows == Rows::Tokens { 2 } else { 1 };
+            let got = size.get(first..).unwrap_or(&[]);
             if got != info.row_shape.as_slice() || descr != info.descr {
                 return Err(Error::ShapeMismatch {
                     layer: layer.to_owned(),
@@ -456,17 +460,45 @@ impl ActivationSink for DatasetWriter {
                     got: got.to_vec(),
                 });
             }
-            self.append(&name, &tensor_bytes(&rows, layer)?)?;
+            let bytes = tensor_bytes(&t);
+            let file = if info.rows == Rows::Tokens && padded {
+                // Each sample's real rows lie together at the start of its padded block: written
+                // from there, no copy.
+                let row = bytes.len() / (size[0] * size[1]).max(1) as usize;
+                let block = row * width as usize;
+                let parts: Vec<&[u8]> = lengths
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &n)| &bytes[i * block..i * block + n as usize * row])
+                    .collect();
+                self.append_unsynced(&name, &parts)?
+            } else {
+                self.append_unsynced(&name, &[bytes])?
+            };
+            files.push(file);
+            names.push(name);
         }
-        let ids = chunk.input_ids.f_view([-1])?.f_index_select(0, &mask)?;
-        self.append("input_ids.npy", &tensor_bytes(&ids, "input_ids")?)?;
+        let ids = chunk.input_ids.f_to_kind(Kind::Int64)?.f_contiguous()?;
+        let id_bytes = tensor_bytes(&ids);
+        let block = 8 * width as usize;
+        let parts: Vec<&[u8]> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| &id_bytes[i * block..i * block + 8 * n as usize])
+            .collect();
+        files.push(self.append_unsynced("input_ids.npy", &parts)?);
+        names.push("input_ids.npy".into());
         let mut offsets = Vec::with_capacity(lengths.len() * 8);
         let mut at = i64::try_from(self.manifest.done.tokens).unwrap_or(i64::MAX);
         for len in &lengths {
             at += len;
             offsets.extend_from_slice(&at.to_le_bytes());
         }
-        self.append("offsets.npy", &offsets)?;
+        files.push(self.append_unsynced("offsets.npy", &[&offsets])?);
+        names.push("offsets.npy".into());
+        for (file, name) in files.iter().zip(&names) {
+            sync(file, &self.dir.join(name))?;
+        }
         self.windows += 1;
         crash_point("data", self.windows);
         self.manifest.done.samples += chunk.len();
@@ -767,14 +799,21 @@ fn npy_header(descr: &str, shape: &[i64]) -> Result<Vec<u8>> {
     Ok(header)
 }
 
-/// The bytes of `t` as the `.npy` holds them: contiguous, little-endian, bf16 widened to f32.
-fn tensor_bytes(t: &Tensor, layer: &str) -> Result<Vec<u8>> {
-    let (_, kind) = npy_dtype(t.kind(), layer)?;
-    let t = t.f_to_device(Device::Cpu)?.f_to_kind(kind)?.f_contiguous()?;
-    let numel = t.numel();
-    let mut bytes = vec![0u8; numel * kind.elt_size_in_bytes()];
-    t.f_copy_data_u8(&mut bytes, numel)?;
-    Ok(bytes)
+/// The bytes of `t`, a contiguous CPU tensor, as they lie in memory (little-endian on the
+/// machines libtorch runs on): what the `.npy` holds.
+fn tensor_bytes(t: &Tensor) -> &[u8] {
+    let len = t.numel() * t.kind().elt_size_in_bytes();
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: `t` is a contiguous CPU tensor (the callers make it so) of `numel` elements of
+    // `elt_size` bytes starting at `data_ptr`; the slice borrows `t`, which keeps the storage
+    // alive and unchanged (nothing writes to it while the window is written).
+    unsafe { std::slice::from_raw_parts(t.data_ptr().cast::<u8>(), len) }
+}
+
+fn sync(file: &File, path: &Path) -> Result<()> {
+    file.sync_data().map_err(|e| io("cannot sync", path, e))
 }
 
 /// Replaces `path` with `bytes` atomically: a synced temporary in the same folder, renamed over

@@ -89,7 +89,7 @@ impl Item {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] (`attention_mask`) when the lengths differ, an entry is not 0
-    /// or 1, or a 1 follows a 0 (left padding).
+    /// or 1, a 1 follows a 0 (left padding), or no entry is 1.
     pub fn with_mask(ids: impl Into<Vec<i64>>, attention_mask: &[i64]) -> Result<Self> {
         let mut ids = ids.into();
         let bad = |reason: String| Error::InvalidArgument {
@@ -98,20 +98,22 @@ impl Item {
         };
         if attention_mask.len() != ids.len() {
             return Err(bad(format!(
-                "it has {} entries for {} ids; give one per id",
+                "has {} entries for {} ids; give one per id",
                 attention_mask.len(),
                 ids.len()
             )));
         }
         if let Some(v) = attention_mask.iter().find(|&&v| v != 0 && v != 1) {
-            return Err(bad(format!("it holds {v}; entries are 1 (a token) or 0 (padding)")));
+            return Err(bad(format!("holds {v}; entries are 1 (a token) or 0 (padding)")));
         }
         let real = attention_mask.iter().take_while(|&&v| v == 1).count();
         if attention_mask[real..].contains(&1) {
             return Err(bad(
-                "a 1 follows a 0: the padding is on the left; give right-padded items (tokenizer padding_side=\"right\")"
-                    .into(),
+                "is left-padded (a 1 follows a 0); give right-padded ids (`tokenizer.padding_side = \"right\"`)".into(),
             ));
+        }
+        if real == 0 {
+            return Err(bad("marks no real token; give at least one".into()));
         }
         ids.truncate(real);
         Ok(Item { ids })
@@ -327,6 +329,12 @@ impl Extractor {
     }
 
     /// Whether forwards stop once every selected layer has fired (on by default).
+    ///
+    /// A forward is left by unwinding from the capture site that completes the set to the
+    /// engine (Rust frames only; see the crate's `stop` module): tensors on the way are dropped
+    /// as on an early return. A model whose forward holds a `Mutex` guard or a `RefCell` borrow
+    /// across its sub-modules would find it poisoned or released; turn the early stop off for
+    /// such a model. Built with `panic = "abort"`, nothing stops early.
     #[must_use]
     pub fn stop_early(mut self, on: bool) -> Self {
         self.stop_early = on;
@@ -1046,7 +1054,20 @@ fn place(
             return Err(mismatch());
         }
     }
-    let _ = view.f_index_copy_(0, rows, part)?;
+    // Runs of consecutive rows are copied as blocks (a memcpy each); `index_copy_` would move
+    // element by element.
+    let rows = Vec::<i64>::try_from(rows)?;
+    let mut start = 0;
+    while start < rows.len() {
+        let mut end = start + 1;
+        while end < rows.len() && rows[end] == rows[end - 1] + 1 {
+            end += 1;
+        }
+        let n = (end - start) as i64;
+        view.f_narrow(0, rows[start], n)?
+            .f_copy_(&part.f_narrow(0, start as i64, n)?)?;
+        start = end;
+    }
     Ok(())
 }
 

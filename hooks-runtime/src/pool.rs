@@ -103,6 +103,10 @@ impl Pool {
 /// tokens]`; other outputs as they are. What a model computes at padding positions depends on the
 /// batch it ran in; zeros do not.
 pub(crate) fn zero_padding(output: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    if mask.f_min()?.int64_value(&[]) != 0 {
+        // No padding: nothing to blank, and no copy.
+        return Ok(output.shallow_clone());
+    }
     let size = output.size();
     let (batch, tokens) = (mask.size()[0], mask.size()[1]);
     let padding = mask.f_to_device(output.device())?.f_eq(0)?;

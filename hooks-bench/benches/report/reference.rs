@@ -142,7 +142,7 @@ fn phases(rows: &[[f64; 3]]) -> [Summary; 3] {
 
 /// The largest absolute difference between the same-named arrays of two files; an error when
 /// their names or shapes differ (then the two sides did not do the same work).
-fn compare(ours: &std::path::Path, theirs: &std::path::Path) -> BenchResult<f64> {
+pub fn compare(ours: &std::path::Path, theirs: &std::path::Path) -> BenchResult<f64> {
     let (ours, theirs) = (load_activations(ours)?, load_activations(theirs)?);
     let mut max = 0.0f64;
     for layer in LAYERS {

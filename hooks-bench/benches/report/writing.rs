@@ -34,15 +34,21 @@ pub struct Writing {
 /// Writes each tensor's bytes as they lie in memory, one `write_all` per tensor.
 fn raw_write(path: &Path, tensors: &[Tensor], sync: bool) -> BenchResult<()> {
     let mut file = File::create(path)?;
+    write_tensors(&mut file, tensors)?;
+    if sync {
+        file.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Appends each tensor's bytes (contiguous CPU tensors) to `file` as they lie in memory.
+pub fn write_tensors<'a>(file: &mut File, tensors: impl IntoIterator<Item = &'a Tensor>) -> BenchResult<()> {
     for t in tensors {
         let len = t.numel() * t.kind().elt_size_in_bytes();
         // SAFETY: `t` is a contiguous CPU tensor of `len` bytes that lives, unchanged, for the
         // whole borrow.
         let bytes = unsafe { std::slice::from_raw_parts(t.data_ptr().cast::<u8>(), len) };
         file.write_all(bytes)?;
-    }
-    if sync {
-        file.sync_all()?;
     }
     Ok(())
 }
