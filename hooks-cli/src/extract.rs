@@ -27,7 +27,8 @@ pub struct ExtractArgs {
     /// Default: the bundled sentences (data/sentences.txt).
     #[arg(long, value_name = "FILE")]
     input: Option<PathBuf>,
-    /// How to read each line: auto (a line starting with `{` is JSON), text, or jsonl.
+    /// How to read each line: auto (a line starting with `{` is JSON, a bare `[ids]` list is
+    /// refused as ambiguous, any other line is text), text, or jsonl.
     #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
     input_format: InputFormat,
     /// Comma-separated layer paths or globs, e.g. `encoder.layer.*.output`.
@@ -45,10 +46,11 @@ pub struct ExtractArgs {
     /// `hooks merge` joins the parts. `auto` reads K and N from RANK and WORLD_SIZE (torchrun).
     #[arg(long, value_name = "K/N|auto")]
     shard: Option<String>,
-    /// Samples per window (at most 16 × N token positions once padded): the unit a dataset
+    /// Samples per window (at most 8 × N token positions once padded): the unit a dataset
     /// folder is written, synced and resumed in. Samples are sorted by length within a window.
-    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
-    window: u64,
+    /// [default: 512]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    window: Option<u64>,
     /// Samples per forward pass. Samples are sorted by length and each batch is padded to its
     /// own longest; the output keeps input order.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
@@ -173,8 +175,9 @@ fn model_dir(model: Option<&Path>) -> Result<PathBuf, CliError> {
 }
 
 /// The samples as the engine's items: texts tokenized (and truncated to `max_length`, special
-/// tokens kept) by the folder's tokenizer, ids as given (the engine truncates them).
-fn tokenize(samples: &[Sample], dir: &Path, max_length: usize) -> Result<Vec<Item>, CliError> {
+/// tokens kept) by the folder's tokenizer, ids as given (the engine truncates them); and how many
+/// texts were cut.
+fn tokenize(samples: &[Sample], dir: &Path, max_length: usize) -> Result<(Vec<Item>, usize), CliError> {
     let texts: Vec<&str> = samples
         .iter()
         .filter_map(|s| match s {
@@ -182,7 +185,7 @@ fn tokenize(samples: &[Sample], dir: &Path, max_length: usize) -> Result<Vec<Ite
             Sample::Ids { .. } => None,
         })
         .collect();
-    let mut encoded = Vec::with_capacity(texts.len());
+    let (mut encoded, mut cut) = (Vec::new(), 0);
     if !texts.is_empty() {
         if !dir.join("tokenizer.json").is_file() {
             return Err(CliError::Input(format!(
@@ -190,26 +193,17 @@ fn tokenize(samples: &[Sample], dir: &Path, max_length: usize) -> Result<Vec<Ite
                 dir.display()
             )));
         }
-        let tokenizer = Tokenizer::from_dir(dir)?;
-        // In chunks, so that padding to the longest text stays within a chunk.
-        for chunk in texts.chunks(1024) {
-            let (ids, mask) = tokenizer.encode_batch(chunk, max_length)?;
-            let lengths =
-                Vec::<i64>::try_from(mask.sum_dim_intlist(1, false, Kind::Int64)).map_err(hooks::Error::from)?;
-            for (row, len) in (0..).zip(lengths) {
-                let ids = ids.get(row).narrow(0, 0, len);
-                encoded.push(Vec::<i64>::try_from(ids).map_err(hooks::Error::from)?);
-            }
-        }
+        (encoded, cut) = Tokenizer::from_dir(dir)?.encode_each(&texts, max_length)?;
     }
     let mut encoded = encoded.into_iter();
-    Ok(samples
+    let items = samples
         .iter()
         .map(|sample| match sample {
             Sample::Ids { ids, .. } => Item::new(ids.clone()),
             Sample::Text(_) => Item::new(encoded.next().unwrap_or_default()),
         })
-        .collect())
+        .collect();
+    Ok((items, cut))
 }
 
 /// Every id given in the input must be one the model embeds; the error names the line.
@@ -266,7 +260,7 @@ pub fn layers(model: Option<&Path>) -> Result<(), CliError> {
             line: 1,
         }]
     };
-    let items = tokenize(&sample, &dir, model.max_length())?;
+    let (items, _) = tokenize(&sample, &dir, model.max_length())?;
     let ids = Tensor::from_slice(items[0].ids()).unsqueeze(0);
     let names = model.layer_names();
     let store = ActivationStore::new(&*model, &names)?;
@@ -287,6 +281,19 @@ pub fn layers(model: Option<&Path>) -> Result<(), CliError> {
 /// `hooks extract`.
 pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
     let start = Instant::now();
+    if folder::is_npz(&args.out) {
+        let folder_only = [
+            ("--shard", args.shard.is_some()),
+            ("--window", args.window.is_some()),
+            ("--overwrite", args.overwrite),
+        ];
+        if let Some((flag, _)) = folder_only.iter().find(|(_, given)| *given) {
+            return Err(CliError::Usage(format!(
+                "`{flag}` is for dataset folders, but `--out {}` is an .npz file; give --out a folder path (not ending in .npz), or leave {flag} out",
+                args.out.display()
+            )));
+        }
+    }
     let device = parse_device(&args.device)?;
     let dir = model_dir(args.model.as_deref())?;
     // Said on stderr once the file is written: a failed run prints its one error line only.
@@ -318,7 +325,18 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
         None => sentence_transformers_max_length(&dir)?.unwrap_or(usize::MAX),
     }
     .min(model.max_length());
-    let items = tokenize(&samples, &dir, max_length)?;
+    let (items, cut) = tokenize(&samples, &dir, max_length)?;
+    if cut > 0 {
+        let why = match (args.max_length, max_length == model.max_length()) {
+            (Some(_), _) => "--max-length".to_owned(),
+            (None, true) => "the model's positions".to_owned(),
+            (None, false) => "`max_seq_length` of the folder's sentence_bert_config.json, as sentence-transformers cuts them; pass --max-length to change it".to_owned(),
+        };
+        notes.push(format!(
+            "{cut} of {} texts were longer than {max_length} tokens and were cut to it ({why})",
+            samples.len()
+        ));
+    }
     let layers: Vec<&str> = args
         .layers
         .split(',')
@@ -343,14 +361,13 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
         .pool(pooling.pool)
         .normalize(pooling.normalize)
         .repeats(args.repeats.into())
-        .window(usize::try_from(args.window).unwrap_or(usize::MAX))
+        .window(usize::try_from(args.window.unwrap_or(512)).unwrap_or(usize::MAX))
         .interrupt(interrupt.flag())
         .progress(true);
     if !folder::is_npz(&args.out) {
         let request = folder::Request {
             model_dir: &dir,
             input: args.input.as_deref(),
-            samples: samples.len(),
             layers: &layers,
             settings: json!({
                 "pool": format!("{:?}", pooling.pool).to_lowercase(),
@@ -361,7 +378,10 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
                 "device": args.device,
                 "batch_size": args.batch_size,
                 "batch_tokens": args.batch_tokens,
-                "window": args.window,
+                "window": args.window.unwrap_or(512),
+                // How many token positions a window holds per sample: windows, and so batches and
+                // bytes, depend on it.
+                "window_positions_per_sample": Extractor::WINDOW_POSITIONS_PER_ITEM,
                 "repeats": format!("{:?}", args.repeats).to_lowercase(),
             }),
         };

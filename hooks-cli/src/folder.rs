@@ -37,7 +37,7 @@ pub fn parse_shard(spec: &str) -> Result<(usize, usize), CliError> {
     match (k.parse::<usize>(), n.parse::<usize>()) {
         (Ok(k), Ok(n)) if n > 0 && k < n => Ok((k, n)),
         _ => Err(CliError::Usage(format!(
-            "invalid shard {k}/{n}; K counts from 0 and is below N, like 0/4 … 3/4"
+            "invalid shard `{k}/{n}`; write K/N with whole numbers, K from 0 and below N (0/4 … 3/4), or auto"
         ))),
     }
 }
@@ -46,7 +46,6 @@ pub fn parse_shard(spec: &str) -> Result<(usize, usize), CliError> {
 pub struct Request<'a> {
     pub model_dir: &'a Path,
     pub input: Option<&'a Path>,
-    pub samples: usize,
     pub layers: &'a [&'a str],
     /// Every setting that changes the bytes (pooling, lengths, dtype, device, batching).
     pub settings: serde_json::Value,
@@ -54,7 +53,7 @@ pub struct Request<'a> {
 
 impl Request<'_> {
     /// The manifest's `config`: the model folder and its files' sha256, the resolved layers,
-    /// the settings, the input file's sha256 and sample count, hooks' version.
+    /// the settings (`--max-samples` among them), the input file's sha256, hooks' version.
     fn config(&self, model: &dyn TextModel) -> Result<serde_json::Value, CliError> {
         let store = hooks::ActivationStore::new(model, self.layers)?;
         let mut weights = serde_json::Map::new();
@@ -83,7 +82,6 @@ impl Request<'_> {
             "layers": store.layer_names(),
             "settings": self.settings,
             "input": input,
-            "input_samples": self.samples,
         }))
     }
 }

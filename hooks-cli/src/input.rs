@@ -24,7 +24,8 @@ pub enum Sample {
 /// `--input-format`: how each line of the input is read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum InputFormat {
-    /// A line that starts with `{` is JSON, any other line is text.
+    /// A line that starts with `{` is JSON; a bare `[ids]` list is refused as ambiguous; any
+    /// other line is text.
     #[default]
     Auto,
     /// Every line is text, even one that starts with `{`.

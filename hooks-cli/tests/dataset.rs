@@ -202,6 +202,14 @@ fn shards_merge_into_the_unsharded_folder_and_bad_sets_are_refused() {
         out
     };
     let shards: Vec<PathBuf> = (0..3).map(shard).collect();
+    // `--shard auto` is K/N from torchrun's RANK and WORLD_SIZE.
+    let auto = dir.path().join("auto");
+    run_ok(
+        windowed(&model, &input, &auto, "2", &["--shard", "auto"])
+            .env("RANK", "1")
+            .env("WORLD_SIZE", "3"),
+    );
+    assert_same_folder(&auto, &shards[1], "--shard auto");
     let merged = dir.path().join("merged");
     let merge = |out: &Path, parts: &[&PathBuf]| {
         let mut cmd = hooks_cmd();
@@ -219,11 +227,20 @@ fn shards_merge_into_the_unsharded_folder_and_bad_sets_are_refused() {
             "{err}"
         );
     };
-    refused(merge(&dir.path().join("m1"), &[&shards[0], &shards[2]]), "a gap");
+    refused(
+        merge(&dir.path().join("m1"), &[&shards[0], &shards[2]]),
+        "2 shard folder(s) given for a run of 3 shards",
+    );
     refused(
         merge(&dir.path().join("m2"), &[&shards[1], &shards[0], &shards[2]]),
-        "give every shard once, in order",
+        "is shard 1/3 but stands at position 0; give the shards in order, 0 to 2",
     );
+    refused(
+        merge(&dir.path().join("m5"), &[&shards[0], &shards[0], &shards[2]]),
+        "is shard 0/3 but stands at position 1",
+    );
+    // Merging into a folder that holds rows is refused as such.
+    refused(merge(&merged, &[&shards[0], &shards[1], &shards[2]]), "invalid `out`");
     refused(
         merge(&dir.path().join("m3"), &[&shards[0], &shards[1]]),
         "give all of them",
@@ -407,4 +424,40 @@ fn the_slurm_example_runs_as_an_array_and_merges() {
     }
     sbatch("merge.sbatch", &[prefix.to_str().unwrap(), "3"], None);
     assert_same_folder(&prefix, &reference, "the SLURM example");
+}
+
+/// Options that only a dataset folder has are refused with an `.npz` output, not ignored (a
+/// SLURM task given `--shard` would otherwise write the whole corpus); a long text cut to the
+/// model folder's `max_seq_length` says so.
+#[test]
+fn folder_options_with_an_npz_are_refused_and_cut_texts_are_noted() {
+    let Some(model) = minilm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path());
+    let npz = dir.path().join("x.npz");
+    for flag in [&["--shard", "0/2"][..], &["--window", "8"], &["--overwrite"]] {
+        let mut args = vec!["--layers", "pooler", "--out", npz.to_str().unwrap()];
+        args.extend_from_slice(flag);
+        let out = extract(&model, &input, &args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag:?}");
+        assert!(
+            err.trim()
+                .starts_with(&format!("error: `{}` is for dataset folders, but `--out", flag[0])),
+            "{err}"
+        );
+        assert!(!npz.exists());
+    }
+    let long = dir.path().join("long.txt");
+    std::fs::write(&long, format!("short\n{}\n", "word ".repeat(400))).unwrap();
+    let out = run_ok(&mut extract(
+        &model,
+        &long,
+        &["--layers", "pooler", "--out", npz.to_str().unwrap()],
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("note: 1 of 2 texts were longer than 256 tokens and were cut to it (`max_seq_length` of the folder's sentence_bert_config.json"),
+        "{err}"
+    );
 }

@@ -85,6 +85,34 @@ impl Tokenizer {
     /// [`ModelError::InvalidInput`] for no texts, or a `max_length` too short to hold the special
     /// tokens and one more; [`ModelError::Tokenizer`] when a text cannot be encoded.
     pub fn encode_batch(&self, texts: &[&str], max_length: usize) -> Result<(Tensor, Tensor)> {
+        let (rows, _) = self.encode_each(texts, max_length)?;
+        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(rows.len() * longest);
+        let mut mask = Vec::with_capacity(rows.len() * longest);
+        for row in &rows {
+            let pad = longest - row.len();
+            ids.extend_from_slice(row);
+            ids.extend(std::iter::repeat_n(i64::from(self.pad_id), pad));
+            mask.extend(std::iter::repeat_n(1i64, row.len()));
+            mask.extend(std::iter::repeat_n(0i64, pad));
+        }
+        let shape = [
+            i64::try_from(rows.len()).unwrap_or(i64::MAX),
+            i64::try_from(longest).unwrap_or(i64::MAX),
+        ];
+        Ok((
+            Tensor::f_from_slice(&ids)?.f_view(shape)?,
+            Tensor::f_from_slice(&mask)?.f_view(shape)?,
+        ))
+    }
+
+    /// Each text's ids, unpadded, tokenized and cut to `max_length` as
+    /// [`encode_batch`](Self::encode_batch) does; and how many texts were longer and were cut.
+    ///
+    /// # Errors
+    ///
+    /// As [`encode_batch`](Self::encode_batch).
+    pub fn encode_each(&self, texts: &[&str], max_length: usize) -> Result<(Vec<Vec<i64>>, usize)> {
         if texts.is_empty() {
             return Err(ModelError::InvalidInput {
                 reason: "no texts to tokenize; pass at least one".into(),
@@ -104,32 +132,17 @@ impl Tokenizer {
             reason: e.to_string(),
         };
         let mut rows = Vec::with_capacity(texts.len());
+        let mut cut = 0;
         for text in texts {
             // What `encode` does with truncation set, step by step: truncate the text's tokens
             // so that they and the special tokens fit, then add the special tokens.
             let mut encoding = self.inner.encode(*text, false).map_err(failed)?;
+            cut += usize::from(encoding.len() > max_length - specials);
             encoding.truncate(max_length - specials, 0, TruncationDirection::Right);
             let encoding = self.inner.post_process(encoding, None, true).map_err(failed)?;
             rows.push(encoding.get_ids().iter().map(|&id| i64::from(id)).collect::<Vec<_>>());
         }
-        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(rows.len() * longest);
-        let mut mask = Vec::with_capacity(rows.len() * longest);
-        for row in &rows {
-            let pad = longest - row.len();
-            ids.extend_from_slice(row);
-            ids.extend(std::iter::repeat_n(i64::from(self.pad_id), pad));
-            mask.extend(std::iter::repeat_n(1i64, row.len()));
-            mask.extend(std::iter::repeat_n(0i64, pad));
-        }
-        let shape = [
-            i64::try_from(rows.len()).unwrap_or(i64::MAX),
-            i64::try_from(longest).unwrap_or(i64::MAX),
-        ];
-        Ok((
-            Tensor::f_from_slice(&ids)?.f_view(shape)?,
-            Tensor::f_from_slice(&mask)?.f_view(shape)?,
-        ))
+        Ok((rows, cut))
     }
 }
 

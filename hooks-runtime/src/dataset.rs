@@ -111,7 +111,12 @@ impl Manifest {
             return Some(found);
         }
         if self.shard != other.shard {
-            let shard = |s: &Option<Shard>| s.map_or_else(|| "none".to_owned(), |s| format!("{}/{}", s.index, s.count));
+            let shard = |s: &Option<Shard>| {
+                s.map_or_else(
+                    || "none".to_owned(),
+                    |s| format!("{}/{}, samples {}..{}", s.index, s.count, s.first, s.end),
+                )
+            };
             return Some(("shard".into(), shard(&self.shard), shard(&other.shard)));
         }
         if self.samples != other.samples {
@@ -225,12 +230,23 @@ impl DatasetWriter {
                 }
                 Some(_) => remove_dataset(dir, &old)?,
             }
+        } else if dir.is_file() {
+            return Err(Error::InvalidArgument {
+                name: "out",
+                reason: format!(
+                    "`{}` is a file, not a folder; a dataset folder needs a folder path (or end the path in .npz for one file)",
+                    dir.display()
+                ),
+            });
         } else if dir.exists() {
             let mut entries = fs::read_dir(dir).map_err(|e| io("cannot read", dir, e))?;
             if entries.next().is_some() {
-                return Err(Error::BadFile {
-                    path: dir.to_owned(),
-                    reason: "the folder is not empty and holds no manifest.json: it is not a dataset folder; choose a new or empty folder".into(),
+                return Err(Error::InvalidArgument {
+                    name: "out",
+                    reason: format!(
+                        "`{}` is not empty and holds no manifest.json: it is not a dataset folder, and nothing is written into it; choose a new or empty folder",
+                        dir.display()
+                    ),
                 });
             }
         }
@@ -524,8 +540,17 @@ pub fn merge_datasets(out: &Path, inputs: &[PathBuf]) -> Result<()> {
     let Some(first) = manifests.first() else {
         return Err(bad("give at least one shard folder".into()));
     };
+    // Every shard says how many there are: all of them must be here (order is checked below).
+    if let Some(count) = manifests.iter().find_map(|m| m.shard.map(|s| s.count)) {
+        if manifests.len() != count {
+            return Err(bad(format!(
+                "{} shard folder(s) given for a run of {count} shards; give all of them, in order",
+                manifests.len()
+            )));
+        }
+    }
     let mut expected = 0;
-    for (dir, m) in inputs.iter().zip(&manifests) {
+    for (position, (dir, m)) in inputs.iter().zip(&manifests).enumerate() {
         if !m.complete {
             return Err(bad(format!(
                 "`{}` is not complete; run its shard again to finish it",
@@ -556,6 +581,15 @@ pub fn merge_datasets(out: &Path, inputs: &[PathBuf]) -> Result<()> {
                 inputs[0].display()
             )));
         }
+        if shard.index != position {
+            return Err(bad(format!(
+                "`{}` is shard {}/{} but stands at position {position}; give the shards in order, 0 to {}",
+                dir.display(),
+                shard.index,
+                shard.count,
+                shard.count.saturating_sub(1)
+            )));
+        }
         if shard.first != expected {
             return Err(bad(format!(
                 "`{}` starts at sample {} but the shards before it end at {expected}: {}; give every shard once, in order",
@@ -566,20 +600,13 @@ pub fn merge_datasets(out: &Path, inputs: &[PathBuf]) -> Result<()> {
         }
         expected = shard.end;
     }
-    let last = manifests.last().and_then(|m| m.shard).map_or(0, |s| s.count);
     let total_samples: usize = manifests.iter().map(|m| m.samples).sum();
-    if manifests.len() != last || first.shard.is_some_and(|s| s.index != 0) {
-        return Err(bad(format!(
-            "{} shard folders given for a run of {last} shards; give all of them, in order",
-            manifests.len()
-        )));
-    }
     let mut merged = DatasetWriter::create(out, first.config.clone(), None, total_samples, false)?;
     if merged.done_samples() != 0 || merged.manifest.complete {
-        return Err(bad(format!(
-            "`{}` already holds rows; merge into a new folder",
-            out.display()
-        )));
+        return Err(Error::InvalidArgument {
+            name: "out",
+            reason: format!("`{}` already holds rows; merge into a new folder", out.display()),
+        });
     }
     merged.manifest.arrays = first.arrays.clone();
     let names = merged.file_names();

@@ -277,6 +277,10 @@ pub struct Stats {
 }
 
 impl Extractor {
+    /// How many token positions (padded) a window of [`run_into`](Self::run_into) holds per
+    /// item of its [`window`](Self::window) size.
+    pub const WINDOW_POSITIONS_PER_ITEM: usize = 8;
+
     /// The defaults: batches of 32, no token budget, no truncation, no pooling, repeats refused,
     /// early stop on, no progress bar.
     #[must_use]
@@ -342,8 +346,8 @@ impl Extractor {
     }
 
     /// At most `n` items per window of [`run_into`](Self::run_into) (default 512), and at most
-    /// `16 × n` token positions once padded to the window's longest (8192 by default: for the
-    /// six block outputs of MiniLM, unpooled, 75 MB).
+    /// `8 × n` token positions once padded to the window's longest (4096 by default: for the
+    /// six block outputs of MiniLM, unpooled, 38 MB).
     #[must_use]
     pub fn window(mut self, n: usize) -> Self {
         self.window = n;
@@ -408,7 +412,7 @@ impl Extractor {
     /// Runs `model` over `items` window by window and hands each window's rows, in input order,
     /// to `sink`: memory holds two windows (one running, one being written), whatever the number
     /// of items. A window is at most [`window`](Self::window) items, and at most that many times
-    /// 16 token positions once padded to its longest item; items are sorted by length within it. Windows depend only on
+    /// 8 token positions once padded to its longest item; items are sorted by length within it. Windows depend only on
     /// the items' lengths and these settings, so a rerun cuts the same windows (and runs the
     /// same batches).
     ///
@@ -499,7 +503,7 @@ impl Extractor {
     #[must_use]
     pub fn windows(&self, items: &[Item]) -> Vec<std::ops::Range<usize>> {
         let max_length = self.max_length.unwrap_or(usize::MAX);
-        let budget = self.window.saturating_mul(16);
+        let budget = self.window.saturating_mul(Self::WINDOW_POSITIONS_PER_ITEM);
         let mut windows = Vec::new();
         let (mut start, mut longest) = (0, 0);
         for (i, item) in items.iter().enumerate() {
