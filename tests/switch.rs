@@ -1,10 +1,10 @@
-//! The process-wide capture switch and panic safety. In a test binary of its own, with one test,
+//! The process-wide capture switch, its relation to interventions, and panic safety. In a test binary of its own, with one test,
 //! because the switch is global to the process and other tests capture concurrently.
 #![allow(clippy::unwrap_used)] // a failing test should fail loudly
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use hooks::{switch, ActivationStore, HookPoint, Hookable};
+use hooks::{switch, ActivationStore, HookPoint, Hookable, Intervention, Interventions};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Hookable)]
@@ -89,6 +89,35 @@ fn the_switch_gates_every_store_and_survives_panics() {
     store.disable();
     assert!(!switch::active(), "a dropped store left the switch counting it");
     store.enable();
+
+    // Interventions answer to their own enable, not to the switch: with capture off they still
+    // change what flows on, and capture stays off.
+    let edits = Interventions::new(&model, [("b", Intervention::scale(10.0))]).unwrap();
+    {
+        let _off = switch::scoped(false);
+        assert!(!switch::active(), "an intervention does not turn capture on");
+        assert!(model.b.apply(t(6.0)).equal(&t(60.0)));
+        assert!(
+            store.get("b").unwrap().equal(&t(5.0)),
+            "captured while the switch was off"
+        );
+    }
+    assert!(model.b.apply(t(7.0)).equal(&t(70.0)));
+    assert!(
+        store.get("b").unwrap().equal(&t(70.0)),
+        "the capture sees the changed tensor"
+    );
+    edits.disable();
+    assert!(model.b.apply(t(8.0)).equal(&t(8.0)));
+    // One that unwinds away no longer counts either: with no store, sites are idle again.
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let _second = Interventions::new(&model, [("a", Intervention::zero())]).unwrap();
+        panic!("while an intervention is enabled");
+    }));
+    assert!(result.is_err());
+    assert!(model.a.apply(t(9.0)).equal(&t(9.0)));
+    drop(edits);
+
     drop(store);
     assert!(!switch::active());
 }

@@ -259,10 +259,10 @@ impl Bert {
     /// The forward pass on inputs already checked and on the model's device.
     fn run(&self, input_ids: &Tensor, attention_mask: &Tensor) -> (Tensor, Option<Tensor>) {
         let _no_grad = tch::no_grad_guard();
-        let hidden = self.embeddings.call(|m| m.forward(input_ids));
+        let hidden = self.embeddings.call_with(input_ids, |m, ids| m.forward(ids));
         let mask = attention::padding_mask(attention_mask, self.vs.kind());
-        let hidden = self.encoder.call(|m| m.forward(&hidden, &mask));
-        let pooled = self.pooler.as_ref().map(|p| p.call(|m| m.forward(&hidden)));
+        let hidden = self.encoder.call_with(&hidden, |m, x| m.forward(x, &mask));
+        let pooled = self.pooler.as_ref().map(|p| p.call_with(&hidden, |m, x| m.forward(x)));
         (hidden, pooled)
     }
 }
@@ -377,7 +377,7 @@ impl BertEncoder {
     fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
         let mut hidden = hidden.shallow_clone();
         for layer in &self.layer {
-            hidden = layer.call(|m| m.forward(&hidden, mask));
+            hidden = layer.call_with(&hidden, |m, x| m.forward(x, mask));
         }
         hidden
     }
@@ -404,9 +404,9 @@ impl BertLayer {
     }
 
     fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
-        let attention = self.attention.call(|m| m.forward(hidden, mask));
-        let intermediate = self.intermediate.call(|m| m.forward(&attention));
-        self.output.call(|m| m.forward(&intermediate, &attention))
+        let attention = self.attention.call_with(hidden, |m, x| m.forward(x, mask));
+        let intermediate = self.intermediate.call_with(&attention, |m, x| m.forward(x));
+        self.output.call_with(&intermediate, |m, x| m.forward(x, &attention))
     }
 }
 
@@ -430,8 +430,8 @@ impl BertAttention {
     }
 
     fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
-        let context = self.self_attention.call(|m| m.forward(hidden, mask));
-        self.output.call(|m| m.forward(&context, hidden))
+        let context = self.self_attention.call_with(hidden, |m, x| m.forward(x, mask));
+        self.output.call_with(&context, |m, x| m.forward(x, hidden))
     }
 }
 
@@ -460,7 +460,7 @@ impl BertSelfAttention {
             query: linear(&p / "query", h, h, true, init),
             key: linear(&p / "key", h, h, true, init),
             value: linear(&p / "value", h, h, true, init),
-            attn_weights: HookPoint::new(),
+            attn_weights: HookPoint::observer(),
             heads,
             // transformers' `head_dim**-0.5`, in double precision too: the same bits.
             scaling: ((h / heads) as f64).powf(-0.5),
@@ -472,9 +472,8 @@ impl BertSelfAttention {
         let key = attention::split_heads(&self.key.forward(hidden), self.heads);
         let value = attention::split_heads(&self.value.forward(hidden), self.heads);
         if self.attn_weights.is_capturing() {
-            let _ = self
-                .attn_weights
-                .apply(attention::probabilities(&query, &key, mask, self.scaling, false));
+            self.attn_weights
+                .observe(&attention::probabilities(&query, &key, mask, self.scaling, false));
         }
         attention::attend(&query, &key, &value, mask, self.scaling)
     }

@@ -235,7 +235,9 @@ impl<C: DecoderConfig> TextModel for CausalLm<C> {
             self.vs.device(),
         )?;
         let _no_grad = tch::no_grad_guard();
-        let hidden = self.model.call(|m| m.forward(&ids, &mask, self.vs.kind()));
+        let hidden = self
+            .model
+            .call_with(&ids, |m, ids| m.forward(ids, &mask, self.vs.kind()));
         if self.lm_head.is_capturing() {
             let _ = self.lm_head.forward(&hidden);
         }
@@ -307,7 +309,7 @@ impl DecoderModel {
             Some(window) => attention::sliding_window_mask(attention_mask, kind, window),
         };
         for layer in &self.layers {
-            hidden = layer.call(|m| m.forward(&hidden, &rotation, &mask));
+            hidden = layer.call_with(&hidden, |m, x| m.forward(x, &rotation, &mask));
         }
         self.norm.forward(&hidden)
     }
@@ -341,9 +343,9 @@ impl DecoderLayer {
 
     fn forward(&self, hidden: &Tensor, rotation: &Rotation, mask: &attention::Mask) -> Tensor {
         let normed = self.input_layernorm.forward(hidden);
-        let hidden = hidden + self.self_attn.call(|m| m.forward(&normed, rotation, mask));
+        let hidden = hidden + self.self_attn.call_with(&normed, |m, x| m.forward(x, rotation, mask));
         let normed = self.post_attention_layernorm.forward(&hidden);
-        &hidden + self.mlp.call(|m| m.forward(&normed))
+        &hidden + self.mlp.call_with(&normed, |m, x| m.forward(x))
     }
 }
 
@@ -385,7 +387,7 @@ impl DecoderAttention {
             o_proj: linear(&p / "o_proj", heads * d, h, spec.o_bias, init),
             q_norm: norm("q_norm"),
             k_norm: norm("k_norm"),
-            attn_weights: HookPoint::new(),
+            attn_weights: HookPoint::observer(),
             heads,
             kv_heads,
             head_dim: d,
@@ -410,9 +412,8 @@ impl DecoderAttention {
         let groups = self.heads / self.kv_heads;
         let (key, value) = (repeat_kv(&key, groups), repeat_kv(&value, groups));
         if self.attn_weights.is_capturing() {
-            let _ = self
-                .attn_weights
-                .apply(attention::probabilities(&query, &key, mask, self.scaling, true));
+            self.attn_weights
+                .observe(&attention::probabilities(&query, &key, mask, self.scaling, true));
         }
         let context = attention::attend(&query, &key, &value, mask, self.scaling);
         self.o_proj.forward(&context)

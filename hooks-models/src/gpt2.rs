@@ -223,7 +223,7 @@ impl Gpt2 {
         let mut hidden = self.wte.forward(input_ids) + self.wpe.forward(&position_ids);
         let mask = attention::causal_padding_mask(attention_mask, self.vs.kind());
         for block in &self.h {
-            hidden = block.call(|m| m.forward(&hidden, &mask));
+            hidden = block.call_with(&hidden, |m, x| m.forward(x, &mask));
         }
         self.ln_f.forward(&hidden)
     }
@@ -311,9 +311,11 @@ impl Gpt2Block {
     }
 
     fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
-        let attn = self.attn.call(|m| m.forward(&self.ln_1.forward(hidden), mask));
+        let attn = self
+            .attn
+            .call_with(&self.ln_1.forward(hidden), |m, x| m.forward(x, mask));
         let hidden = attn + hidden;
-        let mlp = self.mlp.call(|m| m.forward(&self.ln_2.forward(&hidden)));
+        let mlp = self.mlp.call_with(&self.ln_2.forward(&hidden), |m, x| m.forward(x));
         hidden + mlp
     }
 }
@@ -349,7 +351,7 @@ impl Gpt2Attention {
         Gpt2Attention {
             c_attn: Conv1D::new(&p / "c_attn", h, 3 * h, init),
             c_proj: Conv1D::new(&p / "c_proj", h, h, residual_init(config, init)),
-            attn_weights: HookPoint::new(),
+            attn_weights: HookPoint::observer(),
             heads,
             scaling,
         }
@@ -361,9 +363,8 @@ impl Gpt2Attention {
         let parts = qkv.split(width, 2);
         let [query, key, value] = [&parts[0], &parts[1], &parts[2]].map(|t| attention::split_heads(t, self.heads));
         if self.attn_weights.is_capturing() {
-            let _ = self
-                .attn_weights
-                .apply(attention::probabilities(&query, &key, mask, self.scaling, false));
+            self.attn_weights
+                .observe(&attention::probabilities(&query, &key, mask, self.scaling, false));
         }
         let context = attention::attend(&query, &key, &value, mask, self.scaling);
         self.c_proj.forward(&context)

@@ -239,7 +239,9 @@ impl TextModel for GptNeox {
             self.vs.device(),
         )?;
         let _no_grad = tch::no_grad_guard();
-        let hidden = self.gpt_neox.call(|m| m.forward(&ids, &mask, self.vs.kind()));
+        let hidden = self
+            .gpt_neox
+            .call_with(&ids, |m, ids| m.forward(ids, &mask, self.vs.kind()));
         if self.lm_head.is_capturing() {
             let _ = self.lm_head.forward(&hidden);
         }
@@ -304,7 +306,7 @@ impl GptNeoxModel {
         let rotation = Rotation::new(&self.inv_freq, input_ids.size()[1], kind);
         let mask = attention::causal_padding_mask(attention_mask, kind);
         for layer in &self.layers {
-            hidden = layer.call(|m| m.forward(&hidden, &rotation, &mask));
+            hidden = layer.call_with(&hidden, |m, x| m.forward(x, &rotation, &mask));
         }
         self.final_layer_norm.forward(&hidden)
     }
@@ -339,17 +341,17 @@ impl GptNeoxLayer {
 
     fn forward(&self, hidden: &Tensor, rotation: &Rotation, mask: &attention::Mask) -> Tensor {
         let normed = self.input_layernorm.forward(hidden);
-        let attn = self.attention.call(|m| m.forward(&normed, rotation, mask));
+        let attn = self.attention.call_with(&normed, |m, x| m.forward(x, rotation, mask));
         if self.parallel_residual {
             let mlp = self
                 .mlp
-                .call(|m| m.forward(&self.post_attention_layernorm.forward(hidden)));
+                .call_with(&self.post_attention_layernorm.forward(hidden), |m, x| m.forward(x));
             mlp + attn + hidden
         } else {
             let attn = attn + hidden;
             let mlp = self
                 .mlp
-                .call(|m| m.forward(&self.post_attention_layernorm.forward(&attn)));
+                .call_with(&self.post_attention_layernorm.forward(&attn), |m, x| m.forward(x));
             mlp + attn
         }
     }
@@ -381,7 +383,7 @@ impl GptNeoxAttention {
         GptNeoxAttention {
             query_key_value: linear(&p / "query_key_value", h, 3 * h, bias, init),
             dense: linear(&p / "dense", h, h, bias, init),
-            attn_weights: HookPoint::new(),
+            attn_weights: HookPoint::observer(),
             heads: config.num_attention_heads,
             head_size: config.head_size(),
             // transformers' `head_size**-0.5`, in double precision too: the same bits.
@@ -398,9 +400,8 @@ impl GptNeoxAttention {
         let parts = qkv.chunk(3, -1);
         let (query, key, value) = (rotation.apply(&parts[0]), rotation.apply(&parts[1]), &parts[2]);
         if self.attn_weights.is_capturing() {
-            let _ = self
-                .attn_weights
-                .apply(attention::probabilities(&query, &key, mask, self.scaling, true));
+            self.attn_weights
+                .observe(&attention::probabilities(&query, &key, mask, self.scaling, true));
         }
         let context = attention::attend(&query, &key, value, mask, self.scaling);
         self.dense.forward(&context)

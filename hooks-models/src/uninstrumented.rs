@@ -34,6 +34,12 @@ impl<M> Hook<M> {
     pub fn call<R>(&self, forward: impl FnOnce(&M) -> R) -> R {
         forward(&self.0)
     }
+
+    /// Runs a forward of the module on `input`; nothing is captured or changed.
+    #[inline]
+    pub fn call_with<R>(&self, input: &Tensor, forward: impl FnOnce(&M, &Tensor) -> R) -> R {
+        forward(&self.0, input)
+    }
 }
 
 impl<M> Deref for Hook<M> {
@@ -85,11 +91,21 @@ impl HookPoint {
         false
     }
 
+    /// A point with no capture site.
+    #[must_use]
+    pub fn observer() -> Self {
+        HookPoint
+    }
+
     /// Returns `x`.
     #[inline]
     pub fn apply(&self, x: Tensor) -> Tensor {
         x
     }
+
+    /// Nothing: there is no capture site.
+    #[inline]
+    pub fn observe(&self, _x: &Tensor) {}
 }
 
 impl LayerTree for HookPoint {

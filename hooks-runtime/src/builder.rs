@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 
 use crate::hookable::Hookable;
-use crate::path::{LayerPath, Prefix};
+use crate::path::{LayerPath, Prefix, INPUT_SUFFIX};
 
 /// Typed paths below a `Vec<T>` or `[T; N]`: pick an element with [`at`](Self::at).
 #[derive(Clone, Debug)]
@@ -54,6 +54,13 @@ impl<M: Hookable> HookPaths<M> {
     #[must_use]
     pub fn path(&self) -> LayerPath {
         self.path.clone()
+    }
+
+    /// The path of this module's input (`PATH:input`), the counterpart of a PyTorch forward
+    /// pre-hook: `Model::paths().h(3).attn().c_proj().input()`.
+    #[must_use]
+    pub fn input(&self) -> LayerPath {
+        LayerPath::from(format!("{}{INPUT_SUFFIX}", self.path))
     }
 }
 

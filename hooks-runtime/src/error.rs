@@ -29,9 +29,33 @@ pub enum Error {
     #[error("no layers selected; pass at least one layer path or pattern")]
     NoLayers,
     /// Layers were selected but never produced an output during a run.
-    #[error("selected layers produced no output: {}; check that forward() calls their capture sites", list(.layers))]
+    #[error("selected layers produced no output: {}; check that forward() calls their capture sites{}", list(.layers), input_hint(.layers))]
     NeverFired {
         /// The selected layers that captured nothing.
+        layers: Vec<String>,
+    },
+    /// An intervention cannot act at this layer: its tensor does not flow on.
+    #[error("cannot intervene on `{layer}`: {reason}; intervene on a module's output or input instead (the attention output, or the `:input` of its output projection for single heads)")]
+    NotEditable {
+        /// The layer path.
+        layer: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// An intervention does not fit the tensor at its layer.
+    #[error("the intervention on `{layer}` does not fit its tensor of shape {shape:?}: {reason}")]
+    EditMismatch {
+        /// The layer path.
+        layer: String,
+        /// The shape of the tensor at the layer.
+        shape: Vec<i64>,
+        /// What does not fit, and how to fix it.
+        reason: String,
+    },
+    /// Interventions were bound but never applied during a forward.
+    #[error("interventions never applied during the forward: {}; check that forward() passes these layers' tensors through their capture sites{}", list(.layers), input_hint(.layers))]
+    NeverApplied {
+        /// The layers whose interventions did not apply.
         layers: Vec<String>,
     },
     /// A selected layer fired more than once in one forward (a shared module), and the
@@ -135,6 +159,15 @@ pub enum Error {
 
 fn list(layers: &[String]) -> String {
     layers.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// For `LAYER:input` points: a module's input is seen only when the model passes it in.
+fn input_hint(layers: &[String]) -> &'static str {
+    if layers.iter().any(|l| l.ends_with(":input")) {
+        " (a `:input` point fires only when the model runs the module with `Hook::forward` or `Hook::call_with`, which pass its input)"
+    } else {
+        ""
+    }
 }
 
 /// ` (did you mean `a` or `b`?)`, or nothing when there is no suggestion.

@@ -14,8 +14,9 @@ use tch::{nn::ModuleT, Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::hookable::{LayerTree, Walker};
+use crate::intervene::{Intervention, Interventions};
 use crate::pool::{normalize, zero_padding, Pool};
-use crate::stop::run_stoppable;
+use crate::stop::{catch_failure, run_stoppable};
 use crate::store::{ActivationStore, Activations, CaptureMode};
 
 /// What the engine needs of a model: a forward over a batch of right-padded token ids.
@@ -197,7 +198,7 @@ pub enum Repeats {
 /// assert_eq!(*mean, Tensor::from_slice(&[2.0f32, 4.0, 5.0, 10.0]).view([2, 2]));
 /// # Ok::<(), hooks_runtime::Error>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Extractor {
     batch_size: usize,
     batch_tokens: Option<usize>,
@@ -209,6 +210,8 @@ pub struct Extractor {
     progress: bool,
     window: usize,
     interrupt: Option<Arc<AtomicBool>>,
+    interventions: Vec<(String, Intervention)>,
+    patches: Vec<(String, Tensor)>,
 }
 
 impl Default for Extractor {
@@ -224,6 +227,24 @@ impl Default for Extractor {
             progress: false,
             window: 512,
             interrupt: None,
+            interventions: Vec::new(),
+            patches: Vec::new(),
+        }
+    }
+}
+
+// `Tensor` is `Send` but not `Sync` or `Clone`; the patches are only read (and shallow-cloned).
+impl Clone for Extractor {
+    fn clone(&self) -> Self {
+        Extractor {
+            interrupt: self.interrupt.clone(),
+            interventions: self.interventions.clone(),
+            patches: self
+                .patches
+                .iter()
+                .map(|(l, t)| (l.clone(), t.shallow_clone()))
+                .collect(),
+            ..*self
         }
     }
 }
@@ -363,6 +384,35 @@ impl Extractor {
         self
     }
 
+    /// Applies `intervention` at `layer` (a path or glob; `PATH:input` for a module's input) in
+    /// every forward of the run, as [`Interventions`] binds it; repeatable. Captures downstream,
+    /// and at `layer` itself, see the changed tensor. Positions count within each padded batch
+    /// (right padding: position `p` is the item's `p`-th token).
+    ///
+    /// An intervention that does not fit (a vector of another width) fails the run before any
+    /// row is handed over; one that never applies in a whole forward fails it with
+    /// [`Error::NeverApplied`].
+    #[must_use]
+    pub fn intervene(mut self, layer: impl Into<String>, intervention: Intervention) -> Self {
+        self.interventions.push((layer.into(), intervention));
+        self
+    }
+
+    /// Activation patching from another run of the same items: `layer`'s tensor is replaced, in
+    /// every forward, by `source`'s rows for the batch's items. `source` is `[items, tokens,
+    /// ...]`, one row per item in input order, padded at the end of the token axis (what
+    /// [`run`](Self::run) with [`Pool::None`] gives); each batch takes its first `tokens` of the
+    /// batch's width. Repeatable, one per layer.
+    ///
+    /// The run fails with [`Error::InvalidArgument`] when `source` has another number of rows
+    /// than the items or fewer positions than a batch needs, and with [`Error::EditMismatch`]
+    /// when its trailing dims differ from the layer's.
+    #[must_use]
+    pub fn patch(mut self, layer: impl Into<String>, source: Tensor) -> Self {
+        self.patches.push((layer.into(), source));
+        self
+    }
+
     /// Whether to show a progress bar (samples/s, tokens/s, ETA) on stderr when it is a
     /// terminal. Elsewhere nothing is drawn; [`Extracted::stats`] has the figures.
     #[must_use]
@@ -397,7 +447,7 @@ impl Extractor {
             return Err(Error::EmptyDataset);
         }
         let mut session = Session::start(self, model, layers, items)?;
-        let window = session.window(items)?;
+        let window = session.window(items, 0)?;
         let (stats, unpooled, truncated) = session.finish(start);
         Ok(Extracted {
             activations: window.activations,
@@ -469,7 +519,7 @@ impl Extractor {
             });
             let mut ran = Ok(());
             for range in todo {
-                match session.window(&items[range.clone()]) {
+                match session.window(&items[range.clone()], range.start) {
                     // A closed channel means the writer stopped on an error: it says which.
                     Ok(window) => {
                         if tx.send((range.start, window)).is_err() {
@@ -535,6 +585,37 @@ impl Extractor {
             }
         }
         Ok(())
+    }
+
+    /// Binds the interventions and patches to `model`, checking each patch's rows against the
+    /// `items` count; `None` when there are none.
+    fn bind_edits<M: LayerTree + ?Sized>(&self, model: &M, items: usize) -> Result<Option<Interventions>> {
+        if self.interventions.is_empty() && self.patches.is_empty() {
+            return Ok(None);
+        }
+        for (layer, source) in &self.patches {
+            let rows = source.size();
+            if rows.len() < 2 || usize::try_from(rows[0]).ok() != Some(items) {
+                return Err(Error::InvalidArgument {
+                    name: "patch",
+                    reason: format!(
+                        "the patch for `{layer}` has shape {rows:?}, and needs `[{items}, tokens, ...]`: one row per item, from a run of the same items without pooling"
+                    ),
+                });
+            }
+            if layer.contains('*') {
+                return Err(Error::InvalidArgument {
+                    name: "patch",
+                    reason: format!("`{layer}`: a patch names one layer, not a pattern"),
+                });
+            }
+        }
+        let patches = self
+            .patches
+            .iter()
+            .map(|(layer, source)| (layer.clone(), Intervention::replace(source.shallow_clone())));
+        let all = self.interventions.iter().cloned().chain(patches);
+        Interventions::new(model, all).map(Some)
     }
 
     /// Every layer fired, and fired once unless repeats are allowed.
@@ -628,6 +709,8 @@ struct Session<'a, M: ?Sized> {
     settings: &'a Extractor,
     model: &'a M,
     store: ActivationStore,
+    /// The run's interventions and patches, bound to the model.
+    edits: Option<Interventions>,
     names: Vec<String>,
     /// How many outputs each layer gives per forward: the early stop's plan.
     needed: Option<Vec<usize>>,
@@ -645,10 +728,12 @@ impl<'a, M: BatchForward + ?Sized> Session<'a, M> {
         let max_length = settings.max_length.unwrap_or(usize::MAX);
         let lengths: Vec<usize> = items.iter().map(|item| item.ids.len().min(max_length)).collect();
         check_lengths(&lengths, 0)?;
+        let edits = settings.bind_edits(model, items.len())?;
         let mut session = Session {
             settings,
             model,
             store,
+            edits,
             names,
             needed: None,
             stats: Stats::default(),
@@ -665,14 +750,16 @@ impl<'a, M: BatchForward + ?Sized> Session<'a, M> {
                 };
                 let (ids, mask) = feed.batch(&[shortest])?;
                 let _no_grad = tch::no_grad_guard();
+                session.set_patches(&[shortest], ids.size()[1])?;
                 session.store.enable();
                 let forward = Instant::now();
-                let result = model.forward_batch(&ids, &mask);
+                let result = catch_failure(|| model.forward_batch(&ids, &mask));
                 session.stats.forward_time += forward.elapsed();
                 session.stats.forwards += 1;
                 session.store.disable();
-                result?;
+                result??;
                 session.store.check()?;
+                session.check_applied()?;
                 let counts: Vec<usize> = session.names.iter().map(|n| session.store.calls(n).len()).collect();
                 settings.check_counts(&session.names, &counts)?;
                 session.store.clear();
@@ -682,8 +769,44 @@ impl<'a, M: BatchForward + ?Sized> Session<'a, M> {
         Ok(session)
     }
 
+    /// Sets each patch to `members`' rows of its source (indices into the whole input), cut to
+    /// `width` positions, and forgets how often each intervention applied.
+    fn set_patches(&self, members: &[usize], width: i64) -> Result<()> {
+        let Some(edits) = &self.edits else {
+            return Ok(());
+        };
+        edits.reset_counts();
+        for (layer, source) in &self.settings.patches {
+            let positions = source.size().get(1).copied().unwrap_or(0);
+            if positions < width {
+                return Err(Error::InvalidArgument {
+                    name: "patch",
+                    reason: format!(
+                        "the patch for `{layer}` holds {positions} token positions, and a batch needs {width}; make it from the same items with the same maximum length"
+                    ),
+                });
+            }
+            let rows = Tensor::from_slice(&members.iter().map(|&i| i as i64).collect::<Vec<_>>());
+            let value = source.f_index_select(0, &rows)?.f_narrow(1, 0, width)?;
+            edits.set(layer, Intervention::replace(value))?;
+        }
+        Ok(())
+    }
+
+    /// After a whole forward: every intervention applied.
+    fn check_applied(&self) -> Result<()> {
+        match &self.edits {
+            Some(edits) => match edits.never_applied() {
+                never if never.is_empty() => Ok(()),
+                layers => Err(Error::NeverApplied { layers }),
+            },
+            None => Ok(()),
+        }
+    }
+
     /// Runs one window of items (sorted by length, batched) and returns its rows in input order.
-    fn window(&mut self, items: &[Item]) -> Result<Window> {
+    /// `first` is the index of `items[0]` in the whole input (patches are indexed by it).
+    fn window(&mut self, items: &[Item], first: usize) -> Result<Window> {
         let settings = self.settings;
         let max_length = settings.max_length.unwrap_or(usize::MAX);
         let lengths: Vec<usize> = items.iter().map(|item| item.ids.len().min(max_length)).collect();
@@ -716,13 +839,28 @@ impl<'a, M: BatchForward + ?Sized> Session<'a, M> {
             let members = &order[range.clone()];
             let (ids, mask) = feed.batch(members)?;
             let width = ids.size()[1];
+            let whole: Vec<usize> = members.iter().map(|&i| first + i).collect();
+            self.set_patches(&whole, width)?;
             store.stop_after(self.needed.as_deref().filter(|_| !store.shares_sites(self.model)));
             let forward = Instant::now();
             let result = run_stoppable(|| self.model.forward_batch(&ids, &mask));
             self.stats.forward_time += forward.elapsed();
             store.stop_after(None);
+            let result = match result {
+                Err(e) => {
+                    store.disable();
+                    return Err(e);
+                }
+                Ok(result) => result,
+            };
+            // A stopped forward never reached the layers past the captured ones: interventions
+            // there could change nothing.
+            let stopped = result.is_none();
             result.unwrap_or(Ok(()))?;
             store.check()?;
+            if !stopped {
+                self.check_applied()?;
+            }
             self.stats.forwards += 1;
             self.stats.positions += members.len() * lengths[members[0]];
             let rows = Tensor::from_slice(&members.iter().map(|&i| i as i64).collect::<Vec<_>>());

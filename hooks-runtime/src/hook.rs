@@ -11,15 +11,22 @@ use crate::path::{LayerPath, Prefix};
 use crate::schema::Schema;
 use crate::site::Site;
 
-/// What a hooked forward returns, and which tensor of it is captured: the tensor itself, or the
-/// first element of a tuple (as PyTorch forward hooks in the reference tools do).
+/// What a hooked forward returns, and which tensor of it is captured and intervened on: the
+/// tensor itself, or the first element of a tuple (as PyTorch forward hooks in the reference
+/// tools do).
 pub trait CaptureOutput {
     /// The tensor to capture.
     fn captured(&self) -> &Tensor;
+    /// The same tensor, to replace with what an intervention returns.
+    fn captured_mut(&mut self) -> &mut Tensor;
 }
 
 impl CaptureOutput for Tensor {
     fn captured(&self) -> &Tensor {
+        self
+    }
+
+    fn captured_mut(&mut self) -> &mut Tensor {
         self
     }
 }
@@ -30,6 +37,10 @@ macro_rules! tuple_output {
             fn captured(&self) -> &Tensor {
                 &self.0
             }
+
+            fn captured_mut(&mut self) -> &mut Tensor {
+                &mut self.0
+            }
         }
     };
 }
@@ -39,10 +50,12 @@ tuple_output!(A, B, C);
 tuple_output!(A, B, C, D);
 
 /// A module whose output is captured under the field's layer path: the Rust counterpart of a
-/// PyTorch forward hook.
+/// PyTorch forward hook; and whose first positional input is captured under `PATH:input`, the
+/// counterpart of a forward pre-hook. Interventions bound at either change what flows on.
 ///
 /// `Hook<M>` implements tch's `Module` (and so `ModuleT`) when `M` does; for any other forward,
-/// use [`call`](Self::call). It dereferences to `M`.
+/// use [`call_with`](Self::call_with) (which sees the input) or [`call`](Self::call) (which does
+/// not: its `:input` point never fires). It dereferences to `M`.
 ///
 /// ```
 /// use hooks_runtime::Hook;
@@ -57,6 +70,7 @@ tuple_output!(A, B, C, D);
 pub struct Hook<M: Hookable> {
     module: M,
     site: Site,
+    input: Site,
 }
 
 impl<M: Hookable> Hook<M> {
@@ -65,16 +79,40 @@ impl<M: Hookable> Hook<M> {
         Hook {
             module,
             site: Site::default(),
+            input: Site::default(),
         }
     }
 
-    /// Runs any forward of the module and captures its output (the first tensor of a tuple).
+    /// Runs any forward of the module; its output (the first tensor of a tuple) goes through
+    /// this hook's interventions and is captured.
     ///
-    /// `self.attn.call(|m| m.forward_masked(&x, &mask))`
+    /// `self.attn.call(|m| m.forward_masked(&x, &mask))`. The module's input is not seen: prefer
+    /// [`call_with`](Self::call_with) where there is one.
     #[inline]
     pub fn call<R: CaptureOutput>(&self, forward: impl FnOnce(&M) -> R) -> R {
-        let output = forward(&self.module);
-        self.site.capture(output.captured());
+        let mut output = forward(&self.module);
+        if let Some(edited) = self.site.apply(output.captured()) {
+            *output.captured_mut() = edited;
+        }
+        output
+    }
+
+    /// Runs a forward of the module on `input`, its first positional argument: `input` goes
+    /// through the `PATH:input` point (interventions, then captures) and the forward gets what
+    /// comes out; the output then goes through the `PATH` point, as with [`call`](Self::call).
+    ///
+    /// `self.attn.call_with(&hidden, |m, x| m.forward(x, &mask))`
+    #[inline]
+    pub fn call_with<R: CaptureOutput>(&self, input: &Tensor, forward: impl FnOnce(&M, &Tensor) -> R) -> R {
+        // One load of the switch for both points when nothing is on.
+        if !crate::switch::busy() {
+            return forward(&self.module, input);
+        }
+        let edited = self.input.apply(input);
+        let mut output = forward(&self.module, edited.as_ref().unwrap_or(input));
+        if let Some(edited) = self.site.apply(output.captured()) {
+            *output.captured_mut() = edited;
+        }
         output
     }
 
@@ -84,7 +122,7 @@ impl<M: Hookable> Hook<M> {
     where
         M: nn::ModuleT,
     {
-        self.call(|m| m.forward_t(xs, train))
+        self.call_with(xs, |m, x| m.forward_t(x, train))
     }
 
     /// Whether this hook's output would be captured now ([`Site::is_capturing`]): lets a model
@@ -105,9 +143,14 @@ impl<M: Hookable> Hook<M> {
         self.module
     }
 
-    /// This hook's capture site.
+    /// This hook's capture site (its output).
     pub fn site(&self) -> &Site {
         &self.site
+    }
+
+    /// The site of the module's input (`PATH:input`).
+    pub fn input_site(&self) -> &Site {
+        &self.input
     }
 }
 
@@ -121,7 +164,7 @@ impl<M: Hookable> Deref for Hook<M> {
 
 impl<M: Hookable + nn::Module> nn::Module for Hook<M> {
     fn forward(&self, xs: &Tensor) -> Tensor {
-        self.call(|m| m.forward(xs))
+        self.call_with(xs, |m, x| m.forward(x))
     }
 }
 
@@ -149,11 +192,25 @@ impl HookPoint {
         HookPoint::default()
     }
 
-    /// Captures `x` and returns it unchanged, so later interventions can replace it in place.
+    /// A point for a tensor that does not flow on, computed for capture alone (attention
+    /// probabilities the fused kernel never forms): hand it over with
+    /// [`observe`](Self::observe). Interventions on it are refused when they bind.
+    #[must_use]
+    pub fn observer() -> Self {
+        HookPoint { site: Site::observer() }
+    }
+
+    /// Runs the interventions bound here on `x`, captures the result and returns it: what flows
+    /// on. `x` itself when nothing is bound.
     #[inline]
     pub fn apply(&self, x: Tensor) -> Tensor {
-        self.site.capture(&x);
-        x
+        self.site.apply(&x).unwrap_or(x)
+    }
+
+    /// Captures `x`, a tensor that does not flow on (see [`observer`](Self::observer)).
+    #[inline]
+    pub fn observe(&self, x: &Tensor) {
+        self.site.capture(x);
     }
 
     /// Whether a tensor applied here would be captured now ([`Site::is_capturing`]): lets a
@@ -174,6 +231,7 @@ impl HookPoint {
 impl<M: Hookable> LayerTree for Hook<M> {
     fn walk(&self, walker: &mut Walker<'_>) {
         walker.site(self.site());
+        walker.input_site(self.input_site());
         self.module().walk(walker);
     }
 }

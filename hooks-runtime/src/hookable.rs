@@ -5,7 +5,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use crate::path::Prefix;
+use crate::path::{Prefix, INPUT_SUFFIX};
 use crate::schema::Schema;
 use crate::site::Site;
 
@@ -39,6 +39,16 @@ pub trait LayerTree {
     fn layer_names(&self) -> Vec<String> {
         let mut names = Vec::new();
         self.walk(&mut Walker::new(&mut |path, _| names.push(path.to_owned())));
+        names
+    }
+
+    /// Every point a store can capture and an intervention can change: the
+    /// [`layer_names`](Self::layer_names), each module's followed by its input point
+    /// (`PATH:input`, see [`INPUT_SUFFIX`](crate::INPUT_SUFFIX)).
+    #[must_use]
+    fn site_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        self.walk(&mut Walker::with_inputs(&mut |path, _| names.push(path.to_owned())));
         names
     }
 }
@@ -80,6 +90,8 @@ pub trait Hookable: LayerTree {
 pub struct Walker<'a> {
     path: String,
     visit: &'a mut dyn FnMut(&str, &Site),
+    /// Whether input sites are reported too.
+    inputs: bool,
 }
 
 impl fmt::Debug for Walker<'_> {
@@ -96,6 +108,15 @@ impl<'a> Walker<'a> {
         Walker {
             path: String::new(),
             visit,
+            inputs: false,
+        }
+    }
+
+    /// A walker that also reports each module's input site, at `PATH:input`.
+    pub fn with_inputs(visit: &'a mut dyn FnMut(&str, &Site)) -> Self {
+        Walker {
+            inputs: true,
+            ..Walker::new(visit)
         }
     }
 
@@ -115,6 +136,17 @@ impl<'a> Walker<'a> {
     /// Reports a capture site at the current path.
     pub fn site(&mut self, site: &Site) {
         (self.visit)(&self.path, site);
+    }
+
+    /// Reports the site of the current module's input, at `PATH:input`, if this walker reports
+    /// inputs.
+    pub fn input_site(&mut self, site: &Site) {
+        if self.inputs {
+            let len = self.path.len();
+            self.path.push_str(INPUT_SUFFIX);
+            (self.visit)(&self.path, site);
+            self.path.truncate(len);
+        }
     }
 }
 

@@ -10,6 +10,7 @@ mod hook;
 mod hookable;
 mod host;
 mod impls;
+mod intervene;
 mod npz;
 mod path;
 mod pool;
@@ -31,8 +32,9 @@ pub use extract::{
 };
 pub use hook::{CaptureOutput, Hook, HookPoint};
 pub use hookable::{Hookable, LayerTree, Walker};
+pub use intervene::{Intervention, Interventions};
 pub use npz::{load_activations, save_activations};
-pub use path::{LayerPath, Prefix};
+pub use path::{LayerPath, Prefix, INPUT_SUFFIX};
 pub use pool::Pool;
 pub use registry::{registry, Registration};
 pub use rows::RowBuffer;

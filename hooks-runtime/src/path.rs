@@ -3,6 +3,11 @@
 use std::borrow::Cow;
 use std::fmt;
 
+/// What a layer path ends with to name the module's first positional input rather than its
+/// output (`encoder.layer.3.attention.output.dense:input`): the counterpart of a PyTorch forward
+/// pre-hook.
+pub const INPUT_SUFFIX: &str = ":input";
+
 /// The dotted path of a capture site, as PyTorch's `named_modules()` would name the module:
 /// `encoder.layer.3.attention.self`.
 ///

@@ -1,6 +1,7 @@
 //! Turning the layers a user asked for (paths and globs) into layer paths of a model.
 
 use crate::error::{Error, Result};
+use crate::path::INPUT_SUFFIX;
 
 /// The resolved selection, without duplicates.
 pub(crate) struct Selection {
@@ -78,7 +79,11 @@ pub(crate) fn unknown(path: &str, available: &[String]) -> Error {
 
 /// Whether `name` matches `pattern` segment by segment; `*` matches any run of characters within
 /// one segment (so `encoder.layer.*.output` does not match `encoder.layer.0.attention.output`).
+/// Input points match only patterns that end in `:input`, and those match only input points.
 pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
+    if pattern.ends_with(INPUT_SUFFIX) != name.ends_with(INPUT_SUFFIX) {
+        return false;
+    }
     let pattern: Vec<&str> = pattern.split('.').collect();
     let name: Vec<&str> = name.split('.').collect();
     pattern.len() == name.len()
@@ -109,6 +114,11 @@ mod tests {
         ));
         assert!(glob_match("h.*.mlp.c_*", "h.3.mlp.c_fc"));
         assert!(!glob_match("h.*", "h.3.mlp"));
+        // `*` does not reach across `:input`.
+        assert!(!glob_match("h.3.mlp.*", "h.3.mlp.c_fc:input"));
+        assert!(glob_match("h.*.mlp.c_fc:input", "h.3.mlp.c_fc:input"));
+        assert!(glob_match("h.3.mlp.*:input", "h.3.mlp.c_fc:input"));
+        assert!(!glob_match("h.3.mlp.*:input", "h.3.mlp.c_fc"));
     }
 
     #[test]

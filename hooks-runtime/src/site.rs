@@ -1,9 +1,15 @@
-//! [`Site`]: the state every capture site carries, and the [`Sink`] it hands captures to. The
-//! capture sites users place, `Hook<M>` and `HookPoint`, wrap one each (see `hook.rs`).
+//! [`Site`]: the state every capture site carries, the [`Sink`] it hands captures to and the
+//! [`Editor`] that changes what flows on. The capture sites users place, `Hook<M>` (two: its
+//! output and its input) and `HookPoint`, wrap sites (see `hook.rs`).
 //!
-//! A site learns nothing at construction. When a store binds to a model, it walks the model
-//! (see [`LayerTree::walk`](crate::LayerTree::walk)) and subscribes to the sites it selected, with the
-//! index of the layer in its own list: so firing needs no path and no string compare.
+//! A site learns nothing at construction. When a store or an intervention set binds to a model,
+//! it walks the model (see [`LayerTree::walk`](crate::LayerTree::walk)) and subscribes to the
+//! sites it selected, with the index of the layer in its own list: so firing needs no path and
+//! no string compare.
+//!
+//! Firing a site runs, in order: every enabled intervention bound to it (in the order they were
+//! bound), each on the tensor the one before returned; then every enabled store, on the final
+//! tensor. So a capture sees what flows on.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use tch::Tensor;
 
+use crate::error::Result;
 use crate::switch;
 
 /// Receives the tensors of the sites it subscribed to (an [`ActivationStore`](crate::ActivationStore)).
@@ -22,12 +29,32 @@ pub(crate) trait Sink: Send + Sync {
     fn wants(&self) -> bool;
 }
 
+/// Changes the tensor at the sites it subscribed to (an [`Interventions`](crate::Interventions)).
+pub(crate) trait Editor: Send + Sync {
+    /// Applies edit `slot` (an index in the editor's own list) to `x`: `Some` tensor to flow on
+    /// instead, or `None` to leave it.
+    ///
+    /// # Errors
+    ///
+    /// When the edit does not fit `x` (a vector of another width, positions past its length).
+    fn edit(&self, slot: usize, x: &Tensor) -> Result<Option<Tensor>>;
+    /// The layer path edit `slot` is bound to.
+    fn layer(&self, slot: usize) -> &str;
+    /// Whether the editor is enabled.
+    fn active(&self) -> bool;
+}
+
 struct Subscription {
     sink: Weak<dyn Sink>,
     layer: usize,
 }
 
-/// The state every capture site carries: who listens to it.
+struct Edit {
+    editor: Weak<dyn Editor>,
+    slot: usize,
+}
+
+/// The state every capture site carries: who listens to it, and who edits what flows on.
 ///
 /// Cloning a site gives an unbound one: a cloned model must be bound again.
 #[derive(Default)]
@@ -35,32 +62,140 @@ pub struct Site {
     /// Fast "is anyone listening?" so that an enabled but unselected site takes no lock.
     subscribed: AtomicBool,
     subscribers: Mutex<Vec<Subscription>>,
+    /// Fast "is anyone editing?", likewise.
+    edited: AtomicBool,
+    editors: Mutex<Vec<Edit>>,
+    /// The tensor here does not flow on (see [`observer`](Self::observer)): interventions are
+    /// refused.
+    observer: bool,
 }
 
 impl fmt::Debug for Site {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Site")
             .field("subscribed", &self.subscribed.load(Ordering::Relaxed))
+            .field("edited", &self.edited.load(Ordering::Relaxed))
+            .field("observer", &self.observer)
             .finish()
     }
 }
 
 impl Clone for Site {
     fn clone(&self) -> Self {
-        Site::default()
+        Site {
+            observer: self.observer,
+            ..Site::default()
+        }
     }
 }
 
 impl Site {
-    /// Hands `output` to every enabled store that selected this site.
+    /// A site whose tensor does not flow on: the model computes it for capture alone (attention
+    /// probabilities the fused kernel never forms). Binding an intervention to it is an error,
+    /// since changing it could change nothing downstream.
+    #[must_use]
+    pub fn observer() -> Self {
+        Site {
+            observer: true,
+            ..Site::default()
+        }
+    }
+
+    /// Whether this site's tensor does not flow on ([`observer`](Self::observer)).
+    #[must_use]
+    pub fn is_observer(&self) -> bool {
+        self.observer
+    }
+
+    /// Hands `output` to every enabled store that selected this site: for a tensor that does
+    /// not flow on. A tensor that flows on goes through [`apply`](Self::apply), which also runs
+    /// the interventions bound here; an intervention bound to a site fired through `capture`
+    /// fails the forward rather than be skipped.
     #[inline]
     pub fn capture(&self, output: &Tensor) {
-        // Hot path. Capture off (switch off, or no store enabled) costs this one relaxed load and
-        // a branch: no allocation, no lock, no string work before it.
-        if !switch::active() {
+        // Hot path. Nothing on (capture off and no intervention enabled) costs this one relaxed
+        // load and a branch: no allocation, no lock, no string work before it.
+        if !switch::busy() {
             return;
         }
-        self.capture_slow(output);
+        if self.edited.load(Ordering::Acquire) {
+            if let Some(layer) = self.active_edit() {
+                crate::stop::fail(crate::Error::NotEditable {
+                    layer,
+                    reason: "the model hands its tensor to `Site::capture`, so it does not flow on",
+                });
+            }
+        }
+        if switch::active() {
+            self.capture_slow(output);
+        }
+    }
+
+    /// Runs the enabled interventions bound here on `x`, then hands the result to the enabled
+    /// stores: `Some(tensor)` to flow on in `x`'s place, `None` when no intervention changed it.
+    ///
+    /// When nothing is on it costs one relaxed load and a branch. An intervention that fails
+    /// (a tensor of another shape than the edit's) ends the forward: see
+    /// [`Interventions::run`](crate::Interventions::run).
+    #[inline]
+    #[must_use]
+    pub fn apply(&self, x: &Tensor) -> Option<Tensor> {
+        if !switch::busy() {
+            return None;
+        }
+        self.apply_slow(x)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn apply_slow(&self, x: &Tensor) -> Option<Tensor> {
+        let edited = if self.edited.load(Ordering::Acquire) {
+            self.edit(x)
+        } else {
+            None
+        };
+        if switch::active() {
+            self.capture_slow(edited.as_ref().unwrap_or(x));
+        }
+        edited
+    }
+
+    /// The layer of the first enabled edit bound here, if any.
+    #[cold]
+    fn active_edit(&self) -> Option<String> {
+        let editors = self.editors.lock().unwrap_or_else(PoisonError::into_inner);
+        editors.iter().find_map(|edit| {
+            let editor = edit.editor.upgrade()?;
+            editor.active().then(|| editor.layer(edit.slot).to_owned())
+        })
+    }
+
+    /// Runs the enabled editors in order; `None` when none changed `x`.
+    fn edit(&self, x: &Tensor) -> Option<Tensor> {
+        let mut current: Option<Tensor> = None;
+        let mut failure = None;
+        let mut editors = self.editors.lock().unwrap_or_else(PoisonError::into_inner);
+        editors.retain(|edit| match edit.editor.upgrade() {
+            Some(editor) => {
+                if failure.is_none() && editor.active() {
+                    match editor.edit(edit.slot, current.as_ref().unwrap_or(x)) {
+                        Ok(Some(t)) => current = Some(t),
+                        Ok(None) => {}
+                        Err(e) => failure = Some(e),
+                    }
+                }
+                true
+            }
+            None => false,
+        });
+        if editors.is_empty() {
+            self.edited.store(false, Ordering::Release);
+        }
+        drop(editors);
+        if let Some(e) = failure {
+            crate::stop::fail(e);
+        }
+        current
     }
 
     /// Whether a capture here could be recorded now: capture is on and some store subscribed
@@ -109,6 +244,14 @@ impl Site {
             .retain(|sub| sub.sink.strong_count() > 0 && !(Weak::ptr_eq(&sub.sink, &sink) && sub.layer == layer));
         subscribers.push(Subscription { sink, layer });
         self.subscribed.store(true, Ordering::Release);
+    }
+
+    /// Binds edit `slot` of `editor` here, after any bound before.
+    pub(crate) fn add_editor(&self, editor: Weak<dyn Editor>, slot: usize) {
+        let mut editors = self.editors.lock().unwrap_or_else(PoisonError::into_inner);
+        editors.retain(|e| e.editor.strong_count() > 0);
+        editors.push(Edit { editor, slot });
+        self.edited.store(true, Ordering::Release);
     }
 
     /// Whether an enabled sink other than `sink` listens here.

@@ -151,7 +151,7 @@ impl ActivationStore {
                 reason: "must be at least 1".into(),
             });
         }
-        let Selection { names } = resolve(&model.layer_names(), layers)?;
+        let Selection { names } = resolve(&model.site_names(), layers)?;
         let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
         let slots = names.iter().map(|_| Mutex::new(None)).collect();
         let store = ActivationStore {
@@ -176,7 +176,7 @@ impl ActivationStore {
     ///
     /// [`Error::UnknownLayer`] when the instance lacks a selected layer (a shorter `Vec`).
     pub fn attach<M: LayerTree + ?Sized>(&self, model: &M) -> Result<()> {
-        let present = model.layer_names();
+        let present = model.site_names();
         if let Some(missing) = self.shared.names.iter().find(|n| !present.contains(n)) {
             return Err(crate::select::unknown(missing, &present));
         }
@@ -187,13 +187,13 @@ impl ActivationStore {
     /// Removes this store from `model`'s capture sites; the captures stay.
     pub fn detach_from<M: LayerTree + ?Sized>(&self, model: &M) {
         let sink: Arc<dyn Sink> = self.shared.clone();
-        model.walk(&mut Walker::new(&mut |_, site| site.unsubscribe(&sink)));
+        model.walk(&mut Walker::with_inputs(&mut |_, site| site.unsubscribe(&sink)));
     }
 
     fn subscribe<M: LayerTree + ?Sized>(&self, model: &M) {
         let sink: Arc<dyn Sink> = self.shared.clone();
         let weak: Weak<dyn Sink> = Arc::downgrade(&sink);
-        model.walk(&mut Walker::new(&mut |path, site| {
+        model.walk(&mut Walker::with_inputs(&mut |path, site| {
             if let Some(&layer) = self.shared.index.get(path) {
                 site.subscribe(weak.clone(), layer);
             }
@@ -273,7 +273,7 @@ impl ActivationStore {
     pub(crate) fn shares_sites<M: LayerTree + ?Sized>(&self, model: &M) -> bool {
         let mine: Arc<dyn Sink> = self.shared.clone();
         let mut shared = false;
-        model.walk(&mut Walker::new(&mut |_, site| {
+        model.walk(&mut Walker::with_inputs(&mut |_, site| {
             shared |= site.has_other_listener(&mine)
         }));
         shared

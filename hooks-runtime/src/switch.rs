@@ -1,13 +1,26 @@
 //! The process-wide capture switch.
 //!
-//! Like tracing's callsite interest, one atomic answers "could anything capture now?" for every
-//! capture site in the process. It packs two facts into one word so the check is one load:
-//! the number of enabled stores (low bits) and whether the switch has been turned off (`OFF`).
-//! Capture is active exactly when the word lies in `1..OFF`.
+//! Like tracing's callsite interest, one atomic answers "could anything happen at a capture site
+//! now?" for every site in the process. It packs three facts into one word so that the check is
+//! one load: the number of enabled stores (the low half), the number of enabled
+//! [`Interventions`](crate::Interventions) (the high half, less the top bit) and whether the
+//! switch has been turned off (`OFF`, the top bit).
+//!
+//! The switch governs **capture only**. Capture is active when some store is enabled and the
+//! switch is on. An enabled intervention applies whatever the switch says: turning capture off to
+//! save its cost must not change what a model computes. So a site has work to do when capture is
+//! active **or** an intervention is enabled anywhere; with neither, it costs one relaxed load and
+//! a branch.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 const OFF: usize = 1 << (usize::BITS - 1);
+/// One enabled intervention set, counted in the high half.
+const EDIT: usize = 1 << (usize::BITS / 2);
+/// The bits that count enabled intervention sets.
+const EDITS: usize = (OFF - 1) & !(EDIT - 1);
+/// The bits that count enabled stores.
+const STORES: usize = EDIT - 1;
 
 static STATE: AtomicUsize = AtomicUsize::new(0);
 
@@ -17,8 +30,26 @@ static STATE: AtomicUsize = AtomicUsize::new(0);
 #[inline(always)]
 #[must_use]
 pub fn active() -> bool {
-    // `wrapping_sub(1) < OFF - 1` <=> `1 <= state < OFF`, in one comparison.
-    STATE.load(Ordering::Relaxed).wrapping_sub(1) < OFF - 1
+    capturing(STATE.load(Ordering::Relaxed))
+}
+
+/// Whether `state` has capture on: some store enabled, the switch not off.
+#[inline(always)]
+fn capturing(state: usize) -> bool {
+    state & STORES != 0 && state & OFF == 0
+}
+
+/// Whether a site has anything to do now: capture is active, or an intervention is enabled
+/// somewhere. One relaxed load; a site's whole cost when nothing is on.
+#[inline(always)]
+pub(crate) fn busy() -> bool {
+    has_work(STATE.load(Ordering::Relaxed))
+}
+
+#[inline(always)]
+fn has_work(state: usize) -> bool {
+    // Without interventions, `1 <= state < OFF` is "capture active", in one comparison.
+    state.wrapping_sub(1) < OFF - 1 || state & EDITS != 0
 }
 
 /// Whether the switch is on (it is, unless turned off with [`set`] or [`scoped`]).
@@ -80,4 +111,38 @@ pub(crate) fn store_enabled() {
 /// Counts a store as disabled (called by the store).
 pub(crate) fn store_disabled() {
     STATE.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Counts an intervention set as enabled (called by [`Interventions`](crate::Interventions)).
+pub(crate) fn edits_enabled() {
+    STATE.fetch_add(EDIT, Ordering::SeqCst);
+}
+
+/// Counts an intervention set as disabled.
+pub(crate) fn edits_disabled() {
+    STATE.fetch_sub(EDIT, Ordering::SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_and_edits_are_independent_in_one_word() {
+        // (state, capturing, busy)
+        let cases = [
+            (0, false, false),
+            (1, true, true),
+            (OFF, false, false),
+            (OFF | 3, false, false),
+            (EDIT, false, true),
+            (EDIT | 2, true, true),
+            (OFF | EDIT, false, true),
+            (OFF | EDIT | 1, false, true),
+        ];
+        for (state, capture, busy) in cases {
+            assert_eq!(capturing(state), capture, "{state:#x}");
+            assert_eq!(has_work(state), busy, "{state:#x}");
+        }
+    }
 }
