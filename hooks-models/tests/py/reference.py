@@ -17,6 +17,13 @@ Run by the Rust tests with the interpreter in `HOOKS_PYTHON`. Steps run in order
                                      `output_attentions=True` -> OUT (.npz, `attentions.N` for
                                      attention layer N, `[batch, heads, query, key]`)
 
+    intervene DIR INPUTS SPEC OUT    for each case of SPEC (.json, a list), one forward of the model
+                                     with that case's interventions as forward hooks that return the
+                                     changed output (or forward pre-hooks that return the changed
+                                     input), registered before a capture hook on every module (and a
+                                     capture pre-hook on each intervened input) -> OUT.N.npz for
+                                     case N, keyed as `capture` keys them (`NAME:input` for inputs)
+
 A hook keeps the module's output, or the first element of a tuple or ModelOutput, as PyTorch
 forward hooks in reference tools do.
 """
@@ -289,7 +296,101 @@ def attentions(model_dir, inputs, out):
     np.savez(out, **{f"attentions.{i}": a.numpy() for i, a in enumerate(output.attentions)})
 
 
-STEPS = {"build": build, "tokenize": tokenize, "capture": capture, "attentions": attentions}
+def edited(case, tensor):
+    """What `case` makes of `tensor`, from its definition: the kind's result, kept only at the
+    given positions (dim 1) and features (a slice of the last dim) when those are given."""
+    kind = case["kind"]
+    value = torch.from_numpy(np.load(case["value"])).to(tensor.dtype) if case.get("value") else None
+    if kind == "zero":
+        new = torch.zeros_like(tensor)
+    elif kind in ("mean", "replace"):
+        new = torch.broadcast_to(value, tensor.shape).clone()
+    elif kind == "add":
+        new = tensor + case["scale"] * value
+    elif kind == "scale":
+        new = tensor * case["scale"]
+    elif kind == "tanh":
+        new = torch.tanh(tensor)
+    else:
+        raise ValueError(kind)
+    positions, features = case.get("positions"), case.get("features")
+    if positions is None and features is None:
+        return new
+    out = tensor.clone()
+    lo, hi = features if features is not None else (0, tensor.shape[-1])
+    for p in positions if positions is not None else range(tensor.shape[1]):
+        out[:, p, ..., lo:hi] = new[:, p, ..., lo:hi]
+    return out
+
+
+def first_input(args, kwargs):
+    """The module's first input: its first positional argument, or `hidden_states` where the
+    caller passes it by keyword (transformers' decoder layers call their attention so)."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def with_first_input(args, kwargs, new):
+    if args:
+        return (new,) + tuple(args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": new}
+
+
+def intervene(model_dir, inputs, spec, out):
+    model = auto_class(model_dir).from_pretrained(model_dir, dtype=torch.float32).eval()
+    modules = dict(model.named_modules())
+    data = np.load(inputs)
+    input_ids = torch.from_numpy(data["input_ids"]).long()
+    attention_mask = torch.from_numpy(data["attention_mask"]).long()
+    with open(spec) as f:
+        cases = json.load(f)
+    for n, case in enumerate(cases):
+        captured, handles = {}, []
+        layer = case["layer"]
+        if layer.endswith(":input"):
+            module = modules[layer[: -len(":input")]]
+
+            def edit_input(_module, args, kwargs, case=case):
+                return with_first_input(args, kwargs, edited(case, first_input(args, kwargs)))
+
+            def keep_input(_module, args, kwargs, layer=layer):
+                captured[layer] = first_input(args, kwargs).detach().numpy().copy()
+
+            handles.append(module.register_forward_pre_hook(edit_input, with_kwargs=True))
+            handles.append(module.register_forward_pre_hook(keep_input, with_kwargs=True))
+        else:
+
+            def edit_output(_module, _args, output, case=case):
+                if isinstance(output, torch.Tensor):
+                    return edited(case, output)
+                return (edited(case, output[0]),) + tuple(output[1:])
+
+            handles.append(modules[layer].register_forward_hook(edit_output))
+
+        def keep(name):
+            def hook(_module, _args, output):
+                tensor = first_tensor(output)
+                if tensor is not None:
+                    captured[name] = tensor.detach().numpy().copy()
+
+            return hook
+
+        for name, module in modules.items():
+            if name:
+                handles.append(module.register_forward_hook(keep(name)))
+        with torch.no_grad():
+            model(input_ids=input_ids, attention_mask=attention_mask)
+        for handle in handles:
+            handle.remove()
+        np.savez(f"{out}.{n}.npz", **captured)
+
+
+STEPS = {
+    "build": build,
+    "tokenize": tokenize,
+    "capture": capture,
+    "attentions": attentions,
+    "intervene": intervene,
+}
 
 
 def main(argv):
