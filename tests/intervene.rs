@@ -122,7 +122,7 @@ fn module_inputs_are_captured_and_changed_before_the_module_runs() {
     let edits = Interventions::new(&net, [("fc:input", Intervention::scale(-1.0))]).unwrap();
     let store = ActivationStore::new(&net, ["fc:input", "fc", "out:input"]).unwrap();
     store.enable();
-    edits.run(|| net.forward(&x())).unwrap();
+    let _ = edits.run(|| net.forward(&x())).unwrap();
     assert_eq!(
         values(&store.get("fc:input").unwrap()),
         [-1.0, -2.0, -3.0, -4.0, -5.0, -6.0]

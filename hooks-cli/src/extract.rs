@@ -9,6 +9,7 @@ use tch::{Device, Kind, Tensor};
 
 use serde_json::json;
 
+use crate::edits::Edits;
 use crate::error::CliError;
 use crate::folder;
 use crate::input::{self, InputFormat, Sample};
@@ -31,9 +32,23 @@ pub struct ExtractArgs {
     /// refused as ambiguous, any other line is text), text, or jsonl.
     #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
     input_format: InputFormat,
-    /// Comma-separated layer paths or globs, e.g. `encoder.layer.*.output`.
+    /// Comma-separated layer paths or globs, e.g. `encoder.layer.*.output`. `LAYER:input`
+    /// captures the module's first input instead of its output (a forward pre-hook's view).
     #[arg(long, value_name = "LIST", required = true)]
     layers: String,
+    /// Replace LAYER's output with zeros (zero-ablation); repeatable, globs allowed,
+    /// `LAYER:input` for a module's input. Captures see the changed tensors.
+    #[arg(long, value_name = "LAYER")]
+    ablate: Vec<String>,
+    /// Add SCALE x VEC at every position of LAYER's output (steering); VEC.npy holds a float32
+    /// vector of the layer's width. Repeatable.
+    #[arg(long, value_name = "LAYER=VEC.npy@SCALE")]
+    steer: Vec<String>,
+    /// Replace LAYER's output with the array of that name in SRC.npz (activation patching),
+    /// written by an earlier `--pool none` run over inputs of the same token lengths, in the
+    /// same order (the clean prompts, say). Repeatable, one per layer.
+    #[arg(long, value_name = "LAYER=SRC.npz")]
+    patch: Vec<String>,
     /// Where to write: a `.npz` file (for small runs), or any other path for a dataset folder:
     /// one `.npy` per layer that numpy opens memory-mapped, written as the run goes, resumed by
     /// running the same command again after a crash or Ctrl-C.
@@ -296,6 +311,7 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
     }
     let device = parse_device(&args.device)?;
     let dir = model_dir(args.model.as_deref())?;
+    let edits = Edits::parse(&args.ablate, &args.steer, &args.patch)?;
     // Said on stderr once the file is written: a failed run prints its one error line only.
     let mut notes = Vec::new();
     let input = input::read(args.input.as_deref(), args.input_format)?;
@@ -353,6 +369,7 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
         }
     }
     drop(selected);
+    edits.check(&*model, &items, max_length)?;
     let interrupt = signals::Interrupt::install()?;
     let extractor = Extractor::new()
         .batch_size(usize::try_from(args.batch_size).unwrap_or(usize::MAX))
@@ -364,6 +381,7 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
         .window(usize::try_from(args.window.unwrap_or(512)).unwrap_or(usize::MAX))
         .interrupt(interrupt.flag())
         .progress(true);
+    let extractor = edits.apply(extractor);
     if !folder::is_npz(&args.out) {
         let request = folder::Request {
             model_dir: &dir,
@@ -383,6 +401,7 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
                 // bytes, depend on it.
                 "window_positions_per_sample": Extractor::WINDOW_POSITIONS_PER_ITEM,
                 "repeats": format!("{:?}", args.repeats).to_lowercase(),
+                "interventions": edits.record(),
             }),
         };
         let shard = args.shard.as_deref().map(folder::parse_shard).transpose()?;

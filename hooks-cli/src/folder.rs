@@ -87,7 +87,7 @@ impl Request<'_> {
 }
 
 /// The sha256 of a file, in hex.
-fn sha256(path: &Path) -> Result<String, CliError> {
+pub fn sha256(path: &Path) -> Result<String, CliError> {
     let fail = |e: std::io::Error| CliError::Input(format!("cannot read `{}`: {e}", path.display()));
     let mut file = std::fs::File::open(path).map_err(fail)?;
     let mut hasher = Sha256::new();

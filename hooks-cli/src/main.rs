@@ -10,6 +10,7 @@ macro_rules! out {
     }};
 }
 
+mod edits;
 mod error;
 mod extract;
 mod folder;
@@ -44,7 +45,7 @@ enum Command {
         model: Option<PathBuf>,
     },
     /// Run a model over an input file and save the selected layers' activations to one .npz.
-    Extract(extract::ExtractArgs),
+    Extract(Box<extract::ExtractArgs>),
     /// Join the shard folders of `extract --shard K/N`, in order, into one folder: the one an
     /// unsharded run writes, byte for byte.
     Merge {

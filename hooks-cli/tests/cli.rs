@@ -396,6 +396,18 @@ fn bad_input_gets_one_line_and_no_output_file() {
 /// transformers run on each line of `input` alone (`tests/py/alone.py`): `{module}.{i}` and
 /// `ids.{i}` per sample.
 fn each_alone(model: &Path, input: &Path, max_length: usize, modules: &[&str], dir: &Path) -> hooks::Activations {
+    each_alone_with(model, input, max_length, &[], modules, dir)
+}
+
+/// [`each_alone`], with `alone.py`'s intervention `options` (`--ablate=...`).
+fn each_alone_with(
+    model: &Path,
+    input: &Path,
+    max_length: usize,
+    options: &[&str],
+    modules: &[&str],
+    dir: &Path,
+) -> hooks::Activations {
     let python = hooks_test_support::python().unwrap();
     let out = dir.join("alone.npz");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/alone.py");
@@ -406,6 +418,7 @@ fn each_alone(model: &Path, input: &Path, max_length: usize, modules: &[&str], d
         max_length.as_str(),
         out.to_str().unwrap(),
     ];
+    args.extend_from_slice(options);
     args.extend_from_slice(modules);
     let _ = hooks_test_support::run_python(&python, &script, &args);
     load_activations(&out).unwrap()
@@ -531,4 +544,241 @@ fn gpt2_rows_match_transformers_on_each_sample_alone_however_batched() {
         .collect();
     std::fs::write(&input, jsonl).unwrap();
     rows_match_each_sample_alone(&model, &input, 64, &["wpe", "h.0.attn", "h.1", "ln_f"], &BATCHINGS);
+}
+
+/// Ours, unpooled, against transformers on each sample alone with the same hooks: every real
+/// token of every layer.
+fn assert_rows_match(ours: &hooks::Activations, alone: &hooks::Activations, layers: &[&str], what: &str) {
+    let samples = alone.names().filter(|n| n.starts_with("ids.")).count();
+    assert!(samples > 1, "{what}: several samples");
+    for i in 0..samples {
+        let row = i64::try_from(i).unwrap();
+        let len = alone.get(&format!("ids.{i}")).unwrap().size()[0];
+        for layer in layers {
+            let want = alone.get(&format!("{layer}.{i}")).unwrap();
+            let got = ours.get(layer).unwrap().get(row).narrow(0, 0, len);
+            assert_within(&got, want, &format!("{what}, sample {i}, `{layer}`"));
+        }
+    }
+}
+
+/// `--ablate`, `--steer`, `--patch` and `LAYER:input` on all-MiniLM-L6-v2, batched and padded,
+/// against transformers' own forward hooks (and pre-hooks) on each sample alone.
+#[test]
+fn interventions_match_transformers_hooks_on_each_sample_alone() {
+    let Some(model) = minilm() else { return };
+    let python = hooks_test_support::python().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let texts = dir.path().join("texts.jsonl");
+    let jsonl: String = format!("{SENTENCES}Hi.\nTwo words\n")
+        .lines()
+        .map(|t| format!("{}\n", serde_json::json!({ "text": t })))
+        .collect();
+    std::fs::write(&texts, jsonl).unwrap();
+    let vector = path("steer.npy");
+    let _ = hooks_test_support::run_python(
+        &python,
+        Path::new("-c"),
+        &[&format!(
+            "import numpy as np; np.save('{vector}', np.random.default_rng(0).normal(size=384).astype(np.float32))"
+        )],
+    );
+
+    // Ablation and steering together, and a module input captured after them.
+    let layers = [
+        "encoder.layer.2.output",
+        "encoder.layer.4.attention.output.dense:input",
+        "encoder.layer.5.output",
+    ];
+    let steer = format!("encoder.layer.3.output={vector}@2.5");
+    let ours = extract(
+        &model,
+        &texts,
+        &layers.join(","),
+        &dir.path().join("edited.npz"),
+        &[
+            "--ablate",
+            "encoder.layer.1.attention",
+            "--steer",
+            &steer,
+            "--batch-size",
+            "2",
+        ],
+    );
+    let alone = each_alone_with(
+        &model,
+        &texts,
+        256,
+        &["--ablate=encoder.layer.1.attention", &format!("--steer={steer}")],
+        &layers,
+        dir.path(),
+    );
+    assert_rows_match(&ours, &alone, &layers, "--ablate and --steer");
+    let plain = extract(&model, &texts, &layers.join(","), &dir.path().join("plain.npz"), &[]);
+    let moved = (ours.get(layers[2]).unwrap() - plain.get(layers[2]).unwrap())
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(moved > 0.1, "the interventions changed the last layer ({moved})");
+
+    // Patching one attention output from clean prompts into corrupted ones of the same token
+    // lengths (ids given, so the lengths are exact).
+    let prompts = |name: &str, shift: usize| {
+        let jsonl: String = [5usize, 9, 3, 7]
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                let mut ids = vec![101usize];
+                ids.extend((0..len).map(|t| 2000 + (i * 97 + t * 13 + shift) % 5000));
+                ids.push(102);
+                format!("{}\n", serde_json::json!({ "input_ids": ids }))
+            })
+            .collect();
+        std::fs::write(dir.path().join(name), jsonl).unwrap();
+        dir.path().join(name)
+    };
+    let (clean, corrupt) = (prompts("clean.jsonl", 0), prompts("corrupt.jsonl", 1234));
+    let patched_layer = "encoder.layer.2.attention";
+    let _ = extract(
+        &model,
+        &clean,
+        patched_layer,
+        &dir.path().join("clean.npz"),
+        &["--pool", "none"],
+    );
+    let patch = format!("{patched_layer}={}", path("clean.npz"));
+    let layers = ["encoder.layer.2.attention", "encoder.layer.4.output"];
+    let ours = extract(
+        &model,
+        &corrupt,
+        &layers.join(","),
+        &dir.path().join("patched.npz"),
+        &["--patch", &patch, "--batch-size", "3"],
+    );
+    let alone = each_alone_with(
+        &model,
+        &corrupt,
+        256,
+        &[&format!("--patch={patched_layer}={}", clean.display())],
+        &layers,
+        dir.path(),
+    );
+    assert_rows_match(&ours, &alone, &layers, "--patch");
+    let unpatched = extract(
+        &model,
+        &corrupt,
+        &layers.join(","),
+        &dir.path().join("corrupt.npz"),
+        &[],
+    );
+    let moved = (ours.get(layers[1]).unwrap() - unpatched.get(layers[1]).unwrap())
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(moved > 0.1, "the patch changed what follows it ({moved})");
+}
+
+/// Every bad `--ablate`, `--steer` and `--patch`: one line naming the problem, exit 1, and no
+/// output file or folder.
+#[test]
+fn bad_interventions_get_one_line_and_no_output() {
+    let Some(model) = minilm() else { return };
+    let python = hooks_test_support::python().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let texts = dir.path().join("texts.txt");
+    std::fs::write(&texts, SENTENCES).unwrap();
+    let (short, wide) = (path("short.npy"), path("f64.npy"));
+    let _ = hooks_test_support::run_python(
+        &python,
+        Path::new("-c"),
+        &[&format!(
+            "import numpy as np; np.save('{short}', np.ones(300, np.float32)); np.save('{wide}', np.ones(384))"
+        )],
+    );
+    let model_s = model.to_str().unwrap();
+    let texts_s = texts.to_str().unwrap();
+    let layer = "encoder.layer.3.output";
+    let _ = extract(&model, &texts, layer, &dir.path().join("src.npz"), &[]);
+    let _ = extract(
+        &model,
+        &texts,
+        layer,
+        &dir.path().join("pooled.npz"),
+        &["--pool", "mean"],
+    );
+    let two = dir.path().join("two.txt");
+    std::fs::write(&two, "The cat sat on the mat.\nA dog.\n").unwrap();
+    let _ = extract(&model, &two, layer, &dir.path().join("two.npz"), &[]);
+    let other_lengths = dir.path().join("other.txt");
+    std::fs::write(&other_lengths, "One.\nTwo.\nThree.\n").unwrap();
+    let _ = extract(&model, &other_lengths, layer, &dir.path().join("other.npz"), &[]);
+
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--steer".into(), format!("{layer}={short}@2")],
+            "holds 300 values, and `encoder.layer.3.output` has shape",
+        ),
+        (
+            vec!["--steer".into(), format!("{layer}={wide}@2")],
+            "holds a float64 array of shape [384]",
+        ),
+        (vec!["--steer".into(), format!("{layer}={short}")], "no `@SCALE`"),
+        (
+            vec!["--steer".into(), format!("{layer}={short}@inf")],
+            "not a finite number",
+        ),
+        (
+            vec!["--steer".into(), format!("{layer}={}@1", path("nope.npy"))],
+            "does not exist",
+        ),
+        (
+            vec!["--ablate".into(), "encoder.layer.3.outptu".into()],
+            "did you mean `encoder.layer.3.output`?",
+        ),
+        (
+            vec!["--ablate".into(), "encoder.layer.0.attention.self.attn_weights".into()],
+            "cannot intervene on",
+        ),
+        (
+            vec!["--patch".into(), format!("encoder.layer.4.output={}", path("src.npz"))],
+            "holds no array `encoder.layer.4.output`",
+        ),
+        (
+            vec!["--patch".into(), format!("{layer}={}", path("pooled.npz"))],
+            "pooled or without a token axis",
+        ),
+        (
+            vec!["--patch".into(), format!("{layer}={}", path("two.npz"))],
+            "holds 2 samples, and this run has 3",
+        ),
+        (
+            vec!["--patch".into(), format!("{layer}={}", path("other.npz"))],
+            "tokens in",
+        ),
+        (
+            vec!["--patch".into(), format!("encoder.layer.*.output={}", path("src.npz"))],
+            "not a pattern",
+        ),
+    ];
+    for (args, needle) in &cases {
+        for out in ["out.npz", "folder"] {
+            let out = dir.path().join(out);
+            let mut all = vec![
+                "extract",
+                "--model",
+                model_s,
+                "--input",
+                texts_s,
+                "--layers",
+                "encoder.layer.5.output",
+                "--out",
+                out.to_str().unwrap(),
+            ];
+            all.extend(args.iter().map(String::as_str));
+            fails_with(&hooks_cmd(&all), needle);
+            assert!(!out.exists(), "{args:?} left {}", out.display());
+        }
+    }
 }

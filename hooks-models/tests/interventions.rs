@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly by unwrapping")]
 
+#[allow(dead_code, reason = "each test binary uses part of the shared module")]
 mod reference;
 
 use std::path::Path;

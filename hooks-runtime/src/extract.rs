@@ -613,7 +613,7 @@ impl Extractor {
         let patches = self
             .patches
             .iter()
-            .map(|(layer, source)| (layer.clone(), Intervention::replace(source.shallow_clone())));
+            .map(|(layer, source)| (layer.clone(), Intervention::replace(source.shallow_clone()).exact()));
         let all = self.interventions.iter().cloned().chain(patches);
         Interventions::new(model, all).map(Some)
     }
@@ -788,7 +788,7 @@ impl<'a, M: BatchForward + ?Sized> Session<'a, M> {
             }
             let rows = Tensor::from_slice(&members.iter().map(|&i| i as i64).collect::<Vec<_>>());
             let value = source.f_index_select(0, &rows)?.f_narrow(1, 0, width)?;
-            edits.set(layer, Intervention::replace(value))?;
+            edits.set(layer, Intervention::replace(value).exact())?;
         }
         Ok(())
     }

@@ -82,6 +82,8 @@ pub struct Intervention {
     edit: Edit,
     positions: Option<Vec<i64>>,
     features: Option<Range<i64>>,
+    /// The given tensor must have the site's shape exactly, not just broadcast to it (a patch).
+    exact: bool,
 }
 
 impl fmt::Debug for Intervention {
@@ -108,6 +110,7 @@ impl Intervention {
             edit,
             positions: None,
             features: None,
+            exact: false,
         }
     }
 
@@ -172,6 +175,12 @@ impl Intervention {
         self
     }
 
+    /// Requires the given tensor to have the site's shape exactly (the engine's patches).
+    pub(crate) fn exact(mut self) -> Self {
+        self.exact = true;
+        self
+    }
+
     /// Checks what can be checked before a forward.
     fn validate(&self, layer: &str) -> Result<()> {
         let invalid = |reason: String| Error::InvalidArgument {
@@ -212,6 +221,12 @@ impl Intervention {
             reason,
         };
         let broadcast = |t: &Tensor, what: &str| {
+            if self.exact && t.size() != shape {
+                return Err(mismatch(format!(
+                    "the {what} has shape {:?}; it must be a tensor of the same layer, from a run of the same model",
+                    t.size()
+                )));
+            }
             t.f_broadcast_to(shape.as_slice()).map_err(|_| {
                 mismatch(format!(
                     "the {what} has shape {:?}, which does not broadcast to it; give a tensor of its shape or of its last dims",

@@ -1,12 +1,21 @@
 """transformers on each sample alone: the reference for `hooks extract`'s padded, length-sorted
 batches. No batch, so no padding and no mask for anything to get wrong.
 
-Usage: alone.py MODEL_DIR INPUT_JSONL MAX_LENGTH OUT_NPZ MODULE...
+Usage: alone.py MODEL_DIR INPUT_JSONL MAX_LENGTH OUT_NPZ [OPTION...] MODULE...
 
 Each line of INPUT_JSONL holds `text` (tokenized alone by the folder's tokenizer, truncated at
 MAX_LENGTH) or `input_ids` (cut at MAX_LENGTH). A forward hook on each named module keeps its
-output (the first element of a tuple), as PyTorch forward hooks in reference tools do. OUT_NPZ
-holds `{module}.{i}`: sample i's output with the batch axis of 1 dropped, float32; and `ids.{i}`.
+output (the first element of a tuple), as PyTorch forward hooks in reference tools do; a module
+named `NAME:input` keeps NAME's first input instead, with a forward pre-hook. OUT_NPZ holds
+`{module}.{i}`: sample i's output with the batch axis of 1 dropped, float32; and `ids.{i}`.
+
+Interventions, as forward hooks that return the changed output (registered before the capture
+hooks, so captures see the change):
+
+    --ablate=NAME               NAME's output becomes zeros
+    --steer=NAME=VEC.npy@SCALE  SCALE * VEC is added to NAME's output
+    --patch=NAME=CLEAN_JSONL    NAME's output becomes NAME's output on line i of CLEAN_JSONL,
+                                run alone first (activation patching)
 """
 import json
 import sys
@@ -15,38 +24,100 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-model_dir, input_path, max_length, out, *modules = sys.argv[1:]
+model_dir, input_path, max_length, out, *rest = sys.argv[1:]
+options = [a for a in rest if a.startswith("--")]
+modules = [a for a in rest if not a.startswith("--")]
 max_length = int(max_length)
 model = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
 named = dict(model.named_modules())
 captured = {}
+tokenizer = None
+
+
+def first(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def with_first(output, tensor):
+    return (tensor,) + tuple(output[1:]) if isinstance(output, tuple) else tensor
+
+
+def read_lines(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def ids_of(line):
+    global tokenizer
+    if "text" in line:
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_dir)
+        return tokenizer(line["text"], truncation=True, max_length=max_length)["input_ids"]
+    return line["input_ids"][:max_length]
+
+
+def run(ids):
+    with torch.no_grad():
+        model(input_ids=torch.tensor([ids]))
+
+
+# The patch sources first, before any hook: each clean line's output of the patched module.
+patches = {}
+for option in options:
+    if option.startswith("--patch="):
+        name, clean_path = option[len("--patch=") :].split("=", 1)
+        sources = []
+        handle = named[name].register_forward_hook(lambda _m, _a, o: sources.append(first(o).detach().clone()))
+        for line in read_lines(clean_path):
+            run(ids_of(line))
+        handle.remove()
+        patches[name] = sources
+
+current = {"i": 0}
+for option in options:
+    kind, spec = option[2:].split("=", 1)
+    if kind == "ablate":
+        named[spec].register_forward_hook(lambda _m, _a, o: with_first(o, torch.zeros_like(first(o))))
+    elif kind == "steer":
+        name, rest_ = spec.split("=", 1)
+        path, scale = rest_.rsplit("@", 1)
+        vector = torch.from_numpy(np.load(path)) * float(scale)
+        named[name].register_forward_hook(lambda _m, _a, o, v=vector: with_first(o, first(o) + v))
+    elif kind == "patch":
+        name = spec.split("=", 1)[0]
+        named[name].register_forward_hook(lambda _m, _a, o, n=name: with_first(o, patches[n][current["i"]]))
+    else:
+        raise ValueError(option)
 
 
 def keep(name):
     def hook(_module, _args, output):
-        tensor = output[0] if isinstance(output, tuple) else output
         assert name not in captured, f"{name} fired twice"
-        captured[name] = tensor.detach().float()
+        captured[name] = first(output).detach().float()
+
+    return hook
+
+
+def keep_input(name):
+    def hook(_module, args):
+        assert name not in captured, f"{name} fired twice"
+        captured[name] = args[0].detach().float()
 
     return hook
 
 
 for name in modules:
-    named[name].register_forward_hook(keep(name))
-
-tokenizer = None
-arrays = {}
-with open(input_path, encoding="utf-8") as f:
-    lines = [json.loads(line) for line in f if line.strip()]
-for i, line in enumerate(lines):
-    if "text" in line:
-        tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_dir)
-        ids = tokenizer(line["text"], truncation=True, max_length=max_length)["input_ids"]
+    if name.endswith(":input"):
+        named[name[: -len(":input")]].register_forward_pre_hook(keep_input(name))
     else:
-        ids = line["input_ids"][:max_length]
+        named[name].register_forward_hook(keep(name))
+
+arrays = {}
+lines = read_lines(input_path)
+for i, line in enumerate(lines):
+    ids = ids_of(line)
     captured.clear()
-    with torch.no_grad():
-        model(input_ids=torch.tensor([ids]))
+    current["i"] = i
+    run(ids)
     for name in modules:
         output = captured[name]
         assert output.shape[0] == 1, (name, output.shape)
