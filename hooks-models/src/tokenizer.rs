@@ -74,6 +74,16 @@ impl Tokenizer {
         self.pad_id
     }
 
+    /// The vocabulary's token for each id (`[CLS]`, `cat`, `##s`, `Ġthe`), as transformers'
+    /// `convert_ids_to_tokens` gives them; `None` for an id outside the vocabulary. For labels
+    /// (the axis of a patching plot), not for turning ids back into text.
+    #[must_use]
+    pub fn tokens(&self, ids: &[i64]) -> Vec<Option<String>> {
+        ids.iter()
+            .map(|&id| u32::try_from(id).ok().and_then(|id| self.inner.id_to_token(id)))
+            .collect()
+    }
+
     /// Tokenizes `texts` into `(input_ids, attention_mask)`, both `Int64` `[B, T]` on the CPU:
     /// special tokens added as the tokenizer's post-processor adds them (`[CLS] ... [SEP]` for
     /// BERT), each row cut to `max_length` tokens counting those, then right-padded to the
