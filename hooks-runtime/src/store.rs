@@ -121,7 +121,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl ActivationStore {
     /// A store bound to `model`, selecting `layers`: exact layer paths, or globs where `*`
-    /// matches within one segment (`encoder.layer.*.output`).
+    /// matches within one segment (`encoder.layer.*.output`). `PATH:input` selects the first
+    /// input of the module at `PATH` (what a PyTorch forward pre-hook sees), captured as the
+    /// module receives it, after any intervention there.
     ///
     /// # Errors
     ///
