@@ -108,9 +108,9 @@ fn every_metric_matches_numpy_from_the_papers() {
         (two.rows.clone(), two.columns.clone()),
         (vec!["x".into(), "y".into()], vec!["z".into(), "w".into()])
     );
-    for i in 0..2 {
-        for j in 0..2 {
-            assert!((two.values[i][j] - unbiased[i][j + 2]).abs() < 1e-10);
+    for (ours, theirs) in two.values.iter().zip(&unbiased) {
+        for (a, b) in ours.iter().zip(&theirs[2..]) {
+            assert!((a - b).abs() < 1e-10, "{a} vs {b}");
         }
     }
 }

@@ -394,7 +394,7 @@ fn ratio(
 ) -> Result<Vec<Vec<f64>>> {
     let right = if b.is_some() { right } else { left };
     for (value, (name, _)) in left.iter().zip(a).chain(right.iter().zip(b.unwrap_or(a))) {
-        if !(*value > 0.0) {
+        if value.is_nan() || *value <= 0.0 {
             return Err(Error::NoVariance {
                 layer: (*name).to_owned(),
             });
@@ -711,7 +711,7 @@ fn reduce(name: &str, source: &dyn RowSource, threshold: f64, device: Device) ->
     let s = Vec::<f64>::try_from(&s.to_device(Device::Cpu))?;
     let total: f64 = s.iter().map(|v| v * v).sum();
     let largest = s.first().copied().unwrap_or(0.0);
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return Err(Error::NoVariance { layer: name.to_owned() });
     }
     // Directions below this are rounding noise (numpy's matrix_rank tolerance).
