@@ -26,7 +26,7 @@
 //! layers it compares.
 //!
 //! ```
-//! use hooks::analysis::{linear_cka, svcca, unbiased_cka};
+//! use hooks_runtime::analysis::{linear_cka, svcca, unbiased_cka};
 //! use tch::{Kind, Tensor};
 //!
 //! let x = Tensor::randn([200, 16], (Kind::Float, tch::Device::Cpu));
@@ -36,7 +36,7 @@
 //! assert!((linear_cka(&x, &y)? - 1.0).abs() < 1e-9);
 //! assert!((unbiased_cka(&x, &y)? - 1.0).abs() < 1e-9);
 //! assert!((svcca(&x, &y, 0.99)? - 1.0).abs() < 1e-9);
-//! # Ok::<(), hooks::Error>(())
+//! # Ok::<(), hooks_runtime::Error>(())
 //! ```
 
 use std::path::Path;
