@@ -57,7 +57,11 @@ fn parse() -> Result<Args> {
             "--corrupt" => args.corrupt = value()?,
             "--layers" => args.layers = Some(value()?),
             "--out" => args.out = PathBuf::from(value()?),
-            other => return Err(format!("unknown option `{other}`; use --model, --clean, --corrupt, --layers, --out").into()),
+            other => {
+                return Err(
+                    format!("unknown option `{other}`; use --model, --clean, --corrupt, --layers, --out").into(),
+                )
+            }
         }
     }
     args.model = match model {
@@ -178,16 +182,25 @@ fn main() -> Result<()> {
         .collect();
     let png = args.out.with_extension("png");
     let values: Vec<Vec<f64>> = (0..layers.len())
-        .map(|l| (0..clean_ids.len()).map(|p| f64::from(effect.double_value(&[l as i64, p as i64]) as f32)).collect())
+        .map(|l| {
+            (0..clean_ids.len())
+                .map(|p| f64::from(effect.double_value(&[l as i64, p as i64]) as f32))
+                .collect()
+        })
         .collect();
+    let title = format!(
+        "Share of the clean embedding restored, patching \"{}\" into \"{}\"",
+        args.clean, args.corrupt
+    );
+    let partial = args.out.with_extension("partial.png");
     heatmap::Heatmap {
-        title: format!("Activation patching: \"{}\" into \"{}\"", args.clean, args.corrupt),
-        rows: layers.clone(),
-        columns: labels,
-        values,
-        scale: "restored share of the clean embedding's similarity".into(),
+        title: &title,
+        rows: &layers,
+        columns: &labels,
+        values: &values,
     }
-    .save(&png)?;
+    .draw(&partial)?;
+    std::fs::rename(&partial, &png)?;
     println!(
         "patched {} layers x {tokens} positions ({} forwards); m(clean) = {m_clean:.4}, m(corrupt) = {m_corrupt:.4}",
         layers.len(),

@@ -137,7 +137,7 @@ impl DType {
 }
 
 /// `cpu`, `cuda` or `cuda:N`, checked against the machine.
-fn parse_device(spec: &str) -> Result<Device, CliError> {
+pub(crate) fn parse_device(spec: &str) -> Result<Device, CliError> {
     let cuda = |index: usize| {
         let count = tch::Cuda::device_count();
         if !tch::Cuda::is_available() || count == 0 {

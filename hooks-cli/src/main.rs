@@ -1,5 +1,5 @@
 //! `hooks`: list the layers of a Hugging Face checkpoint, extract their activations to `.npz`,
-//! and inspect the result.
+//! inspect the result, and compare layers (CKA, SVCCA).
 
 /// `println!` that returns the error instead of panicking, so that a closed pipe
 /// (`hooks layers | head`) ends the command quietly.
@@ -10,10 +10,12 @@ macro_rules! out {
     }};
 }
 
+mod compare;
 mod edits;
 mod error;
 mod extract;
 mod folder;
+mod heatmap;
 mod input;
 mod inspect;
 mod pool;
@@ -55,6 +57,9 @@ enum Command {
         #[arg(required = true)]
         shards: Vec<PathBuf>,
     },
+    /// Compare layers with CKA or SVCCA: one input's layers with one another, or two inputs'
+    /// layers across; writes the matrix as CSV and, with --plot, a heatmap.
+    Compare(compare::CompareArgs),
     /// Show each array of an .npz file: name, dtype, shape, bytes, min/max/mean.
     Inspect {
         /// The .npz file.
@@ -69,6 +74,7 @@ fn main() -> ExitCode {
         Command::Extract(args) => extract::run(&args),
         Command::Merge { out, shards } => folder::merge(&out, &shards),
         Command::Inspect { path } => inspect::run(&path),
+        Command::Compare(args) => compare::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

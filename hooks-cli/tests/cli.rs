@@ -782,3 +782,68 @@ fn bad_interventions_get_one_line_and_no_output() {
         }
     }
 }
+
+/// The activation-patching example, run as the README runs it: at the last layer, whose output is
+/// the last hidden state, a patch's effect is plain arithmetic on the clean and corrupted runs'
+/// hidden states (`hooks extract`), which this test redoes: the corrupted states with one
+/// position's row taken from the clean run, mean-pooled, cosine to the clean embedding.
+#[test]
+fn the_patching_example_writes_the_effect_of_each_patch() {
+    let Some(model) = minilm() else { return };
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/activation_patching");
+    assert!(
+        example.is_file(),
+        "`cargo test` builds the examples; {} is missing",
+        example.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("patching");
+    let (clean, corrupt) = ("The cat sat on the mat.", "The dog sat on the mat.");
+    let run = Command::new(&example)
+        .args([
+            "--model",
+            model.to_str().unwrap(),
+            "--clean",
+            clean,
+            "--corrupt",
+            corrupt,
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let png = std::fs::read(dir.path().join("patching.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a drawn PNG");
+    let effect = load_activations(dir.path().join("patching.npz")).unwrap();
+    let effect = effect.get("effect").unwrap();
+    assert_eq!(effect.size(), [6, 9], "6 blocks x 9 tokens");
+
+    let texts = dir.path().join("texts.txt");
+    std::fs::write(&texts, format!("{clean}\n{corrupt}\n")).unwrap();
+    let last = "encoder.layer.5.output";
+    let hidden = extract(&model, &texts, last, &dir.path().join("hidden.npz"), &[]);
+    let hidden = hidden.get(last).unwrap().to_kind(Kind::Double);
+    let (clean, corrupt) = (hidden.get(0), hidden.get(1));
+    let embed = |h: &Tensor| h.mean_dim(0, false, Kind::Double);
+    let cosine = |a: &Tensor, b: &Tensor| (a.dot(b) / (a.norm() * b.norm())).double_value(&[]);
+    let reference = embed(&clean);
+    let m_corrupt = cosine(&embed(&corrupt), &reference);
+    for p in 0..9 {
+        let patched = corrupt.copy();
+        patched.get(p).copy_(&clean.get(p));
+        let want = (cosine(&embed(&patched), &reference) - m_corrupt) / (1.0 - m_corrupt);
+        let got = effect.double_value(&[5, p]);
+        assert!((got - want).abs() < 1e-4, "position {p}: {got} vs {want}");
+    }
+    // The token that differs carries the effect at the first layer.
+    let first: Vec<f64> = (0..9).map(|p| effect.double_value(&[0, p])).collect();
+    let top = (0..9).max_by(|&a, &b| first[a].total_cmp(&first[b])).unwrap();
+    assert_eq!(top, 2, "`cat`/`dog` is token 2: {first:?}");
+}

@@ -717,6 +717,26 @@ impl Dataset {
     ///
     /// [`Error::BadFile`] for a name the folder lacks or a header it did not write.
     pub fn array(&self, name: &str) -> Result<Tensor> {
+        let ArrayReader { path, kind, shape, .. } = self.reader(name)?;
+        let elt = kind.elt_size_in_bytes() as i64;
+        let count: i64 = shape.iter().product();
+        let header_elts = HEADER as i64 / elt;
+        let name = path.to_str().ok_or_else(|| Error::BadFile {
+            path: path.clone(),
+            reason: "the path is not UTF-8".into(),
+        })?;
+        let mapped = Tensor::f_from_file(name, false, Some(header_elts + count), (kind, Device::Cpu))?;
+        Ok(mapped.f_narrow(0, header_elts, count)?.f_view(shape.as_slice())?)
+    }
+
+    /// `name` (as for [`Dataset::array`]) opened for reading a range of rows at a time with
+    /// [`ArrayReader::read_rows`]: plain reads, so that a pass over an array larger than memory
+    /// holds one range at a time (a memory map keeps every page it touched resident).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadFile`] for a name the folder lacks or a header it did not write.
+    pub fn reader(&self, name: &str) -> Result<ArrayReader> {
         let file = format!("{name}.npy");
         let path = self.dir.join(&file);
         let (descr, shape) = match (name, self.manifest.arrays.get(&file)) {
@@ -742,9 +762,8 @@ impl Dataset {
             }
         };
         let mut header = vec![0u8; HEADER as usize];
-        File::open(&path)
-            .and_then(|mut f| f.read_exact(&mut header))
-            .map_err(|e| io("cannot read", &path, e))?;
+        let mut file = File::open(&path).map_err(|e| io("cannot read", &path, e))?;
+        file.read_exact(&mut header).map_err(|e| io("cannot read", &path, e))?;
         if header != npy_header(&descr, &shape)? {
             return Err(Error::BadFile {
                 path,
@@ -755,16 +774,73 @@ impl Dataset {
             path: path.clone(),
             reason: format!("dtype `{descr}`"),
         })?;
-        let elt = kind.elt_size_in_bytes() as i64;
-        let count: i64 = shape.iter().product();
-        let header_elts = HEADER as i64 / elt;
-        let name = path.to_str().ok_or_else(|| Error::BadFile {
-            path: path.clone(),
-            reason: "the path is not UTF-8".into(),
-        })?;
-        let mapped = Tensor::f_from_file(name, false, Some(header_elts + count), (kind, Device::Cpu))?;
-        Ok(mapped.f_narrow(0, header_elts, count)?.f_view(shape.as_slice())?)
+        Ok(ArrayReader {
+            file,
+            path,
+            kind,
+            shape,
+        })
     }
+}
+
+/// One array of a dataset folder, open for reading rows: see [`Dataset::reader`].
+#[derive(Debug)]
+pub struct ArrayReader {
+    file: File,
+    path: PathBuf,
+    kind: Kind,
+    shape: Vec<i64>,
+}
+
+impl ArrayReader {
+    /// The array's shape: rows (samples or tokens, see [`Rows`]), then the row shape.
+    #[must_use]
+    pub fn shape(&self) -> &[i64] {
+        &self.shape
+    }
+
+    /// Its dtype.
+    #[must_use]
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Rows `start..start + len` as a CPU tensor `[len, ...]` of the array's dtype, read from the
+    /// file (not mapped).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a range past the end, [`Error::Io`] when reading fails.
+    pub fn read_rows(&self, start: i64, len: i64) -> Result<Tensor> {
+        let rows = self.shape.first().copied().unwrap_or(0);
+        if start < 0 || len < 0 || start + len > rows {
+            return Err(Error::InvalidArgument {
+                name: "rows",
+                reason: format!(
+                    "{start}..{} is past the {rows} rows of `{}`",
+                    start + len,
+                    self.path.display()
+                ),
+            });
+        }
+        let row_bytes = self.shape[1..].iter().product::<i64>() as u64 * self.kind.elt_size_in_bytes() as u64;
+        let mut bytes = vec![0u8; (row_bytes * len as u64) as usize];
+        read_exact_at(&self.file, &mut bytes, HEADER + row_bytes * start as u64)
+            .map_err(|e| io("cannot read", &self.path, e))?;
+        let shape: Vec<i64> = std::iter::once(len).chain(self.shape[1..].iter().copied()).collect();
+        Ok(Tensor::f_from_data_size(&bytes, &shape, self.kind)?)
+    }
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_exact_at(mut file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(buf)
 }
 
 /// numpy's dtype string for `kind`, and the kind the bytes are written in (bf16 as f32).

@@ -152,6 +152,64 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Layers compared with one another hold different numbers of rows.
+    #[error("layer `{left}` has {left_rows} rows and layer `{right}` has {right_rows}; layers compared must hold the same samples (or the same real tokens) in the same order")]
+    RowCountMismatch {
+        /// The first layer.
+        left: String,
+        /// Its rows.
+        left_rows: i64,
+        /// The layer that differs.
+        right: String,
+        /// Its rows.
+        right_rows: i64,
+    },
+    /// Too few rows for a similarity metric to be defined.
+    #[error("{metric} needs at least {needed} rows (samples, or real tokens) and got {rows}; compare more samples")]
+    TooFewRows {
+        /// The metric (`CKA`, `unbiased CKA`, ...).
+        metric: String,
+        /// Its minimum.
+        needed: i64,
+        /// The rows given.
+        rows: i64,
+    },
+    /// A layer's activations hold NaN or infinite values.
+    #[error("layer `{layer}` holds NaN or infinite values; similarities need finite activations (check the model's dtype and inputs)")]
+    NotFinite {
+        /// The layer.
+        layer: String,
+    },
+    /// A layer is constant over its rows: no similarity is defined.
+    #[error("layer `{layer}` does not vary over its rows (zero variance after centering); similarity to it is undefined, leave it out")]
+    NoVariance {
+        /// The layer.
+        layer: String,
+    },
+    /// SVCCA keeps more directions than the rows can support.
+    #[error("SVCCA of `{left}` ({left_kept} directions kept) and `{right}` ({right_kept}) needs more than {} rows and has {rows}; with fewer, some canonical correlations are 1 whatever the data; compare more samples or lower the threshold", left_kept + right_kept)]
+    SvccaRank {
+        /// The row layer.
+        left: String,
+        /// Directions kept of it.
+        left_kept: i64,
+        /// The column layer.
+        right: String,
+        /// Directions kept of it.
+        right_kept: i64,
+        /// The rows.
+        rows: i64,
+    },
+    /// An input (an `.npz` or a dataset folder) has no array of that name.
+    #[error("`{}` has no array `{name}`{}; list the arrays with `hooks inspect` (an .npz) or in `manifest.json` (a dataset folder)", input.display(), did_you_mean(.suggestions))]
+    UnknownArray {
+        /// The name as given.
+        name: String,
+        /// The input.
+        input: PathBuf,
+        /// Its array names closest to `name`, best first (at most three; may be empty).
+        suggestions: Vec<String>,
+    },
     /// libtorch reported an error.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

@@ -2,6 +2,7 @@
 //! `.npz` files and extraction. Most users depend on the `hooks` facade, which re-exports all of
 //! this together with `#[derive(Hookable)]`.
 
+pub mod analysis;
 mod builder;
 mod dataset;
 mod error;
@@ -24,7 +25,9 @@ mod store;
 pub mod switch;
 
 pub use builder::{HookPaths, NoLayers, SeqPaths};
-pub use dataset::{merge_datasets, read_manifest, ArrayInfo, Dataset, DatasetWriter, Done, Manifest, Rows, Shard};
+pub use dataset::{
+    merge_datasets, read_manifest, ArrayInfo, ArrayReader, Dataset, DatasetWriter, Done, Manifest, Rows, Shard,
+};
 pub use error::{Error, Result};
 pub use extract::{
     extract_representations, ActivationSink, BatchForward, Chunk, Extracted, Extractor, InputIds, Item, MemorySink,

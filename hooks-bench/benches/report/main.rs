@@ -11,6 +11,7 @@
 //! that load from other processes hits both sides of a ratio alike. Tables give the median over
 //! rounds and, in parentheses, the interquartile range.
 
+mod analysis;
 mod capture;
 mod engine;
 mod folder;
@@ -46,6 +47,7 @@ const NOTES_MARKER: &str =
     "<!-- Hand-written below this line: `make bench` rewrites everything above it and keeps the rest. -->";
 
 /// One promise and how this run did against it, judged on the median.
+#[derive(Clone)]
 struct Target {
     what: String,
     goal: String,
@@ -299,46 +301,55 @@ fn run(cfg: Config) -> BenchResult<()> {
     };
     let load_before = machine::load_average();
 
-    let mut out = String::new();
+    // `HOOKS_BENCH_SECTIONS=7` (or `5,7`) runs only those sections and replaces only their text
+    // (and their rows of the targets table) in the existing report.
+    let only: Option<Vec<u32>> = std::env::var("HOOKS_BENCH_SECTIONS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
+    let wants = |n: u32| only.as_ref().is_none_or(|o| o.contains(&n));
     let step = |name: &str| eprintln!("[{:>5.0} s] {name}", started.elapsed().as_secs_f64());
-    step("1. capture cost");
-    let capture = capture::run(&ctx)?;
-    step("1. per-site cost (criterion estimates)");
-    let sites = sites::read(&target_dir());
-    step("2. against the Python reference");
-    let reference = reference::run(&mut ctx)?;
-    step("3. writing");
-    let writing = writing::run(&mut ctx)?;
-    step("4. memory");
-    let memory = memory::run(&mut ctx)?;
-    step("5. the extraction engine");
-    let engine = engine::run(&mut ctx)?;
-    step("6. the dataset folder");
-    let folder = folder::run(&mut ctx)?;
+    // Per section run: its number, its markdown, its targets.
+    let mut parts: Vec<(u32, String, Vec<Target>)> = Vec::new();
+    if wants(1) {
+        step("1. capture cost");
+        let capture = capture::run(&ctx)?;
+        step("1. per-site cost (criterion estimates)");
+        let sites = sites::read(&target_dir());
+        let text = format!("{}\n{}", capture.markdown(&ctx.cfg), sites::markdown(sites.as_ref()));
+        parts.push((1, text, [capture.targets(), sites::targets(sites.as_ref())].concat()));
+    }
+    if wants(2) {
+        step("2. against the Python reference");
+        let reference = reference::run(&mut ctx)?;
+        parts.push((2, reference.markdown(&ctx.cfg), reference.targets()));
+    }
+    if wants(3) {
+        step("3. writing");
+        let writing = writing::run(&mut ctx)?;
+        parts.push((3, writing.markdown(&ctx.cfg), writing.targets()));
+    }
+    if wants(4) {
+        step("4. memory");
+        let memory = memory::run(&mut ctx)?;
+        parts.push((4, memory.markdown(&ctx.cfg), memory.targets()));
+    }
+    if wants(5) {
+        step("5. the extraction engine");
+        let engine = engine::run(&mut ctx)?;
+        parts.push((5, engine.markdown(), engine.targets()));
+    }
+    if wants(6) {
+        step("6. the dataset folder");
+        let folder = folder::run(&mut ctx)?;
+        parts.push((6, folder.markdown(), folder.targets()));
+    }
+    if wants(7) {
+        step("7. analysis");
+        let analysis = analysis::run(&ctx)?;
+        parts.push((7, analysis.markdown(), analysis.targets()));
+    }
     let elapsed = started.elapsed().as_secs_f64();
     step("done");
-
-    let machine = machine::describe(&ctx, load_before, elapsed);
-    let targets = [
-        capture.targets(),
-        sites::targets(sites.as_ref()),
-        reference.targets(),
-        writing.targets(),
-        memory.targets(),
-        engine.targets(),
-        folder.targets(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect::<Vec<_>>();
-    writeln!(out, "{}", machine::header(&machine, &targets))?;
-    writeln!(out, "{}", capture.markdown(&ctx.cfg))?;
-    writeln!(out, "{}", sites::markdown(sites.as_ref()))?;
-    writeln!(out, "{}", reference.markdown(&ctx.cfg))?;
-    writeln!(out, "{}", writing.markdown(&ctx.cfg))?;
-    writeln!(out, "{}", memory.markdown(&ctx.cfg))?;
-    writeln!(out, "{}", engine.markdown())?;
-    writeln!(out, "{}", folder.markdown())?;
 
     // `HOOKS_BENCH_OUT` redirects the report (to look at a smoke run's, say).
     let path = match std::env::var_os("HOOKS_BENCH_OUT") {
@@ -346,17 +357,31 @@ fn run(cfg: Config) -> BenchResult<()> {
         None if ctx.cfg.full => Path::new(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md"),
         None => ctx.path("BENCHMARKS.md"),
     };
-    let notes = std::fs::read_to_string(&path)
-        .ok()
+    let old = std::fs::read_to_string(&path).ok();
+    let notes = old
+        .as_deref()
         .and_then(|old| old.find(NOTES_MARKER).map(|i| old[i..].to_owned()))
         .unwrap_or_else(|| format!("{NOTES_MARKER}\n"));
-    std::fs::write(&path, format!("{}\n{notes}", out.trim_end()))?;
+    let report = match (&only, old.as_deref()) {
+        (Some(_), Some(old)) if old.contains(NOTES_MARKER) => splice(old, &parts)?,
+        _ => {
+            let machine = machine::describe(&ctx, load_before, elapsed);
+            let targets: Vec<Target> = parts.iter().flat_map(|(_, _, t)| t.iter().cloned()).collect();
+            let mut out = String::new();
+            writeln!(out, "{}", machine::header(&machine, &targets))?;
+            for (_, text, _) in &parts {
+                writeln!(out, "{text}")?;
+            }
+            format!("{}\n{notes}", out.trim_end())
+        }
+    };
+    std::fs::write(&path, report)?;
     if ctx.cfg.full {
         eprintln!("wrote {} in {elapsed:.0} s", path.display());
     } else {
         // The smoke run checks that each section produced its table, not what is in it.
         let text = std::fs::read_to_string(&path)?;
-        for heading in ["## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."] {
+        for heading in ["## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7."] {
             if !text.contains(heading) {
                 return Err(format!("the report lacks `{heading}`").into());
             }
@@ -364,4 +389,50 @@ fn run(cfg: Config) -> BenchResult<()> {
         eprintln!("benchmark smoke run: every section ran ({elapsed:.0} s)");
     }
     Ok(())
+}
+
+/// `old` (a whole report) with the sections of `parts` replaced (or, when new, put before the
+/// hand-written notes) and their rows of the targets table replaced; the rest kept as it was.
+fn splice(old: &str, parts: &[(u32, String, Vec<Target>)]) -> BenchResult<String> {
+    let marker = old.find(NOTES_MARKER).ok_or("no notes marker")?;
+    let (mut report, notes) = (old[..marker].to_owned(), &old[marker..]);
+    for (n, text, targets) in parts {
+        let heading = format!("## {n}. ");
+        let text = format!("{}\n\n", text.trim_end());
+        match report.find(&heading) {
+            Some(start) => {
+                let end = report[start + heading.len()..]
+                    .find("\n## ")
+                    .map_or(report.len(), |i| start + heading.len() + i + 1);
+                report.replace_range(start..end, &text);
+            }
+            None => {
+                let trimmed = report.trim_end().len();
+                report.truncate(trimmed);
+                report.push_str("\n\n");
+                report.push_str(&text);
+            }
+        }
+        // Targets: drop this section's rows, add the new ones after the table's last row.
+        let prefix = format!("| {n}. ");
+        let mut lines: Vec<String> = report.lines().map(str::to_owned).collect();
+        lines.retain(|l| !l.starts_with(&prefix));
+        let table = lines.iter().position(|l| l == "## Targets").ok_or("no targets table")?;
+        let mut at = table + 1;
+        while at < lines.len() && (lines[at].is_empty() || lines[at].starts_with('|')) {
+            if lines[at].is_empty() && at > table + 1 && lines[at - 1].starts_with('|') {
+                break;
+            }
+            at += 1;
+        }
+        for t in targets {
+            lines.insert(
+                at,
+                format!("| {} | {} | {} | {} |", t.what, t.goal, t.measured, t.verdict),
+            );
+            at += 1;
+        }
+        report = lines.join("\n") + "\n";
+    }
+    Ok(format!("{}\n{notes}", report.trim_end()))
 }
