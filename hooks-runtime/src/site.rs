@@ -118,6 +118,12 @@ impl Site {
         if !switch::busy() {
             return;
         }
+        self.capture_busy(output);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn capture_busy(&self, output: &Tensor) {
         if self.edited.load(Ordering::Acquire) {
             if let Some(layer) = self.active_edit() {
                 crate::stop::fail(crate::Error::NotEditable {
@@ -126,8 +132,8 @@ impl Site {
                 });
             }
         }
-        if switch::active() {
-            self.capture_slow(output);
+        if self.subscribed.load(Ordering::Acquire) && switch::active() {
+            self.record(output);
         }
     }
 
@@ -154,8 +160,8 @@ impl Site {
         } else {
             None
         };
-        if switch::active() {
-            self.capture_slow(edited.as_ref().unwrap_or(x));
+        if self.subscribed.load(Ordering::Acquire) && switch::active() {
+            self.record(edited.as_ref().unwrap_or(x));
         }
         edited
     }
@@ -209,12 +215,10 @@ impl Site {
         switch::active() && self.subscribed.load(Ordering::Acquire)
     }
 
+    /// Hands `output` to every enabled subscriber (the site has some).
     #[cold]
     #[inline(never)]
-    fn capture_slow(&self, output: &Tensor) {
-        if !self.subscribed.load(Ordering::Acquire) {
-            return;
-        }
+    fn record(&self, output: &Tensor) {
         // A panic in a store while recording cannot leave the list half-updated (it is only read
         // here), so a poisoned lock is still consistent.
         let mut stop = false;

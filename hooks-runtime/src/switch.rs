@@ -9,10 +9,12 @@
 //! The switch governs **capture only**. Capture is active when some store is enabled and the
 //! switch is on. An enabled intervention applies whatever the switch says: turning capture off to
 //! save its cost must not change what a model computes. So a site has work to do when capture is
-//! active **or** an intervention is enabled anywhere; with neither, it costs one relaxed load and
-//! a branch.
+//! active **or** an intervention is enabled anywhere. That answer is kept ready in a second word,
+//! `BUSY`, recomputed whenever the first changes (rarely: a store or list enabled, the switch
+//! set), so that a site with nothing to do costs one relaxed load of a bool and a branch.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 const OFF: usize = 1 << (usize::BITS - 1);
 /// One enabled intervention set, counted in the high half.
@@ -23,6 +25,22 @@ const EDITS: usize = (OFF - 1) & !(EDIT - 1);
 const STORES: usize = EDIT - 1;
 
 static STATE: AtomicUsize = AtomicUsize::new(0);
+
+/// `has_work(STATE)`, for the sites' one load.
+static BUSY: AtomicBool = AtomicBool::new(false);
+
+/// Serialises changes to `STATE` with the recomputing of `BUSY`, so that `BUSY` always follows
+/// the last change.
+static CHANGE: Mutex<()> = Mutex::new(());
+
+/// Applies `op` to `STATE` and refreshes `BUSY`; returns the previous state.
+fn change(op: impl FnOnce(&AtomicUsize) -> usize) -> usize {
+    // The guarded section cannot panic, so the lock is never poisoned in a way that matters.
+    let _guard = CHANGE.lock().unwrap_or_else(PoisonError::into_inner);
+    let previous = op(&STATE);
+    BUSY.store(has_work(STATE.load(Ordering::SeqCst)), Ordering::SeqCst);
+    previous
+}
 
 /// Whether any capture can happen now: the switch is on and at least one store is enabled.
 ///
@@ -43,7 +61,7 @@ fn capturing(state: usize) -> bool {
 /// somewhere. One relaxed load; a site's whole cost when nothing is on.
 #[inline(always)]
 pub(crate) fn busy() -> bool {
-    has_work(STATE.load(Ordering::Relaxed))
+    BUSY.load(Ordering::Relaxed)
 }
 
 #[inline(always)]
@@ -69,9 +87,9 @@ pub fn is_on() -> bool {
 /// ```
 pub fn set(on: bool) -> bool {
     let previous = if on {
-        STATE.fetch_and(!OFF, Ordering::SeqCst)
+        change(|s| s.fetch_and(!OFF, Ordering::SeqCst))
     } else {
-        STATE.fetch_or(OFF, Ordering::SeqCst)
+        change(|s| s.fetch_or(OFF, Ordering::SeqCst))
     };
     previous & OFF == 0
 }
@@ -105,22 +123,22 @@ impl Drop for SwitchGuard {
 
 /// Counts a store as enabled (called by the store).
 pub(crate) fn store_enabled() {
-    STATE.fetch_add(1, Ordering::SeqCst);
+    change(|s| s.fetch_add(1, Ordering::SeqCst));
 }
 
 /// Counts a store as disabled (called by the store).
 pub(crate) fn store_disabled() {
-    STATE.fetch_sub(1, Ordering::SeqCst);
+    change(|s| s.fetch_sub(1, Ordering::SeqCst));
 }
 
 /// Counts an intervention set as enabled (called by [`Interventions`](crate::Interventions)).
 pub(crate) fn edits_enabled() {
-    STATE.fetch_add(EDIT, Ordering::SeqCst);
+    change(|s| s.fetch_add(EDIT, Ordering::SeqCst));
 }
 
 /// Counts an intervention set as disabled.
 pub(crate) fn edits_disabled() {
-    STATE.fetch_sub(EDIT, Ordering::SeqCst);
+    change(|s| s.fetch_sub(EDIT, Ordering::SeqCst));
 }
 
 #[cfg(test)]

@@ -99,8 +99,9 @@ pub fn markdown(sites: Option<&Sites>) -> String {
         s,
         "\nEach figure is `Site::capture(&tensor)` in a criterion loop (loop overhead included), \
          single-threaded. Disabled and switched off are the same code: one relaxed load of the \
-         switch word and a branch (`switch::active`, inlined). Enabled but unselected adds an \
-         out-of-line call and one acquire load of the site's own `subscribed` flag: no lock. \
+         switch's `BUSY` flag (capture on, or an intervention enabled anywhere) and a branch \
+         (`switch::busy`, inlined). Enabled but unselected adds an out-of-line call and acquire \
+         loads of the site's own `edited` and `subscribed` flags: no lock. \
          Read from criterion's `target/criterion/site/*/new/estimates.json`."
     );
     s
