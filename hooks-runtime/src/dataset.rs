@@ -239,6 +239,8 @@ impl DatasetWriter {
                 ),
             });
         } else if dir.exists() {
+            // A run killed while creating the folder may have left a manifest's temporary alone.
+            remove_manifest_temporaries(dir)?;
             let mut entries = fs::read_dir(dir).map_err(|e| io("cannot read", dir, e))?;
             if entries.next().is_some() {
                 return Err(Error::InvalidArgument {
@@ -281,6 +283,7 @@ impl DatasetWriter {
     /// Cuts every file back to the bytes the manifest counts (a crash may have left a partial
     /// window behind them), and removes files it does not count yet.
     fn cut_back(&self) -> Result<()> {
+        remove_manifest_temporaries(&self.dir)?;
         for name in self.file_names() {
             let path = self.dir.join(&name);
             match self.manifest.done.bytes.get(&name) {
@@ -310,11 +313,26 @@ impl DatasetWriter {
     }
 
     fn save_manifest(&self) -> Result<()> {
+        write_atomic(&self.dir.join("manifest.json"), &self.manifest_text()?)
+    }
+
+    fn manifest_text(&self) -> Result<Vec<u8>> {
         let text = serde_json::to_string_pretty(&self.manifest).map_err(|e| Error::BadFile {
             path: self.dir.join("manifest.json"),
             reason: e.to_string(),
         })?;
-        write_atomic(&self.dir.join("manifest.json"), format!("{text}\n").as_bytes())
+        Ok(format!("{text}\n").into_bytes())
+    }
+
+    /// The manifest as it stands, in a temporary beside `manifest.json`, written but not synced.
+    fn manifest_temporary(&self) -> Result<tempfile::NamedTempFile> {
+        let path = self.dir.join("manifest.json");
+        let mut tmp = manifest_builder()
+            .tempfile_in(&self.dir)
+            .map_err(|e| io("cannot write", &path, e))?;
+        tmp.write_all(&self.manifest_text()?)
+            .map_err(|e| io("cannot write", &path, e))?;
+        Ok(tmp)
     }
 
     /// Fixes each layer's layout and dtype from the first window.
@@ -359,11 +377,11 @@ impl DatasetWriter {
         sync_dir(&self.dir)
     }
 
-    /// Appends `bytes` to the file `name`, at the length the manifest counts.
     /// Appends `bytes` to the file `name`, at the length the manifest counts, and syncs it.
     fn append(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
         let file = self.append_unsynced(name, &[bytes])?;
-        sync(&file, &self.dir.join(name))
+        let path = self.dir.join(name);
+        file.sync_data().map_err(|e| io("cannot sync", &path, e))
     }
 
     /// Appends `parts` to the file `name`, at the length the manifest counts (which it then
@@ -512,14 +530,23 @@ impl ActivationSink for DatasetWriter {
         }
         files.push(self.append_unsynced("offsets.npy", &[&offsets])?);
         names.push("offsets.npy".into());
-        for (file, name) in files.iter().zip(&names) {
-            sync(file, &self.dir.join(name))?;
-        }
-        self.windows += 1;
-        crash_point("data", self.windows);
+        // The manifest that counts this window, written beside the old one and synced with the
+        // window's files in one batch (the syncs run side by side, so the filesystem commits
+        // them together); only once all are on disk does it replace the old one. The folder is
+        // not synced after the rename: should the rename be lost, the old manifest counts fewer
+        // windows, whose bytes are on disk, and a rerun cuts the rest back. `finish` syncs it.
         self.manifest.done.samples += chunk.len();
         self.manifest.done.tokens = u64::try_from(at).unwrap_or(0);
-        self.save_manifest()?;
+        let manifest = self.manifest_temporary()?;
+        let mut syncs: Vec<(&File, PathBuf)> = files.iter().zip(&names).map(|(f, n)| (f, self.dir.join(n))).collect();
+        syncs.push((manifest.as_file(), self.dir.join("manifest.json")));
+        sync_together(&syncs)?;
+        self.windows += 1;
+        crash_point("data", self.windows);
+        let path = self.dir.join("manifest.json");
+        manifest
+            .persist(&path)
+            .map_err(|e| io("cannot write", &path, e.error))?;
         crash_point("manifest", self.windows);
         Ok(())
     }
@@ -915,17 +942,47 @@ fn tensor_bytes(t: &Tensor) -> &[u8] {
     unsafe { std::slice::from_raw_parts(t.data_ptr().cast::<u8>(), len) }
 }
 
-fn sync(file: &File, path: &Path) -> Result<()> {
-    file.sync_data().map_err(|e| io("cannot sync", path, e))
+/// Syncs each file's data, all at once, one thread each: the filesystem commits concurrent
+/// syncs together, where one after another would each wait for a commit of its own.
+fn sync_together(files: &[(&File, PathBuf)]) -> Result<()> {
+    std::thread::scope(|scope| {
+        let running: Vec<_> = files
+            .iter()
+            .map(|(file, path)| scope.spawn(move || file.sync_data().map_err(|e| io("cannot sync", path, e))))
+            .collect();
+        // Every sync is waited for before the first error is returned.
+        let results: Vec<Result<()>> = running
+            .into_iter()
+            .map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect();
+        results.into_iter().collect()
+    })
+}
+
+/// Temporaries of `manifest.json`: `.manifest*.tmp`, removed when a writer opens the folder.
+fn manifest_builder() -> tempfile::Builder<'static, 'static> {
+    let mut builder = crate::npz::new_file_builder();
+    builder.prefix(".manifest").suffix(".tmp");
+    builder
+}
+
+/// Removes the `.manifest*.tmp` files a killed run may have left in `dir`.
+fn remove_manifest_temporaries(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(|e| io("cannot read", dir, e))?.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".manifest") && name.ends_with(".tmp") {
+            fs::remove_file(entry.path()).map_err(|e| io("cannot remove", &entry.path(), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Replaces `path` with `bytes` atomically: a synced temporary in the same folder, renamed over
 /// it, the folder synced.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = crate::npz::new_file_builder()
-        .prefix(".manifest")
-        .suffix(".tmp")
+    let mut tmp = manifest_builder()
         .tempfile_in(dir)
         .map_err(|e| io("cannot write", path, e))?;
     tmp.write_all(bytes).map_err(|e| io("cannot write", path, e))?;

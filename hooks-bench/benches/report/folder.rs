@@ -243,7 +243,7 @@ impl Folder {
         let _ = writeln!(
             s,
             "\n| write {:.0} MB in {} windows | seconds |\n|---|---|\n\
-             | `DatasetWriter` (append to each `.npy`, sync each, then the manifest, atomically) | {} |\n\
+             | `DatasetWriter` (append to each `.npy`; sync them and the new manifest's temporary side by side; rename it over the old) | {} |\n\
              | raw sequential write of the same bytes, synced per window | {} |\n\n\
              Throughput of the writer over the raw write: {} (per-round ratios, median and \
              interquartile range).\n",
