@@ -158,6 +158,8 @@ pub fn extract(
         return Ok(Outcome::AlreadyComplete { samples: end - first });
     }
     let resumed = writer.done_samples();
+    // A shard's items are rows `first..end` of the input, and so of any patch source.
+    let extractor = extractor.clone().patch_offset(first);
     let report = extractor.run_into(model, request.layers, &items[first..end], resumed, &mut writer)?;
     writer.finish()?;
     Ok(Outcome::Done {

@@ -665,6 +665,39 @@ fn interventions_match_transformers_hooks_on_each_sample_alone() {
         dir.path(),
     );
     assert_rows_match(&ours, &alone, &layers, "--patch");
+
+    // The second of two shards into a dataset folder: its samples take the patch rows of their
+    // place in the whole input, as the unsharded run's do.
+    let shard = dir.path().join("shard1");
+    let run = hooks_cmd(&[
+        "extract",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        corrupt.to_str().unwrap(),
+        "--layers",
+        layers[1],
+        "--patch",
+        &patch,
+        "--window",
+        "2",
+        "--shard",
+        "1/2",
+        "--out",
+        shard.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let folder = hooks::Dataset::open(&shard).unwrap();
+    let rows = folder.array(layers[1]).unwrap();
+    let mask = ours.get("attention_mask").unwrap();
+    let whole = ours.get(layers[1]).unwrap();
+    let wanted: Vec<Tensor> = (2..4)
+        .map(|i| {
+            let len = mask.get(i).sum(Kind::Int64).int64_value(&[]);
+            whole.get(i).narrow(0, 0, len)
+        })
+        .collect();
+    assert_within(&rows, &Tensor::cat(&wanted, 0), "--patch in shard 1/2");
     let unpatched = extract(
         &model,
         &corrupt,

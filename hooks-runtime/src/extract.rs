@@ -212,6 +212,7 @@ pub struct Extractor {
     interrupt: Option<Arc<AtomicBool>>,
     interventions: Vec<(String, Intervention)>,
     patches: Vec<(String, Tensor)>,
+    patch_offset: usize,
 }
 
 impl Default for Extractor {
@@ -229,6 +230,7 @@ impl Default for Extractor {
             interrupt: None,
             interventions: Vec::new(),
             patches: Vec::new(),
+            patch_offset: 0,
         }
     }
 }
@@ -410,6 +412,15 @@ impl Extractor {
     #[must_use]
     pub fn patch(mut self, layer: impl Into<String>, source: Tensor) -> Self {
         self.patches.push((layer.into(), source));
+        self
+    }
+
+    /// The items of a run are the patch sources' rows from `first` on: a shard of the input the
+    /// sources were made from. The sources then need at least `first + items` rows (rather than
+    /// exactly `items`).
+    #[must_use]
+    pub fn patch_offset(mut self, first: usize) -> Self {
+        self.patch_offset = first;
         self
     }
 
@@ -595,11 +606,20 @@ impl Extractor {
         }
         for (layer, source) in &self.patches {
             let rows = source.size();
-            if rows.len() < 2 || usize::try_from(rows[0]).ok() != Some(items) {
+            let first = self.patch_offset;
+            let fits = rows.first().and_then(|&n| usize::try_from(n).ok()).is_some_and(|n| {
+                if first == 0 {
+                    n == items
+                } else {
+                    n >= first + items
+                }
+            });
+            if rows.len() < 2 || !fits {
                 return Err(Error::InvalidArgument {
                     name: "patch",
                     reason: format!(
-                        "the patch for `{layer}` has shape {rows:?}, and needs `[{items}, tokens, ...]`: one row per item, from a run of the same items without pooling"
+                        "the patch for `{layer}` has shape {rows:?}, and needs `[{}, tokens, ...]`: one row per item, from a run of the same items without pooling",
+                        first + items
                     ),
                 });
             }
@@ -750,7 +770,7 @@ impl<'a, M: BatchForward + ?Sized> Session<'a, M> {
                 };
                 let (ids, mask) = feed.batch(&[shortest])?;
                 let _no_grad = tch::no_grad_guard();
-                session.set_patches(&[shortest], ids.size()[1])?;
+                session.set_patches(&[settings.patch_offset + shortest], ids.size()[1])?;
                 session.store.enable();
                 let forward = Instant::now();
                 let result = catch_failure(|| model.forward_batch(&ids, &mask));
@@ -839,7 +859,7 @@ impl<'a, M: BatchForward + ?Sized> Session<'a, M> {
             let members = &order[range.clone()];
             let (ids, mask) = feed.batch(members)?;
             let width = ids.size()[1];
-            let whole: Vec<usize> = members.iter().map(|&i| first + i).collect();
+            let whole: Vec<usize> = members.iter().map(|&i| settings.patch_offset + first + i).collect();
             self.set_patches(&whole, width)?;
             store.stop_after(self.needed.as_deref().filter(|_| !store.shares_sites(self.model)));
             let forward = Instant::now();
