@@ -413,14 +413,23 @@ fn splice(old: &str, parts: &[(u32, String, Vec<Target>)]) -> BenchResult<String
                 report.push_str(&text);
             }
         }
-        // Targets: drop this section's rows, add the new ones after the table's last row.
+        // Targets: drop this section's rows, add the new ones where the section's number puts
+        // them (before the first row of a later section, else after the table's last row).
         let prefix = format!("| {n}. ");
         let mut lines: Vec<String> = report.lines().map(str::to_owned).collect();
         lines.retain(|l| !l.starts_with(&prefix));
         let table = lines.iter().position(|l| l == "## Targets").ok_or("no targets table")?;
+        let section_of = |line: &str| {
+            line.strip_prefix("| ")
+                .and_then(|rest| rest.split_once(". "))
+                .and_then(|(k, _)| k.parse::<u32>().ok())
+        };
         let mut at = table + 1;
         while at < lines.len() && (lines[at].is_empty() || lines[at].starts_with('|')) {
             if lines[at].is_empty() && at > table + 1 && lines[at - 1].starts_with('|') {
+                break;
+            }
+            if section_of(&lines[at]).is_some_and(|k| k > *n) {
                 break;
             }
             at += 1;
