@@ -1,19 +1,14 @@
 //! The `hooks` command, run as a user runs it: real checkpoints, files, exit codes, messages.
 #![allow(clippy::unwrap_used)] // a failing test should fail loudly
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::hooks_cmd;
 use hooks::load_activations;
 use tch::{Kind, Tensor};
-
-fn hooks_cmd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hooks"))
-        .args(args)
-        .env_remove("LD_LIBRARY_PATH")
-        .output()
-        .unwrap()
-}
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

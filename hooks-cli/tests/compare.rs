@@ -2,19 +2,14 @@
 //! reference of `tests/py/analysis_reference.py` (written from the papers, not from our code).
 #![allow(clippy::unwrap_used)] // a failing test should fail loudly
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::hooks_cmd;
 use hooks::{save_activations, Activations};
 use tch::{Device, Kind, Tensor};
-
-fn hooks_cmd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hooks"))
-        .args(args)
-        .env_remove("LD_LIBRARY_PATH")
-        .output()
-        .unwrap()
-}
 
 fn ok(out: &Output) {
     assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
