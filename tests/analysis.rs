@@ -206,7 +206,7 @@ fn bad_inputs_are_one_line_errors() {
     let err = linear_cka(&one, &one).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "CKA needs at least 2 rows (samples, or real tokens) and got 1; compare more samples"
+        "CKA needs at least 3 rows (samples, or real tokens) and got 1; compare more samples"
     );
     let three = Tensor::randn([3, 4], cpu(Kind::Float));
     assert!(matches!(

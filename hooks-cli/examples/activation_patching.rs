@@ -39,7 +39,8 @@ struct Args {
     out: PathBuf,
 }
 
-fn parse() -> Result<Args> {
+/// The arguments, or `None` for `--help`.
+fn parse() -> Result<Option<Args>> {
     let mut args = Args {
         model: PathBuf::new(),
         clean: "The cat sat on the mat.".into(),
@@ -57,18 +58,15 @@ fn parse() -> Result<Args> {
             "--corrupt" => args.corrupt = value()?,
             "--layers" => args.layers = Some(value()?),
             "--out" => args.out = PathBuf::from(value()?),
-            other => {
-                return Err(
-                    format!("unknown option `{other}`; use --model, --clean, --corrupt, --layers, --out").into(),
-                )
-            }
+            "--help" | "-h" => return Ok(None),
+            other => return Err(format!("unknown option `{other}`; {USAGE}").into()),
         }
     }
     args.model = match model {
         Some(m) => m,
         None => minilm()?,
     };
-    Ok(args)
+    Ok(Some(args))
 }
 
 /// all-MiniLM-L6-v2 from the project's `.venv` (`make setup` installs it).
@@ -106,8 +104,24 @@ fn cosine(a: &Tensor, b: &Tensor) -> f64 {
     (a.dot(b) / (a.norm() * b.norm())).double_value(&[])
 }
 
-fn main() -> Result<()> {
-    let args = parse()?;
+const USAGE: &str =
+    "usage: activation_patching [--model DIR] [--clean TEXT] [--corrupt TEXT] [--layers GLOBS] [--out PATH]";
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let Some(args) = parse()? else {
+        println!("{USAGE}\n\nSee the top of hooks-cli/examples/activation_patching.rs, or the README.");
+        return Ok(());
+    };
     let model = hooks_models::load(&args.model, Device::Cpu, Kind::Float)?;
     let tokenizer = Tokenizer::from_dir(&args.model)?;
     let (encoded, _) = tokenizer.encode_each(&[&args.clean, &args.corrupt], model.max_length())?;
@@ -188,13 +202,11 @@ fn main() -> Result<()> {
                 .collect()
         })
         .collect();
-    let title = format!(
-        "Share of the clean embedding restored, patching \"{}\" into \"{}\"",
-        args.clean, args.corrupt
-    );
+    // The sentences are on the column labels (clean/corrupt where they differ).
+    let title = "Activation patching: share of the clean result restored";
     let partial = args.out.with_extension("partial.png");
     heatmap::Heatmap {
-        title: &title,
+        title,
         rows: &layers,
         columns: &labels,
         values: &values,

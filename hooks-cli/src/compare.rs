@@ -83,6 +83,7 @@ struct Input {
 /// Runs `hooks compare`.
 pub fn run(args: &CompareArgs) -> Result<(), CliError> {
     let metric = metric(args)?;
+    check_outputs(args)?;
     let device = crate::extract::parse_device(&args.device)?;
     let a = read_input(&args.a, &args.layers_a)?;
     let b = match &args.b {
@@ -114,12 +115,23 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
         None => None,
     };
     let csv = write_atomic(&args.out, csv(&matrix).as_bytes())?;
-    csv.persist(&args.out)
-        .map_err(|e| CliError::Usage(format!("cannot write `{}`: {}", args.out.display(), e.error)))?;
-    if let Some((path, temp)) = plot {
-        temp.persist(path)
-            .map_err(|e| CliError::Usage(format!("cannot write `{}`: {}", path.display(), e.error)))?;
+    // The plot first, then the CSV: should the CSV's rename fail, the plot goes too, so that a
+    // failed run leaves neither.
+    if let Some((path, temp)) = &plot {
+        fs::rename(temp.path(), path)
+            .map_err(|e| CliError::Usage(format!("cannot write `{}`: {e}", path.display())))?;
     }
+    if let Err(e) = csv.persist(&args.out) {
+        if let Some((path, _)) = &plot {
+            let _ = fs::remove_file(path);
+        }
+        return Err(CliError::Usage(format!(
+            "cannot write `{}`: {}",
+            args.out.display(),
+            e.error
+        )));
+    }
+    drop(plot);
     out!(
         "{} of {} × {} layers over {} rows: {}{}",
         metric.label(),
@@ -153,6 +165,46 @@ fn metric(args: &CompareArgs) -> Result<Metric, CliError> {
     }
 }
 
+/// `--out` and `--plot` must be files of their own: not an input, not each other, not a folder;
+/// the plot a `.png`.
+fn check_outputs(args: &CompareArgs) -> Result<(), CliError> {
+    let same = |x: &Path, y: &Path| x == y || matches!((x.canonicalize(), y.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    let inputs: Vec<&PathBuf> = std::iter::once(&args.a).chain(&args.b).collect();
+    let outputs: Vec<(&str, &PathBuf)> = std::iter::once(("--out", &args.out))
+        .chain(args.plot.as_ref().map(|p| ("--plot", p)))
+        .collect();
+    for (flag, out) in &outputs {
+        if let Some(input) = inputs.iter().find(|i| same(i, out)) {
+            return Err(CliError::Usage(format!(
+                "`{flag} {}` is the input `{}`, which it would overwrite; write to another file",
+                out.display(),
+                input.display()
+            )));
+        }
+        if out.is_dir() {
+            return Err(CliError::Usage(format!(
+                "`{flag} {}` is a folder; give a file path",
+                out.display()
+            )));
+        }
+    }
+    if let Some(plot) = &args.plot {
+        if same(plot, &args.out) {
+            return Err(CliError::Usage(format!(
+                "`--plot` and `--out` are both `{}`; give the CSV and the PNG their own names",
+                plot.display()
+            )));
+        }
+        if !plot.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+            return Err(CliError::Usage(format!(
+                "`--plot {}`: the heatmap is a PNG; give a path ending in .png",
+                plot.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn file_name(path: &Path) -> String {
     path.file_name()
         .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
@@ -181,6 +233,18 @@ fn read_input(path: &Path, wanted: &[String]) -> Result<Input, CliError> {
     for name in names {
         let Some(t) = acts.get(&name) else { continue };
         let shape = t.size();
+        // An attention pattern `[N, heads, T, T]` is no set of feature rows: left out unless asked
+        // for by name (which then fails below, saying why).
+        let pattern = shape.len() == 4
+            && mask
+                .as_ref()
+                .is_some_and(|m| m.size().get(1) == shape.get(2) && shape.get(2) == shape.get(3));
+        if pattern && wanted.is_empty() {
+            eprintln!(
+                "note: left out `{name}`: an attention pattern [samples, heads, tokens, tokens] has no feature rows to compare"
+            );
+            continue;
+        }
         let bad = |why: String| CliError::Input(format!("array `{name}` of `{}` {why}", path.display()));
         if shape.first() != Some(&samples) {
             return Err(bad(format!(
@@ -198,8 +262,9 @@ fn read_input(path: &Path, wanted: &[String]) -> Result<Input, CliError> {
             }
             (_, Some(mask)) => {
                 return Err(bad(format!(
-                    "has shape {shape:?} and the file's attention_mask {:?}; a token-level array is [N, T, ...] with the mask's [N, T]",
-                    mask.size()
+                    "has shape {shape:?} and the file's attention_mask {:?}; a token-level array is [N, T, ...] with the mask's [N, T]{}",
+                    mask.size(),
+                    if pattern { " (this is an attention pattern: compare other layers)" } else { "" }
                 )))
             }
             (_, None) => {
@@ -284,17 +349,22 @@ fn same_rows(a: &Input, b: &Input) -> Result<(), CliError> {
 
 /// All layers compared have rows of one kind: per sample, or per real token.
 fn one_kind(a: &Input, b: Option<&Input>) -> Result<(), CliError> {
-    let all: Vec<(&str, RowKind)> = a
+    let all: Vec<(&str, &Path, RowKind)> = a
         .layers
         .iter()
-        .chain(b.map_or(&[][..], |b| &b.layers))
-        .map(|(n, _, k)| (n.as_str(), *k))
+        .map(|(n, _, k)| (n.as_str(), a.path.as_path(), *k))
+        .chain(
+            b.into_iter()
+                .flat_map(|b| b.layers.iter().map(|(n, _, k)| (n.as_str(), b.path.as_path(), *k))),
+        )
         .collect();
-    let sample = all.iter().find(|(_, k)| *k == RowKind::Samples);
-    let token = all.iter().find(|(_, k)| *k == RowKind::Tokens);
-    if let (Some((s, _)), Some((t, _))) = (sample, token) {
+    let sample = all.iter().find(|(_, _, k)| *k == RowKind::Samples);
+    let token = all.iter().find(|(_, _, k)| *k == RowKind::Tokens);
+    if let (Some((s, sp, _)), Some((t, tp, _))) = (sample, token) {
         return Err(CliError::Input(format!(
-            "layer `{s}` has one row per sample and layer `{t}` one per token; compare layers of one kind (pick them with --layers-a/--layers-b), or extract with --pool"
+            "`{s}` of `{}` has one row per sample (pooled) and `{t}` of `{}` one per token; compare layers of one kind (pick them with --layers-a/--layers-b), or extract both with the same --pool",
+            sp.display(),
+            tp.display()
         )));
     }
     Ok(())

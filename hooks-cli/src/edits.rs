@@ -77,6 +77,11 @@ impl Edits {
                     "invalid `--patch {spec}`: a patch names one layer, not a pattern; give one --patch per layer"
                 )));
             }
+            if edits.patches.iter().any(|p| p.layer == layer) {
+                return Err(CliError::Usage(format!(
+                    "`--patch {layer}=...` is given twice; give one source per layer"
+                )));
+            }
             let path = PathBuf::from(file.trim());
             let patch = read_patch(&path, layer)?;
             edits
@@ -141,8 +146,9 @@ impl Edits {
             for name in names {
                 let shape = store.get(&name).map(|t| t.size()).unwrap_or_default();
                 if shape.last() != Some(width) {
+                    let features = shape.last().copied().unwrap_or(0);
                     return Err(CliError::Usage(format!(
-                        "`--steer`: `{}` holds {width} values, and `{name}` has shape {shape:?}; give a float32 vector of its last dim",
+                        "`--steer`: `{}` holds {width} values, and `{name}` has {features} features (its last dim); give a float32 vector of {features} values",
                         path.display()
                     )));
                 }
@@ -205,13 +211,16 @@ fn read_vector(path: &Path) -> Result<Tensor, CliError> {
             path.display()
         ))
     };
+    if path.is_dir() {
+        return Err(bad("is a folder".into()));
+    }
     if !path.is_file() {
         return Err(bad("does not exist".into()));
     }
     let vector = Tensor::read_npy(path).map_err(|e| bad(format!("is not a readable .npy file ({e})")))?;
     if vector.kind() != Kind::Float || vector.dim() != 1 || vector.numel() == 0 {
         return Err(bad(format!(
-            "holds a {} array of shape {:?}",
+            "holds {} values of shape {:?}",
             numpy_dtype(vector.kind()),
             vector.size()
         )));
@@ -246,6 +255,12 @@ fn read_patch(path: &Path, layer: &str) -> Result<Patch, CliError> {
         "make it with `hooks extract --layers {layer} --pool none --out {}` on inputs of the same token lengths",
         path.display()
     );
+    if path.is_dir() {
+        return Err(CliError::Input(format!(
+            "`--patch`: `{}` is a folder; a patch source is the .npz of a `--pool none` run: {fix}",
+            path.display()
+        )));
+    }
     if !path.is_file() {
         return Err(CliError::Input(format!(
             "`--patch`: `{}` does not exist; {fix}",

@@ -43,7 +43,9 @@ impl Heatmap<'_> {
         let label_px = |chars: u32| 20 + chars * 8;
         let (left, bottom) = (label_px(longest(m.rows)), label_px(longest(m.columns)));
         let (title_h, bar_w, pad) = (60, 110, 20);
-        let width = left + cell * cols as u32 + bar_w + pad;
+        // Wide enough for the title too (22 px text, about 12 px a character).
+        let title_w = 2 * pad + 12 * m.title.chars().count() as u32;
+        let width = (left + cell * cols as u32 + bar_w + pad).max(title_w);
         let height = title_h + cell * rows as u32 + bottom + pad;
         let (lo, hi) = m
             .values

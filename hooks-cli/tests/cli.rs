@@ -746,11 +746,11 @@ fn bad_interventions_get_one_line_and_no_output() {
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec!["--steer".into(), format!("{layer}={short}@2")],
-            "holds 300 values, and `encoder.layer.3.output` has shape",
+            "holds 300 values, and `encoder.layer.3.output` has 384 features",
         ),
         (
             vec!["--steer".into(), format!("{layer}={wide}@2")],
-            "holds a float64 array of shape [384]",
+            "holds float64 values of shape [384]",
         ),
         (vec!["--steer".into(), format!("{layer}={short}")], "no `@SCALE`"),
         (
@@ -788,6 +788,23 @@ fn bad_interventions_get_one_line_and_no_output() {
         (
             vec!["--patch".into(), format!("encoder.layer.*.output={}", path("src.npz"))],
             "not a pattern",
+        ),
+        (
+            vec![
+                "--patch".into(),
+                format!("{layer}={}", path("src.npz")),
+                "--patch".into(),
+                format!("{layer}={}", path("src.npz")),
+            ],
+            "is given twice",
+        ),
+        (
+            vec!["--patch".into(), format!("{layer}={}", dir.path().display())],
+            "is a folder",
+        ),
+        (
+            vec!["--steer".into(), format!("{layer}={}@1", dir.path().display())],
+            "is a folder",
         ),
     ];
     for (args, needle) in &cases {

@@ -239,8 +239,13 @@ fn errors_are_one_line_and_leave_no_output() {
     let mut one = Activations::new();
     one.insert("n0", Tensor::randn([1, 4], f));
     let one = save_activations(&one, dir.path().join("one.npz")).unwrap();
-    let inputs = 5; // a.npz, b.npz, reference/, c.npz, one.npz
+    let mut two = Activations::new();
+    two.insert("n0", Tensor::randn([2, 4], f));
+    two.insert("n1", Tensor::randn([2, 4], f));
+    let two = save_activations(&two, dir.path().join("two.npz")).unwrap();
+    let inputs = 6; // a.npz, b.npz, reference/, c.npz, one.npz, two.npz
     let (a, c, one) = (a.to_str().unwrap(), c.to_str().unwrap(), one.to_str().unwrap());
+    let two = two.to_str().unwrap();
     let (out_path, png_path) = (dir.path().join("m.csv"), dir.path().join("m.png"));
     let (out, png) = (out_path.to_str().unwrap(), png_path.to_str().unwrap());
     let run = |cmd: Vec<&str>| hooks_cmd(&[cmd, vec!["--out", out, "--plot", png]].concat());
@@ -258,7 +263,48 @@ fn errors_are_one_line_and_leave_no_output() {
     );
     fails_with(
         &run(vec!["compare", one]),
-        &["CKA needs at least 2 rows", "got 1"],
+        &["CKA needs at least 3 rows", "got 1"],
+        dir.path(),
+        inputs,
+    );
+    // Two centered rows span one direction: CKA would be 1 whatever the layers.
+    fails_with(
+        &run(vec!["compare", two]),
+        &["CKA needs at least 3 rows", "got 2"],
+        dir.path(),
+        inputs,
+    );
+    // The outputs never overwrite an input or each other, and the plot is a PNG.
+    let only = |args: Vec<&str>| hooks_cmd(&args);
+    fails_with(
+        &only(vec!["compare", a, "--out", a]),
+        &["is the input", "which it would overwrite"],
+        dir.path(),
+        inputs,
+    );
+    fails_with(
+        &only(vec!["compare", a, "--out", out, "--plot", a]),
+        &["is the input"],
+        dir.path(),
+        inputs,
+    );
+    fails_with(
+        &only(vec!["compare", a, "--out", out, "--plot", out]),
+        &["are both"],
+        dir.path(),
+        inputs,
+    );
+    let jpg = dir.path().join("m.jpg");
+    fails_with(
+        &only(vec!["compare", a, "--out", out, "--plot", jpg.to_str().unwrap()]),
+        &["ending in .png"],
+        dir.path(),
+        inputs,
+    );
+    let folder = dir.path().join("reference");
+    fails_with(
+        &only(vec!["compare", a, "--out", out, "--plot", folder.to_str().unwrap()]),
+        &["is a folder"],
         dir.path(),
         inputs,
     );
@@ -355,4 +401,40 @@ fn a_dataset_folder_compares_like_the_npz_of_the_same_extraction() {
     for (i, row) in across.iter().enumerate() {
         assert!((row[i] - 1.0).abs() < 1e-9, "{across:?}");
     }
+}
+
+/// `--layers-a` takes `*` globs within a segment, trims spaces and keeps each layer once; an
+/// attention pattern `[N, heads, T, T]` is left out of the default selection, with a note.
+#[test]
+fn layer_lists_take_globs_and_attention_patterns_are_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = (Kind::Float, Device::Cpu);
+    let mut acts = Activations::new();
+    acts.insert("enc.0.out", Tensor::randn([6, 4, 3], f));
+    acts.insert("enc.1.out", Tensor::randn([6, 4, 3], f));
+    acts.insert("enc.0.attn_weights", Tensor::rand([6, 2, 4, 4], f));
+    acts.insert("attention_mask", Tensor::ones([6, 4], (Kind::Int64, Device::Cpu)));
+    let npz = save_activations(&acts, dir.path().join("t.npz")).unwrap();
+    let out = dir.path().join("m.csv");
+    let (npz, out_s) = (npz.to_str().unwrap(), out.to_str().unwrap());
+
+    let run = hooks_cmd(&["compare", npz, "--out", out_s]);
+    ok(&run);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("left out `enc.0.attn_weights`"), "{stderr}");
+    let (columns, rows, _) = parse(&out);
+    assert_eq!(columns, ["enc.0.out", "enc.1.out"]);
+    assert_eq!(rows, columns);
+
+    ok(&hooks_cmd(&[
+        "compare",
+        npz,
+        "--layers-a",
+        "enc.*.out, enc.1.out ,enc.0.out",
+        "--out",
+        out_s,
+    ]));
+    let (_, rows, values) = parse(&out);
+    assert_eq!(rows, ["enc.0.out", "enc.1.out"], "globbed, trimmed, each once");
+    assert!((values[0][0] - 1.0).abs() < 1e-12);
 }

@@ -45,7 +45,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::dataset::ArrayReader;
 use crate::error::{Error, Result};
-use crate::select::unknown;
+use crate::select::{glob_match, unknown};
 
 /// The rows of one layer's activations, read a range at a time: a tensor `[n, ...]` in memory,
 /// or an array of a dataset folder ([`ArrayReader`]) read from disk.
@@ -98,7 +98,8 @@ pub type Layer<'a> = (&'a str, &'a dyn RowSource);
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Metric {
     /// Linear CKA (Kornblith et al., 2019): centered features, HSIC's biased estimator.
-    /// Exact over all rows. Needs 2 rows.
+    /// Exact over all rows. Needs 3 rows (with 2, the centered rows span one direction and CKA
+    /// is 1 whatever the layers).
     Cka,
     /// Unbiased linear CKA (Nguyen et al., 2021): Song et al.'s unbiased `HSIC₁` over all rows,
     /// exact. Needs 4 rows.
@@ -212,7 +213,8 @@ pub fn compare(
     }
     let values = match metric {
         Metric::Cka | Metric::UnbiasedCka => {
-            let needed = if metric == Metric::Cka { 2 } else { 4 };
+            // With 2 rows the centered data has one direction, and CKA is 1 whatever the layers.
+            let needed = if metric == Metric::Cka { 3 } else { 4 };
             too_few(&metric, needed, n)?;
             let mut pass = Pass::new(a, b, options);
             let stats = pass.moments(0, n)?;
@@ -326,33 +328,42 @@ pub fn svcca(x: &Tensor, y: &Tensor, threshold: f64) -> Result<f64> {
 }
 
 /// The layers `wanted` among `available` (an input's arrays, from `input`), in the order
-/// wanted; every one of `available` when `wanted` is empty.
+/// wanted, each once; every one of `available` when `wanted` is empty. Names are trimmed, and
+/// `*` matches within one dotted segment, as in layer selections (`encoder.layer.*.output`).
 ///
 /// # Errors
 ///
 /// [`Error::UnknownArray`] for a name not there, with the closest names as suggestions.
 pub fn select_layers(available: &[String], wanted: &[String], input: &Path) -> Result<Vec<String>> {
+    let wanted: Vec<&str> = wanted.iter().map(|w| w.trim()).filter(|w| !w.is_empty()).collect();
     if wanted.is_empty() {
         return Ok(available.to_vec());
     }
-    wanted
-        .iter()
-        .map(|w| {
-            if available.contains(w) {
-                Ok(w.clone())
-            } else {
-                let suggestions = match unknown(w, available) {
-                    Error::UnknownLayer { suggestions, .. } => suggestions,
-                    _ => Vec::new(),
-                };
-                Err(Error::UnknownArray {
-                    name: w.clone(),
-                    input: input.to_owned(),
-                    suggestions,
-                })
+    let mut names: Vec<String> = Vec::new();
+    for w in wanted {
+        let matched: Vec<&String> = if w.contains('*') {
+            available.iter().filter(|n| glob_match(w, n)).collect()
+        } else {
+            available.iter().filter(|n| n.as_str() == w).collect()
+        };
+        if matched.is_empty() {
+            let suggestions = match unknown(w, available) {
+                Error::UnknownLayer { suggestions, .. } => suggestions,
+                _ => Vec::new(),
+            };
+            return Err(Error::UnknownArray {
+                name: w.to_owned(),
+                input: input.to_owned(),
+                suggestions,
+            });
+        }
+        for name in matched {
+            if !names.contains(name) {
+                names.push(name.clone());
             }
-        })
-        .collect()
+        }
+    }
+    Ok(names)
 }
 
 fn pair(x: &Tensor, y: &Tensor, metric: Metric) -> Result<f64> {

@@ -187,7 +187,7 @@ pub enum Error {
         layer: String,
     },
     /// SVCCA keeps more directions than the rows can support.
-    #[error("SVCCA of `{left}` ({left_kept} directions kept) and `{right}` ({right_kept}) needs more than {} rows and has {rows}; with fewer, some canonical correlations are 1 whatever the data; compare more samples or lower the threshold", left_kept + right_kept)]
+    #[error("SVCCA of `{left}` ({left_kept} directions kept) and `{right}` ({right_kept}) needs more than {} rows and has {rows}; with fewer, some canonical correlations are 1 whatever the data; compare more samples (token rows: `--pool none`) or lower the threshold (`--threshold`)", left_kept + right_kept)]
     SvccaRank {
         /// The row layer.
         left: String,
