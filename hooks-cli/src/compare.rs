@@ -32,7 +32,7 @@ pub struct CompareArgs {
     unbiased: bool,
     /// Minibatch CKA (Nguyen et al., 2021): the unbiased HSIC averaged over consecutive batches
     /// of at least ROWS rows. An estimate; without it CKA is exact over all rows.
-    #[arg(long, value_name = "ROWS", value_parser = clap::value_parser!(i64).range(4..))]
+    #[arg(long, value_name = "ROWS", value_parser = clap::value_parser!(i64).range(4..=1_000_000_000))]
     minibatch: Option<i64>,
     /// SVCCA: the share of variance the kept singular directions explain.
     #[arg(long, default_value_t = 0.99, value_name = "SHARE")]

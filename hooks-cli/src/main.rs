@@ -24,6 +24,7 @@ mod signals;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
 use crate::error::CliError;
@@ -68,7 +69,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let result: Result<(), CliError> = match cli.command {
         Command::Layers { model } => extract::layers(model.as_deref()),
         Command::Extract(args) => extract::run(&args),
@@ -84,4 +88,30 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// A command line clap refuses, said on one line as every other error is (clap's own text, less
+/// its usage block and its "For more information" line); `--help` and `--version` as clap prints
+/// them.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let shown = [
+        ErrorKind::DisplayHelp,
+        ErrorKind::DisplayVersion,
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand,
+    ];
+    if shown.contains(&e.kind()) {
+        let _ = e.print();
+        return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+    }
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let line = parts.join(" ");
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    eprintln!("error: {line}; see `hooks --help`");
+    ExitCode::from(2)
 }

@@ -892,3 +892,23 @@ fn the_patching_example_writes_the_effect_of_each_patch() {
     let top = (0..9).max_by(|&a, &b| first[a].total_cmp(&first[b])).unwrap();
     assert_eq!(top, 2, "`cat`/`dog` is token 2: {first:?}");
 }
+
+/// Command lines clap refuses are one line too, naming the option and pointing at `--help`.
+#[test]
+fn refused_command_lines_are_one_line() {
+    fails_with(
+        &hooks_cmd(&["extract", "--layers", "pooler", "--batch-size", "0", "--out", "x.npz"]),
+        "invalid value '0' for '--batch-size <BATCH_SIZE>'",
+    );
+    fails_with(&hooks_cmd(&["extract", "--out", "x.npz"]), "--layers <LIST>");
+    fails_with(
+        &hooks_cmd(&["compare", "a.npz", "--minibatch", "2", "--out", "m.csv"]),
+        "--minibatch",
+    );
+    let help = hooks_cmd(&["extract", "--help"]);
+    assert!(
+        help.status.success() && stdout(&help).contains("--ablate"),
+        "{}",
+        stdout(&help)
+    );
+}
