@@ -221,7 +221,7 @@ fn read_vector(path: &Path) -> Result<Tensor, CliError> {
     if vector.kind() != Kind::Float || vector.dim() != 1 || vector.numel() == 0 {
         return Err(bad(format!(
             "holds {} values of shape {:?}",
-            numpy_dtype(vector.kind()),
+            crate::inspect::dtype(vector.kind()),
             vector.size()
         )));
     }
@@ -229,22 +229,6 @@ fn read_vector(path: &Path) -> Result<Tensor, CliError> {
         return Err(bad("holds values that are not finite".into()));
     }
     Ok(vector)
-}
-
-/// numpy's name for `kind`.
-fn numpy_dtype(kind: Kind) -> String {
-    match kind {
-        Kind::Float => "float32".into(),
-        Kind::Double => "float64".into(),
-        Kind::Half => "float16".into(),
-        Kind::Int64 => "int64".into(),
-        Kind::Int => "int32".into(),
-        Kind::Int16 => "int16".into(),
-        Kind::Int8 => "int8".into(),
-        Kind::Uint8 => "uint8".into(),
-        Kind::Bool => "bool".into(),
-        other => format!("{other:?}"),
-    }
 }
 
 /// A patch source: array `layer` of an `.npz` written by `hooks extract --pool none`, and the

@@ -866,13 +866,8 @@ impl<'a, M: BatchForward + ?Sized> Session<'a, M> {
             let result = run_stoppable(|| self.model.forward_batch(&ids, &mask));
             self.stats.forward_time += forward.elapsed();
             store.stop_after(None);
-            let result = match result {
-                Err(e) => {
-                    store.disable();
-                    return Err(e);
-                }
-                Ok(result) => result,
-            };
+            // A failed intervention ends the run like any other error of the forward.
+            let result = result?;
             // A stopped forward never reached the layers past the captured ones: interventions
             // there could change nothing.
             let stopped = result.is_none();
