@@ -342,3 +342,25 @@ fn the_engine_applies_interventions_and_patches_per_item() {
         assert!(matches!(err, Error::NeverApplied { .. }), "{err}");
     }
 }
+
+/// A module called twice in one forward (a shared point) is changed at each call, as a PyTorch
+/// forward hook runs at each call: `((x × 2) + 1) × 2` by hand.
+#[test]
+fn a_shared_site_is_changed_at_every_call() {
+    #[derive(Hookable)]
+    struct Shared {
+        point: HookPoint,
+    }
+    let model = Shared {
+        point: HookPoint::new(),
+    };
+    let edits = Interventions::new(&model, [("point", Intervention::scale(2.0))]).unwrap();
+    let x = Tensor::from_slice(&[1.0f32, 3.0]);
+    let y = edits
+        .run(|| {
+            let once = model.point.apply(x.shallow_clone());
+            model.point.apply(once + 1.0)
+        })
+        .unwrap();
+    assert_eq!(values(&y), [6.0, 14.0]);
+}
