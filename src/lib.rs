@@ -102,6 +102,54 @@
 /// assert_eq!(Output::paths().layer_norm().path(), hooks::layer!(Output, "LayerNorm"));
 /// ```
 ///
+/// # `#[hook(alias = "...")]`
+///
+/// On a field (repeatable): another name its layers answer to, for names that Python code
+/// spells two ways. `alias = "embed_out"` makes `embed_out` reach the field `lm_head`; the empty
+/// alias `alias = ""` makes the field's layers answer without its segment, as `GPT2Model`'s
+/// names (`h.0.mlp`) are `GPT2LMHeadModel`'s without `transformer.`. An alias is one segment or
+/// empty, and is not another field's segment.
+///
+/// Aliases are resolved at run time, by [`ActivationStore`] and [`Interventions`], for names and
+/// for globs that match no layer's own name; what is captured is keyed by the name asked for.
+/// Listings show the layers' own names ([`LayerTree::layer_names`]; the others are
+/// [`LayerTree::alias_names`]), and [`layer!`] and the typed builder know only those.
+///
+/// ```
+/// use hooks::{ActivationStore, Hook, Hookable, LayerTree};
+/// use tch::{nn, nn::Module, Device, Tensor};
+///
+/// #[derive(Hookable)]
+/// struct Body {
+///     fc: Hook<nn::Linear>,
+/// }
+///
+/// #[derive(Hookable)]
+/// struct WithHead {
+///     #[hook(alias = "")]
+///     body: Hook<Body>,       // `body`, and `body.fc` also as `fc`
+///     #[hook(alias = "out")]
+///     head: Hook<nn::Linear>, // `head`, also as `out`
+/// }
+///
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let model = WithHead {
+///     body: Hook::new(Body { fc: Hook::new(nn::linear(vs.root() / "fc", 4, 4, Default::default())) }),
+///     head: Hook::new(nn::linear(vs.root() / "head", 4, 2, Default::default())),
+/// };
+/// assert_eq!(model.layer_names(), ["body", "body.fc", "head"]);
+/// assert_eq!(model.alias_names(), ["fc", "fc:input", "out", "out:input"]);
+///
+/// let store = ActivationStore::new(&model, ["fc", "body.fc", "out"])?;
+/// store.enable();
+/// let x = Tensor::ones([1, 4], (tch::Kind::Float, Device::Cpu));
+/// let hidden = model.body.call_with(&x, |body, x| body.fc.forward(x));
+/// let _logits = model.head.forward(&hidden);
+/// assert_eq!(store.get("fc").unwrap(), store.get("body.fc").unwrap());
+/// assert_eq!(store.get("out").unwrap().size(), [1, 2]);
+/// # Ok::<(), hooks::Error>(())
+/// ```
+///
 /// # `#[hook(crate = "...")]`
 ///
 /// On the struct: the path generated code names the `hooks` crate by, `::hooks` by default. Use
@@ -124,7 +172,8 @@
 /// # Errors
 ///
 /// An enum, a union or a tuple struct, an unknown or repeated key, a `rename` that is not one
-/// segment, a `rename` on a skipped field, and two fields with the same segment are compile
+/// segment, a `rename` or `alias` on a skipped field, an `alias` with a `.`, repeated, or equal
+/// to a field's segment, and two fields with the same segment are compile
 /// errors, all reported at once, each on the offending token (`tests/ui/` holds one case each).
 ///
 /// ```compile_fail

@@ -1,4 +1,4 @@
-//! Reads `#[hook(...)]`: `crate` on the struct, `rename` and `skip` on fields.
+//! Reads `#[hook(...)]`: `crate` on the struct, `rename`, `alias` and `skip` on fields.
 //!
 //! Every mistake is reported into the [`Ctxt`] and reading goes on, so one build shows them all.
 //! Whether a value makes sense (a `rename` with a `.` in it, `rename` with `skip`) is
@@ -15,6 +15,8 @@ use crate::ctxt::Ctxt;
 pub const HOOK: &str = "hook";
 /// Field key: the layer-path segment, when it differs from the field's name.
 pub const RENAME: &str = "rename";
+/// Field key (repeatable): another name the field's layers answer to, at run time.
+pub const ALIAS: &str = "alias";
 /// Field key: leave the field out of the layer tree.
 pub const SKIP: &str = "skip";
 /// Struct key: the path of the `hooks` crate, for crates that reach it under another name.
@@ -53,7 +55,7 @@ impl Container {
                         ),
                     );
                 }
-            } else if meta.path.is_ident(RENAME) || meta.path.is_ident(SKIP) {
+            } else if meta.path.is_ident(RENAME) || meta.path.is_ident(ALIAS) || meta.path.is_ident(SKIP) {
                 cx.error_spanned_by(
                     &meta.path,
                     format!(
@@ -94,11 +96,13 @@ impl Container {
 pub struct Field {
     /// `rename = "..."`, as written.
     pub rename: Option<Rename>,
+    /// Each `alias = "..."`, as written.
+    pub aliases: Vec<Rename>,
     /// The `skip` key, kept for its span.
     pub skip: Option<syn::Path>,
 }
 
-/// A `rename = "..."` key with its tokens, for error spans.
+/// A `rename = "..."` (or `alias = "..."`) key with its tokens, for error spans.
 pub struct Rename {
     /// The `rename` key.
     pub key: syn::Path,
@@ -110,12 +114,18 @@ impl Field {
     pub fn from_ast(cx: &Ctxt, attrs: &[syn::Attribute]) -> Self {
         let mut rename = Once::new(RENAME);
         let mut skip = Once::new(SKIP);
+        let mut aliases = Vec::new();
         for_each_hook_key(cx, attrs, |meta| {
             if meta.path.is_ident(RENAME) {
                 let key = meta.path.clone();
                 match string_value(cx, &meta, RENAME, "LayerNorm")? {
                     Some(lit) => rename.set(cx, &key, Rename { key: key.clone(), lit }),
                     None => rename.seen(cx, &key),
+                }
+            } else if meta.path.is_ident(ALIAS) {
+                let key = meta.path.clone();
+                if let Some(lit) = string_value(cx, &meta, ALIAS, "h")? {
+                    aliases.push(Rename { key, lit });
                 }
             } else if meta.path.is_ident(SKIP) {
                 if !meta.input.is_empty() && !meta.input.peek(Token![,]) {
@@ -133,7 +143,7 @@ impl Field {
                 cx.error_spanned_by(
                     &meta.path,
                     format!(
-                        "unknown key `{}` in `#[hook(...)]` on a field; the field keys are `rename = \"...\"` and `skip`",
+                        "unknown key `{}` in `#[hook(...)]` on a field; the field keys are `rename = \"...\"`, `alias = \"...\"` and `skip`",
                         key_name(&meta.path)
                     ),
                 );
@@ -143,6 +153,7 @@ impl Field {
         });
         Field {
             rename: rename.value,
+            aliases,
             skip: skip.value,
         }
     }

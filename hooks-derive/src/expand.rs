@@ -41,8 +41,10 @@ pub fn expand_struct(cont: &Container<'_>, fields: &[Field<'_>], krate: &syn::Pa
         let segment = field.segment();
         let walk = probe(krate, field.ty, "walk");
         let member = field.ident;
+        let aliases = field.attrs.aliases.iter().map(|alias| alias.lit.value());
         quote! {
             walker.enter(#segment, |walker| #walk(&self.#member, walker));
+            #(walker.alias(#aliases, |walker| #walk(&self.#member, walker));)*
         }
     });
 

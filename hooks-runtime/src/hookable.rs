@@ -2,6 +2,7 @@
 //! architecture fits behind `&dyn` or `Box<dyn>`), and [`Hookable`], what a type declares (its
 //! static schema and typed paths). `#[derive(Hookable)]` implements both.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -51,6 +52,40 @@ pub trait LayerTree {
         self.walk(&mut Walker::with_inputs(&mut |path, _| names.push(path.to_owned())));
         names
     }
+
+    /// The other names of [`site_names`](Self::site_names)' points, given by
+    /// `#[hook(alias = "...")]` (`h.0.mlp` for `GPT2LMHeadModel`'s `transformer.h.0.mlp`), in
+    /// walk order, each once. A name that is also a [`site_names`](Self::site_names) entry is
+    /// left out: the point's own name wins. Stores and intervention lists accept these names;
+    /// listings ([`layer_names`](Self::layer_names), `hooks layers`) show the points' own.
+    #[must_use]
+    fn alias_names(&self) -> Vec<String> {
+        let own: HashSet<String> = self.site_names().into_iter().collect();
+        let mut seen = HashSet::new();
+        let mut names = Vec::new();
+        self.walk(&mut Walker::aliases(&mut |path, _| {
+            if !own.contains(path) && seen.insert(path.to_owned()) {
+                names.push(path.to_owned());
+            }
+        }));
+        names
+    }
+}
+
+/// Visits every capture site (inputs included) under each name a store or an intervention list
+/// may bind it by: its own path, then each alias that is not also a site's own path (as
+/// [`LayerTree::alias_names`] has them).
+pub(crate) fn walk_bindable<M: LayerTree + ?Sized>(model: &M, visit: &mut dyn FnMut(&str, &Site)) {
+    let mut own = HashSet::new();
+    model.walk(&mut Walker::with_inputs(&mut |path, site| {
+        own.insert(path.to_owned());
+        visit(path, site);
+    }));
+    model.walk(&mut Walker::aliases(&mut |path, site| {
+        if !own.contains(path) {
+            visit(path, site);
+        }
+    }));
 }
 
 /// A type whose values hold capture sites at PyTorch-style dotted paths, with its layer tree
@@ -92,6 +127,10 @@ pub struct Walker<'a> {
     visit: &'a mut dyn FnMut(&str, &Site),
     /// Whether input sites are reported too.
     inputs: bool,
+    /// Whether only the sites reached through an alias are reported (and nothing else).
+    aliases: bool,
+    /// How many aliases the current path went through.
+    alias_depth: usize,
 }
 
 impl fmt::Debug for Walker<'_> {
@@ -109,6 +148,8 @@ impl<'a> Walker<'a> {
             path: String::new(),
             visit,
             inputs: false,
+            aliases: false,
+            alias_depth: 0,
         }
     }
 
@@ -118,6 +159,34 @@ impl<'a> Walker<'a> {
             inputs: true,
             ..Walker::new(visit)
         }
+    }
+
+    /// A walker that reports only what the plain walks leave out: the sites reached through a
+    /// field's alias (`#[hook(alias = "...")]`), at their alias paths, inputs included. See
+    /// [`LayerTree::alias_names`].
+    pub fn aliases(visit: &'a mut dyn FnMut(&str, &Site)) -> Self {
+        Walker {
+            inputs: true,
+            aliases: true,
+            ..Walker::new(visit)
+        }
+    }
+
+    /// Walks `inner` again under another name for the same field, if this walker reports aliases:
+    /// one segment deeper under `segment`, or at the current path for an empty `segment` (the
+    /// field's layers then also answer to their names without its segment). What the derive calls
+    /// for `#[hook(alias = "...")]`.
+    pub fn alias(&mut self, segment: &str, inner: impl FnOnce(&mut Self)) {
+        if !self.aliases {
+            return;
+        }
+        self.alias_depth += 1;
+        if segment.is_empty() {
+            inner(self);
+        } else {
+            self.enter(segment, inner);
+        }
+        self.alias_depth -= 1;
     }
 
     /// Walks `inner` one segment (a field name or an index) deeper.
@@ -135,13 +204,22 @@ impl<'a> Walker<'a> {
 
     /// Reports a capture site at the current path.
     pub fn site(&mut self, site: &Site) {
-        (self.visit)(&self.path, site);
+        if self.reports() {
+            (self.visit)(&self.path, site);
+        }
+    }
+
+    /// Whether a site met at the current path is reported: an alias walker reports only what it
+    /// reached through an alias, and never at the root's empty path (where an empty alias puts
+    /// the aliased field's own site).
+    fn reports(&self) -> bool {
+        !self.aliases || (self.alias_depth > 0 && !self.path.is_empty())
     }
 
     /// Reports the site of the current module's input, at `PATH:input`, if this walker reports
     /// inputs.
     pub fn input_site(&mut self, site: &Site) {
-        if self.inputs {
+        if self.inputs && self.reports() {
             let len = self.path.len();
             self.path.push_str(INPUT_SUFFIX);
             (self.visit)(&self.path, site);

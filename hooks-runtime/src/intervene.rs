@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::hookable::{LayerTree, Walker};
+use crate::hookable::{walk_bindable, LayerTree};
 use crate::select::resolve;
 use crate::site::Editor;
 use crate::switch;
@@ -394,10 +394,10 @@ impl Interventions {
         M: LayerTree + ?Sized,
         L: AsRef<str>,
     {
-        let available = model.site_names();
+        let (available, aliases) = (model.site_names(), model.alias_names());
         let (mut layers, mut slots) = (Vec::new(), Vec::new());
         for (pattern, intervention) in interventions {
-            for layer in resolve(&available, [pattern.as_ref()])?.names {
+            for layer in resolve(&available, &aliases, [pattern.as_ref()])?.names {
                 intervention.validate(&layer)?;
                 layers.push(layer);
                 slots.push(Mutex::new(Slot {
@@ -411,11 +411,11 @@ impl Interventions {
             return Err(Error::NoLayers);
         }
         let mut observer = None;
-        model.walk(&mut Walker::with_inputs(&mut |path, site| {
+        walk_bindable(model, &mut |path, site| {
             if site.is_observer() && layers.iter().any(|l| l == path) {
                 observer.get_or_insert_with(|| path.to_owned());
             }
-        }));
+        });
         if let Some(layer) = observer {
             return Err(Error::NotEditable {
                 layer,
@@ -430,13 +430,15 @@ impl Interventions {
         });
         let editor: Arc<dyn Editor> = shared.clone();
         let weak: Weak<dyn Editor> = Arc::downgrade(&editor);
-        model.walk(&mut Walker::with_inputs(&mut |path, site| {
-            for (slot, layer) in shared.layers.iter().enumerate() {
+        // One walk per intervention, so that a site reached by two names (an alias) still gets
+        // its interventions in binding order.
+        for (slot, layer) in shared.layers.iter().enumerate() {
+            walk_bindable(model, &mut |path, site| {
                 if layer == path {
                     site.add_editor(weak.clone(), slot);
                 }
-            }
-        }));
+            });
+        }
         let edits = Interventions { shared };
         edits.enable();
         Ok(edits)

@@ -8,9 +8,13 @@ pub(crate) struct Selection {
     pub(crate) names: Vec<String>,
 }
 
-/// Resolves `requested` against `available` (a model's layer paths, in model order).
+/// Resolves `requested` against `available` (a model's own point names, in model order) and
+/// `aliases` (their other names, [`crate::LayerTree::alias_names`]). A name is taken as given,
+/// from either list; a glob matches own names, or aliases when it matches no own name (so
+/// `h.*.mlp` reaches aliases, and `*` does not list a point twice).
 pub(crate) fn resolve<L: AsRef<str>>(
     available: &[String],
+    aliases: &[String],
     requested: impl IntoIterator<Item = L>,
 ) -> Result<Selection> {
     let mut names: Vec<String> = Vec::new();
@@ -24,20 +28,24 @@ pub(crate) fn resolve<L: AsRef<str>>(
         any = true;
         let request = request.as_ref().trim();
         if request.contains('*') {
-            let mut matched = false;
-            for name in available.iter().filter(|n| glob_match(request, n)) {
-                push(name);
-                matched = true;
+            let matching = |names: &[String]| -> Vec<String> {
+                names.iter().filter(|n| glob_match(request, n)).cloned().collect()
+            };
+            let mut matched = matching(available);
+            if matched.is_empty() {
+                matched = matching(aliases);
             }
-            if !matched {
+            if matched.is_empty() {
                 return Err(Error::NoMatch {
                     pattern: request.to_owned(),
                 });
             }
-        } else if available.iter().any(|n| n == request) {
+            matched.iter().for_each(|name| push(name));
+        } else if available.iter().chain(aliases).any(|n| n == request) {
             push(request);
         } else {
-            return Err(unknown(request, available));
+            let every: Vec<String> = available.iter().chain(aliases).cloned().collect();
+            return Err(unknown(request, &every));
         }
     }
     if !any {
@@ -119,6 +127,31 @@ mod tests {
         assert!(glob_match("h.*.mlp.c_fc:input", "h.3.mlp.c_fc:input"));
         assert!(glob_match("h.3.mlp.*:input", "h.3.mlp.c_fc:input"));
         assert!(!glob_match("h.3.mlp.*:input", "h.3.mlp.c_fc"));
+    }
+
+    #[test]
+    fn aliases_answer_to_names_and_to_globs_that_match_no_own_name() {
+        let own: Vec<String> = ["transformer", "transformer.h.0.mlp", "transformer.h.1.mlp", "lm_head"]
+            .map(String::from)
+            .to_vec();
+        let aliases: Vec<String> = ["h.0.mlp", "h.1.mlp"].map(String::from).to_vec();
+        let names = |requested: &[&str]| resolve(&own, &aliases, requested.iter()).map(|s| s.names);
+        assert_eq!(names(&["h.1.mlp", "lm_head"]).unwrap(), ["h.1.mlp", "lm_head"]);
+        assert_eq!(names(&["h.*.mlp"]).unwrap(), ["h.0.mlp", "h.1.mlp"]);
+        assert_eq!(
+            names(&["transformer.h.*.mlp"]).unwrap(),
+            ["transformer.h.0.mlp", "transformer.h.1.mlp"]
+        );
+        // A glob that matches an own name does not also list its aliases.
+        assert_eq!(names(&["*"]).unwrap(), ["transformer", "lm_head"]);
+        // Both spellings of one point are two selections, as asked.
+        assert_eq!(
+            names(&["h.0.mlp", "transformer.h.0.mlp"]).unwrap(),
+            ["h.0.mlp", "transformer.h.0.mlp"]
+        );
+        let err = names(&["h.0.mpl"]).err().unwrap().to_string();
+        assert!(err.contains("did you mean `h.0.mlp`?"), "{err}");
+        assert!(matches!(names(&["h.*.attn"]), Err(Error::NoMatch { .. })));
     }
 
     #[test]

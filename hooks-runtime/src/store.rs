@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use tch::Tensor;
 
 use crate::error::{Error, Result};
-use crate::hookable::{LayerTree, Walker};
+use crate::hookable::{walk_bindable, LayerTree, Walker};
 use crate::host::{snapshot, InFlight};
 use crate::rows::RowBuffer;
 use crate::select::{resolve, Selection};
@@ -153,7 +153,7 @@ impl ActivationStore {
                 reason: "must be at least 1".into(),
             });
         }
-        let Selection { names } = resolve(&model.site_names(), layers)?;
+        let Selection { names } = resolve(&model.site_names(), &model.alias_names(), layers)?;
         let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
         let slots = names.iter().map(|_| Mutex::new(None)).collect();
         let store = ActivationStore {
@@ -178,7 +178,8 @@ impl ActivationStore {
     ///
     /// [`Error::UnknownLayer`] when the instance lacks a selected layer (a shorter `Vec`).
     pub fn attach<M: LayerTree + ?Sized>(&self, model: &M) -> Result<()> {
-        let present = model.site_names();
+        let mut present = model.site_names();
+        present.extend(model.alias_names());
         if let Some(missing) = self.shared.names.iter().find(|n| !present.contains(n)) {
             return Err(crate::select::unknown(missing, &present));
         }
@@ -195,11 +196,11 @@ impl ActivationStore {
     fn subscribe<M: LayerTree + ?Sized>(&self, model: &M) {
         let sink: Arc<dyn Sink> = self.shared.clone();
         let weak: Weak<dyn Sink> = Arc::downgrade(&sink);
-        model.walk(&mut Walker::with_inputs(&mut |path, site| {
+        walk_bindable(model, &mut |path, site| {
             if let Some(&layer) = self.shared.index.get(path) {
                 site.subscribe(weak.clone(), layer);
             }
-        }));
+        });
     }
 
     /// Starts capturing the selected layers. Calling it again does nothing.
