@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use hooks::{save_activations, ActivationStore, Extractor, Item, LayerTree, Repeats};
+use hooks::{save_activations, ActivationStore, Extractor, Item, LayerTree, Repeats, Walker};
 use hooks_models::Tokenizer;
 use tch::{Device, Kind, Tensor};
 
@@ -290,7 +290,35 @@ pub fn layers(model: Option<&Path>) -> Result<(), CliError> {
             .map_or_else(|| "(not called)".to_owned(), |t| format!("{:?}", t.size()));
         out!("{name:<width$}  {shape}")?;
     }
+    let aliases = aliases(&*model);
+    if let Some((alias, own)) = aliases.first() {
+        eprintln!(
+            "note: {} of these layers also answer to another name, as transformers' other classes name them (`{alias}` for `{own}`); --layers takes either, and the output keeps the name given",
+            aliases.len()
+        );
+    }
     Ok(())
+}
+
+/// Each module alias of `model` with the layer's own name, in walk order: `(h.0, transformer.h.0)`.
+fn aliases(model: &dyn LayerTree) -> Vec<(String, String)> {
+    let mut own = std::collections::HashMap::new();
+    model.walk(&mut Walker::new(&mut |path, site| {
+        own.entry(std::ptr::from_ref(site)).or_insert_with(|| path.to_owned());
+    }));
+    let names = model.alias_names();
+    let mut pairs = Vec::new();
+    model.walk(&mut Walker::aliases(&mut |path, site| {
+        let is_module = !path.ends_with(hooks::INPUT_SUFFIX);
+        if let (true, true, Some(own)) = (
+            is_module,
+            names.iter().any(|n| n == path),
+            own.get(&std::ptr::from_ref(site)),
+        ) {
+            pairs.push((path.to_owned(), own.clone()));
+        }
+    }));
+    pairs
 }
 
 /// `hooks extract`.

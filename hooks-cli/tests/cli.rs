@@ -541,6 +541,84 @@ fn gpt2_rows_match_transformers_on_each_sample_alone_however_batched() {
     rows_match_each_sample_alone(&model, &input, 64, &["wpe", "h.0.attn", "h.1", "ln_f"], &BATCHINGS);
 }
 
+/// A GPT-2 saved as `GPT2LMHeadModel`: `hooks layers` lists `AutoModelForCausalLM`'s names and
+/// notes the others; `hooks extract` also takes `GPT2Model`'s names, checked against transformers'
+/// `AutoModel` (which names them so) on each sample alone, keeps each name as given, and
+/// `--ablate` by either name is the same run.
+#[test]
+fn gpt2_lm_head_takes_both_classes_names() {
+    let Some(python) = hooks_test_support::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("gpt2");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hooks-models/tests/py/reference.py");
+    let _ = hooks_test_support::run_python(&python, &script, &["build", "gpt2-lmhead", model.to_str().unwrap()]);
+
+    let listed = hooks_cmd(&["layers", "--model", model.to_str().unwrap()]);
+    assert!(listed.status.success());
+    let text = stdout(&listed);
+    let names: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(names.first(), Some(&"transformer"), "{text}");
+    assert_eq!(names.last(), Some(&"lm_head"), "{text}");
+    assert!(text.contains("lm_head") && text.contains("[1, 8, 100]"), "{text}");
+    assert!(
+        names
+            .iter()
+            .skip(1)
+            .take(names.len() - 2)
+            .all(|n| n.starts_with("transformer.")),
+        "{text}"
+    );
+    // Under `transformer.`: wte, wpe, ln_f, and ten in each of the two blocks.
+    let note = String::from_utf8_lossy(&listed.stderr);
+    assert!(
+        note.contains("note: 23 of these layers also answer to another name")
+            && note.contains("(`wte` for `transformer.wte`)"),
+        "{note}"
+    );
+
+    let input = dir.path().join("ids.jsonl");
+    let jsonl: String = [7usize, 1, 12, 3, 5]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            let ids: Vec<usize> = (0..len).map(|t| (i * 31 + t * 7) % 100).collect();
+            format!("{}\n", serde_json::json!({ "input_ids": ids }))
+        })
+        .collect();
+    std::fs::write(&input, jsonl).unwrap();
+    rows_match_each_sample_alone(
+        &model,
+        &input,
+        64,
+        &["wpe", "h.0.attn", "h.1", "ln_f"],
+        &BATCHINGS[1..2],
+    );
+
+    let out = |name: &str| dir.path().join(name);
+    let both = extract(&model, &input, "h.1,transformer.h.1,lm_head", &out("both.npz"), &[]);
+    let names: Vec<&str> = both.names().collect();
+    assert_eq!(
+        names,
+        ["h.1", "transformer.h.1", "lm_head", "input_ids", "attention_mask"]
+    );
+    assert!(both.get("h.1").unwrap().equal(both.get("transformer.h.1").unwrap()));
+    assert_eq!(both.get("lm_head").unwrap().size(), [5, 12, 100]);
+
+    let plain = both.get("lm_head").unwrap();
+    let short = extract(&model, &input, "lm_head", &out("short.npz"), &["--ablate", "h.0.mlp"]);
+    let long = extract(
+        &model,
+        &input,
+        "lm_head",
+        &out("long.npz"),
+        &["--ablate", "transformer.h.0.mlp"],
+    );
+    assert!(short.get("lm_head").unwrap().equal(long.get("lm_head").unwrap()));
+    assert!(!short.get("lm_head").unwrap().equal(plain));
+}
+
 /// Ours, unpooled, against transformers on each sample alone with the same hooks: every real
 /// token of every layer.
 fn assert_rows_match(ours: &hooks::Activations, alone: &hooks::Activations, layers: &[&str], what: &str) {

@@ -70,6 +70,15 @@ impl ConfigFile {
         Ok(ConfigFile { path, model_type, json })
     }
 
+    /// `architectures`: the classes the checkpoint was saved from (`GPT2LMHeadModel`), or none.
+    pub fn architectures(&self) -> Vec<&str> {
+        self.json
+            .get("architectures")
+            .and_then(serde_json::Value::as_array)
+            .map(|classes| classes.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default()
+    }
+
     /// The config as an architecture's config struct, checked.
     pub fn config<C: ArchConfig>(&self) -> Result<C> {
         // An activation transformers has but this crate does not is an unsupported setting, not

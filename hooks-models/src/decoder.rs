@@ -125,7 +125,9 @@ pub(crate) mod sealed {
 /// `model.layers.N.{input,post_attention}_layernorm`, `model.norm` and `lm_head` (the logits,
 /// `[B, T, vocab]`, computed only when captured). The rotary embedding and the activation hold
 /// no parameters and are not layers. Each attention also offers
-/// `model.layers.N.self_attn.attn_weights`.
+/// `model.layers.N.self_attn.attn_weights`. The layers under `model.` also answer to the base
+/// model's (`AutoModel`'s) names without it, `layers.3.mlp` for `model.layers.3.mlp`: stores
+/// and interventions take either, and key what they capture by the name given.
 ///
 /// ```no_run
 /// use hooks::ActivationStore;
@@ -143,6 +145,8 @@ pub(crate) mod sealed {
 #[derive(Debug, Hookable)]
 pub struct CausalLm<C: DecoderConfig> {
     /// `model`: transformers' `LlamaModel` (or its copy); its output is the last hidden state.
+    /// Its layers also answer to `AutoModel`'s names, without `model.` (`layers.3.mlp`).
+    #[hook(alias = "")]
     pub model: Hook<DecoderModel>,
     /// `lm_head`: the logits.
     pub lm_head: Hook<nn::Linear>,

@@ -18,7 +18,7 @@ use crate::activation::Activation;
 use crate::attention;
 use crate::config::{self, ArchConfig, ConfigFile, Invalid};
 use crate::error::Result;
-use crate::layers::{embedding, layer_norm, Init};
+use crate::layers::{embedding, layer_norm, linear, Init};
 use crate::text_model::{check_inputs, load_as, to_usize, Pretrained, TextModel};
 use crate::weights::Checkpoint;
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
@@ -80,6 +80,9 @@ pub struct Gpt2Config {
     pub scale_attn_by_inverse_layer_idx: bool,
     /// Cross-attention layers are not implemented.
     pub add_cross_attention: bool,
+    /// Whether [`Gpt2LmHead`]'s `lm_head` reuses `wte`'s weight (transformers' default); when
+    /// false the checkpoint holds `lm_head.weight`.
+    pub tie_word_embeddings: bool,
 }
 
 impl Default for Gpt2Config {
@@ -98,6 +101,7 @@ impl Default for Gpt2Config {
             scale_attn_weights: true,
             scale_attn_by_inverse_layer_idx: false,
             add_cross_attention: false,
+            tie_word_embeddings: true,
         }
     }
 }
@@ -194,7 +198,16 @@ impl Gpt2 {
     fn build(config: Gpt2Config, device: Device, kind: Kind, init: Init) -> Gpt2 {
         let mut vs = nn::VarStore::new(device);
         vs.set_kind(kind);
-        let p = vs.root();
+        Gpt2::build_in(vs, None, config, init)
+    }
+
+    /// The model's modules in `vs`, under `segment` (`transformer`, as `GPT2LMHeadModel` holds
+    /// it) or at the root.
+    fn build_in(vs: nn::VarStore, segment: Option<&str>, config: Gpt2Config, init: Init) -> Gpt2 {
+        let p = match segment {
+            Some(segment) => vs.root() / segment,
+            None => vs.root(),
+        };
         let h = config.n_embd;
         let blocks = (0..config.n_layer)
             .map(|i| Hook::new(Gpt2Block::new(&p / "h" / i, &config, i, init)))
@@ -282,6 +295,165 @@ impl nn::ModuleT for Gpt2 {
     fn forward_t(&self, input_ids: &Tensor, _train: bool) -> Tensor {
         let ids = input_ids.to_device(self.vs.device());
         self.run(&ids, &ids.ones_like())
+    }
+}
+
+/// GPT-2 with its language-model head: transformers' `GPT2LMHeadModel`, what [`load`](crate::load)
+/// returns for a folder whose `config.json` names that class in `architectures` (as
+/// `GPT2LMHeadModel.save_pretrained` writes it, and as the Hub's GPT-2 checkpoints say).
+///
+/// Its layers are named as `AutoModelForCausalLM.named_modules()` names them:
+/// `transformer`, `transformer.wte`, `transformer.h.N.attn.c_attn`, ..., `transformer.ln_f`
+/// and `lm_head` (the logits, `[B, T, vocab]`, computed only when captured). Every layer under
+/// `transformer.` also answers to its [`Gpt2`] (`GPT2Model`) name without it, `h.0.mlp` for
+/// `transformer.h.0.mlp`: a store or an intervention takes either name, and keys what it
+/// captures by the name it was given (see `#[hook(alias = "")]`).
+///
+/// ```no_run
+/// use hooks::ActivationStore;
+/// use hooks_models::{Gpt2LmHead, TextModel};
+/// use tch::{Device, Kind, Tensor};
+///
+/// let gpt2 = Gpt2LmHead::load("gpt2", Device::Cpu, Kind::Float)?;
+/// let ids = Tensor::from_slice2(&[[15496i64, 11, 995]]);
+/// let store = ActivationStore::new(&gpt2, ["transformer.h.0.mlp", "h.0.mlp", "lm_head"])?;
+/// store.enable();
+/// gpt2.forward(&ids, &ids.ones_like())?;
+/// assert_eq!(store.get("h.0.mlp"), store.get("transformer.h.0.mlp"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Hookable)]
+pub struct Gpt2LmHead {
+    /// `transformer`: the [`Gpt2`] body; its output is the last hidden state.
+    #[hook(alias = "")]
+    pub transformer: Hook<Gpt2>,
+    /// `lm_head`: the logits; its weight is `transformer.wte`'s unless `tie_word_embeddings` is
+    /// false.
+    pub lm_head: Hook<nn::Linear>,
+}
+
+impl Gpt2LmHead {
+    /// A `GPT2LMHeadModel` of `config`'s shape with random weights, as [`Gpt2::new`] builds
+    /// its body.
+    ///
+    /// # Errors
+    ///
+    /// As [`Gpt2::new`].
+    pub fn new(config: &Gpt2Config, device: Device, kind: Kind) -> Result<Gpt2LmHead> {
+        config::check_in_code(config, kind)?;
+        let init = Init::Random {
+            std: config.initializer_range,
+        };
+        let (transformer, lm_head) = Gpt2LmHead::build(config.clone(), device, kind, init);
+        Ok(Gpt2LmHead {
+            transformer: Hook::new(transformer),
+            lm_head,
+        })
+    }
+
+    /// Loads the GPT-2 in `dir` (`config.json` with `model_type: "gpt2"`, `model.safetensors`)
+    /// onto `device` in `kind`, weights stored with or without the `transformer.` prefix.
+    ///
+    /// # Errors
+    ///
+    /// As [`Gpt2::load`]; [`ModelError::MissingWeight`](crate::ModelError::MissingWeight) for an
+    /// untied head whose `lm_head.weight` is absent.
+    pub fn load(dir: impl AsRef<Path>, device: Device, kind: Kind) -> Result<Gpt2LmHead> {
+        load_as(dir.as_ref(), device, kind)
+    }
+
+    /// The body (which holds every variable) and the head.
+    fn build(config: Gpt2Config, device: Device, kind: Kind, init: Init) -> (Gpt2, Hook<nn::Linear>) {
+        let mut vs = nn::VarStore::new(device);
+        vs.set_kind(kind);
+        let untied = (!config.tie_word_embeddings)
+            .then(|| linear(vs.root() / "lm_head", config.n_embd, config.vocab_size, false, init));
+        let transformer = Gpt2::build_in(vs, Some("transformer"), config, init);
+        let lm_head = untied.unwrap_or_else(|| {
+            // The head's weight is the embedding table itself, as transformers ties them.
+            Hook::new(nn::Linear {
+                ws: transformer.wte.ws.shallow_clone(),
+                bs: None,
+            })
+        });
+        (transformer, lm_head)
+    }
+
+    /// The config the model was built from.
+    #[must_use]
+    pub fn config(&self) -> &Gpt2Config {
+        &self.transformer.config
+    }
+}
+
+impl Pretrained for Gpt2LmHead {
+    const MODEL_TYPE: &'static str = "gpt2";
+
+    fn load_from(dir: &Path, file: &ConfigFile, device: Device, kind: Kind) -> Result<Gpt2LmHead> {
+        let config: Gpt2Config = file.config()?;
+        let checkpoint = Checkpoint::read(dir)?;
+        let (mut transformer, lm_head) = Gpt2LmHead::build(config, device, kind, Init::Placeholder);
+        checkpoint.load_into(&mut transformer.vs, PREFIX)?;
+        Ok(Gpt2LmHead {
+            transformer: Hook::new(transformer),
+            lm_head,
+        })
+    }
+}
+
+/// What [`load`](crate::load) makes of a `gpt2` folder: [`Gpt2LmHead`] when `config.json`'s
+/// `architectures` names `GPT2LMHeadModel`, [`Gpt2`] otherwise (a `GPT2Model`, or a head this
+/// crate does not build, whose body loads).
+pub(crate) fn load_by_class(dir: &Path, file: &ConfigFile, device: Device, kind: Kind) -> Result<Box<dyn TextModel>> {
+    if file.architectures().contains(&LM_HEAD_CLASS) {
+        Ok(Box::new(Gpt2LmHead::load_from(dir, file, device, kind)?))
+    } else {
+        Ok(Box::new(Gpt2::load_from(dir, file, device, kind)?))
+    }
+}
+
+/// The class `config.json`'s `architectures` names for a GPT-2 with its language-model head.
+const LM_HEAD_CLASS: &str = "GPT2LMHeadModel";
+
+impl TextModel for Gpt2LmHead {
+    /// The last hidden state (`transformer.ln_f`'s output); `lm_head` runs only when captured.
+    fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        let gpt2 = &self.transformer;
+        let (ids, mask) = check_inputs(
+            input_ids,
+            attention_mask,
+            gpt2.config.n_positions,
+            gpt2.config.vocab_size,
+            gpt2.vs.device(),
+        )?;
+        let hidden = self.transformer.call_with(&ids, |m, ids| m.run(ids, &mask));
+        if self.lm_head.is_capturing() {
+            let _no_grad = tch::no_grad_guard();
+            let _ = self.lm_head.forward(&hidden);
+        }
+        Ok(hidden)
+    }
+
+    fn max_length(&self) -> usize {
+        self.transformer.max_length()
+    }
+
+    fn model_type(&self) -> &'static str {
+        Self::MODEL_TYPE
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.transformer.hidden_size()
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.transformer.vocab_size()
+    }
+
+    /// The variables, named as `GPT2LMHeadModel` saves them (`transformer.h.0.attn.c_attn.weight`,
+    /// and `lm_head.weight` when untied).
+    fn var_store(&self) -> &nn::VarStore {
+        &self.transformer.vs
     }
 }
 

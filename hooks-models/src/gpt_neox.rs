@@ -148,11 +148,18 @@ impl ArchConfig for GptNeoxConfig {
 /// `gpt_neox.layers.N.attention.{query_key_value,dense}`, `gpt_neox.layers.N.mlp.{dense_h_to_4h,dense_4h_to_h}`,
 /// `gpt_neox.final_layer_norm` and `lm_head` (the logits, computed only when captured).
 /// Dropouts, the activation and the rotary embedding hold no parameters and are not layers.
+/// Older names work too: `AutoModel`'s (`layers.0.attention` for `gpt_neox.layers.0.attention`)
+/// and `embed_out` for `lm_head`; stores and interventions key what they capture by the name
+/// given.
 #[derive(Debug, Hookable)]
 pub struct GptNeox {
-    /// `gpt_neox`: transformers' `GPTNeoXModel`; its output is the last hidden state.
+    /// `gpt_neox`: transformers' `GPTNeoXModel`; its output is the last hidden state. Its layers
+    /// also answer to `AutoModel`'s names, without `gpt_neox.` (`layers.0.attention`).
+    #[hook(alias = "")]
     pub gpt_neox: Hook<GptNeoxModel>,
-    /// `lm_head`: the logits (stored in checkpoints as `embed_out.weight`).
+    /// `lm_head`: the logits (stored in checkpoints as `embed_out.weight`). Also `embed_out`, the
+    /// module's name before transformers 5.
+    #[hook(alias = "embed_out")]
     pub lm_head: Hook<nn::Linear>,
     config: GptNeoxConfig,
     vs: nn::VarStore,

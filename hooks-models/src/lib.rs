@@ -71,7 +71,7 @@ pub use bert::{Bert, BertConfig};
 pub use decoder::{CausalLm, DecoderConfig};
 pub use error::{ModelError, Result};
 pub use gemma::{Gemma, GemmaConfig};
-pub use gpt2::{Gpt2, Gpt2Config};
+pub use gpt2::{Gpt2, Gpt2Config, Gpt2LmHead};
 pub use gpt_neox::{GptNeox, GptNeoxConfig};
 pub use layers::{RmsNorm, TokenEmbedding};
 pub use llama::{Llama, LlamaConfig};

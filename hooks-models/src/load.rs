@@ -37,7 +37,11 @@ const fn architecture<M: Pretrained>() -> Architecture {
 /// else in the workspace (commands, writers, tests) names architectures.
 const ARCHITECTURES: &[Architecture] = &[
     architecture::<Bert>(),
-    architecture::<Gpt2>(),
+    // `GPT2LMHeadModel`'s names when the folder says it was saved so, `GPT2Model`'s otherwise.
+    Architecture {
+        model_type: <Gpt2 as Pretrained>::MODEL_TYPE,
+        load: crate::gpt2::load_by_class,
+    },
     architecture::<Llama>(),
     architecture::<Mistral>(),
     architecture::<Qwen2>(),

@@ -14,8 +14,8 @@ use hooks_test_support::{compare, minilm_dir, python, Comparison};
 use tch::{Device, Kind, Tensor};
 
 use reference::{
-    capture_all, capture_step, expected_layer_names, is_probabilities, module_names, read_modules, reference,
-    write_inputs,
+    capture_all, capture_step, expected_layer_names, is_probabilities, layer_names_of, module_names, read_modules,
+    reference, write_inputs,
 };
 
 /// Three right-padded rows of different lengths (5, 3 and 1 tokens) over a vocabulary of 100.
@@ -56,6 +56,15 @@ fn random_model_parity(arch: &str, batch: fn() -> (Tensor, Tensor)) -> Option<te
     }
     let modules = read_modules(&capture);
     assert_eq!(module_names(&*model), expected_layer_names(&modules));
+    // A model with a head also answers to its base model's names (`AutoModel`'s), and to no
+    // other module name.
+    let aliases: Vec<String> = model
+        .alias_names()
+        .into_iter()
+        .filter(|n| !n.ends_with(hooks::INPUT_SUFFIX) && !is_probabilities(n) && n != "embed_out")
+        .collect();
+    let base = modules.base_modules.as_deref().map(layer_names_of).unwrap_or_default();
+    assert_eq!(aliases, base, "{arch}: aliases");
     let ours = capture_all(&*model, &ids, &mask);
     report(
         arch,
@@ -112,6 +121,48 @@ fn random_gpt2_matches_transformers_on_every_layer() {
     assert!(diff < 1e-5, "causal mask leaks the future: {diff}");
 }
 
+/// A GPT-2 saved as `GPT2LMHeadModel`, with a tied and an untied head: its layers are
+/// `AutoModelForCausalLM`'s (`transformer.h.0.mlp`, `lm_head`: the logits) and match them
+/// (`random_model_parity`); each layer under `transformer.` also answers to its `GPT2Model` name,
+/// with the same values, keyed as asked; and the folder loaded as `Gpt2` has `GPT2Model`'s names.
+#[test]
+fn random_gpt2_lm_head_has_both_classes_names() {
+    for arch in ["gpt2-lmhead", "gpt2-lmhead-untied"] {
+        let tmp = or_skip!(random_model_parity(arch, padded_batch));
+        let dir = tmp.path().join(arch);
+        let model = hooks_models::load(&dir, Device::Cpu, Kind::Float).unwrap();
+        let names = model.layer_names();
+        assert_eq!(names.first().map(String::as_str), Some("transformer"), "{arch}");
+        assert_eq!(names.last().map(String::as_str), Some("lm_head"), "{arch}");
+
+        let base: Vec<String> = names
+            .iter()
+            .filter_map(|n| n.strip_prefix("transformer."))
+            .filter(|n| !is_probabilities(n))
+            .map(String::from)
+            .collect();
+        let (ids, mask) = padded_batch();
+        let store = ActivationStore::new(&*model, &base).unwrap();
+        store.enable();
+        let _ = model.forward(&ids, &mask).unwrap();
+        store.check().unwrap();
+        assert_eq!(store.layer_names(), base, "{arch}: keyed as asked");
+        let mut renamed = hooks::Activations::new();
+        for name in &base {
+            renamed.insert(format!("transformer.{name}"), store.get(name).unwrap());
+        }
+        report(
+            &format!("{arch} under GPT2Model's names"),
+            &compare(&renamed, &tmp.path().join("reference.npz"), &mask),
+            "sdpa",
+            Instant::now(),
+        );
+
+        let gpt2 = Gpt2::load(&dir, Device::Cpu, Kind::Float).unwrap();
+        assert_eq!(module_names(&gpt2), base, "{arch}");
+    }
+}
+
 /// The Llama-like decoders: grouped-query attention (3 query heads per key head), head widths
 /// that are not hidden / heads, llama3 and linear rotary scaling, tied and untied heads, every
 /// bias (Llama tied), Qwen2's query/key/value biases, Qwen3's per-head norms, Mistral's sliding
@@ -137,6 +188,14 @@ fn random_decoders_match_transformers_on_every_layer() {
         let prefix = llama.forward(&ids.narrow(1, 0, 3), &mask.narrow(1, 0, 3)).unwrap();
         let diff = (full.narrow(1, 0, 3) - prefix).abs().max().double_value(&[]);
         assert!(diff < 1e-5, "{arch}: causal mask leaks the future: {diff}");
+        if arch.starts_with("gpt_neox") {
+            // The head's name before transformers 5.
+            let store = ActivationStore::new(&*llama, ["embed_out", "lm_head"]).unwrap();
+            store.enable();
+            let _ = llama.forward(&ids, &mask).unwrap();
+            assert_eq!(store.get("embed_out").unwrap().size(), [3, 5, 100]);
+            assert!(store.get("embed_out").unwrap().equal(&store.get("lm_head").unwrap()));
+        }
     }
 }
 

@@ -6,12 +6,14 @@ Run by the Rust tests with the interpreter in `HOOKS_PYTHON`. Steps run in order
                                      CONFIGS) to DIR (safetensors)
     tokenize DIR MAX_LEN OUT TEXT..  AutoTokenizer(texts, padding=True, truncation=True, max_length)
                                      -> OUT (.npz with `input_ids`, `attention_mask`, int64)
-    capture DIR INPUTS OUT           AutoModel (AutoModelForCausalLM for the decoder LLMs) from DIR,
+    capture DIR INPUTS OUT           AutoModel (AutoModelForCausalLM for the decoder LLMs and a
+                                     GPT-2 saved as GPT2LMHeadModel) from DIR,
                                      a forward hook on every named module, run on
                                      INPUTS (.npz with `input_ids`, `attention_mask`) -> OUT (.npz,
                                      one array per module that produced a tensor, keyed by its
                                      dotted name) and OUT.modules.json (every `named_modules()`
-                                     entry with its class, direct parameter count, child count)
+                                     entry with its class, direct parameter count, child count;
+                                     and the same of `base_model`, for a model with a head)
 
     attentions DIR INPUTS OUT        the same model with `attn_implementation="eager"`, run with
                                      `output_attentions=True` -> OUT (.npz, `attentions.N` for
@@ -43,6 +45,7 @@ from transformers import (
     GemmaConfig,
     GemmaForCausalLM,
     GPT2Config,
+    GPT2LMHeadModel,
     GPT2Model,
     GPTNeoXConfig,
     GPTNeoXForCausalLM,
@@ -84,6 +87,33 @@ CONFIGS = {
             n_head=4,
             n_positions=64,
             activation_function="gelu_new",
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    ),
+    # GPT-2 with its head, as the Hub's checkpoints are saved (`architectures: ["GPT2LMHeadModel"]`):
+    # tied to `wte`, and untied with its own `lm_head.weight`.
+    "gpt2-lmhead": lambda: GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=100,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=64,
+            activation_function="gelu_new",
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    ),
+    "gpt2-lmhead-untied": lambda: GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=100,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=64,
+            activation_function="gelu_new",
+            tie_word_embeddings=False,
             bos_token_id=0,
             eos_token_id=0,
         )
@@ -254,18 +284,22 @@ def capture(model_dir, inputs, out):
 
         return hook
 
+    def entry(name, module):
+        return {
+            "name": name,
+            "class": type(module).__name__,
+            "parameters": sum(1 for _ in module.parameters(recurse=False)),
+            "children": sum(1 for _ in module.children()),
+        }
+
     modules = []
     for name, module in model.named_modules():
-        modules.append(
-            {
-                "name": name,
-                "class": type(module).__name__,
-                "parameters": sum(1 for _ in module.parameters(recurse=False)),
-                "children": sum(1 for _ in module.children()),
-            }
-        )
+        modules.append(entry(name, module))
         if name:
             module.register_forward_hook(hook_for(name))
+    # The base model's own names (`AutoModel`'s: `layers.0.mlp`), where the model has a head.
+    base = model.base_model
+    base_modules = [entry(name, module) for name, module in base.named_modules()] if base is not model else None
 
     data = np.load(inputs)
     input_ids = torch.from_numpy(data["input_ids"]).long()
@@ -276,14 +310,18 @@ def capture(model_dir, inputs, out):
     np.savez(out, **captured)
     with open(out + ".modules.json", "w") as f:
         json.dump(
-            {"attn_implementation": model.config._attn_implementation, "modules": modules},
+            {"attn_implementation": model.config._attn_implementation, "modules": modules, "base_modules": base_modules},
             f,
             indent=1,
         )
 
 
 def auto_class(model_dir):
-    return AutoModelForCausalLM if AutoConfig.from_pretrained(model_dir).model_type in CAUSAL_LM else AutoModel
+    """The class whose names the Rust side uses: `AutoModelForCausalLM`'s for the decoder LLMs and
+    for a GPT-2 saved with its head, `AutoModel`'s (the base model's) otherwise."""
+    config = AutoConfig.from_pretrained(model_dir)
+    with_head = config.model_type in CAUSAL_LM or "GPT2LMHeadModel" in (config.architectures or [])
+    return AutoModelForCausalLM if with_head else AutoModel
 
 
 def attentions(model_dir, inputs, out):

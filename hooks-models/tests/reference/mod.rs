@@ -39,6 +39,8 @@ pub struct PyModule {
 pub struct PyModules {
     pub attn_implementation: String,
     pub modules: Vec<PyModule>,
+    /// `base_model.named_modules()`, for a model with a head (`AutoModel`'s names).
+    pub base_modules: Option<Vec<PyModule>>,
 }
 
 pub fn read_modules(capture: &Path) -> PyModules {
@@ -49,8 +51,12 @@ pub fn read_modules(capture: &Path) -> PyModules {
 /// The layer paths hooks-models promises: every `named_modules()` name but the root, the list
 /// containers and the modules with neither parameters nor children (dropouts, activations).
 pub fn expected_layer_names(modules: &PyModules) -> Vec<String> {
+    layer_names_of(&modules.modules)
+}
+
+/// [`expected_layer_names`] of any `named_modules()` list.
+pub fn layer_names_of(modules: &[PyModule]) -> Vec<String> {
     modules
-        .modules
         .iter()
         .filter(|m| !m.name.is_empty() && m.class != "ModuleList" && !(m.parameters == 0 && m.children == 0))
         .map(|m| m.name.clone())
