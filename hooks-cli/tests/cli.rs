@@ -518,18 +518,16 @@ fn bert_rows_match_transformers_on_each_text_alone_however_batched() {
     );
 }
 
-#[test]
-fn gpt2_rows_match_transformers_on_each_sample_alone_however_batched() {
-    let Some(python) = hooks_test_support::python() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("gpt2");
+/// The random GPT-2 `arch` of `reference.py` (`gpt2`, `gpt2-lmhead`) saved in `dir/gpt2`, and an
+/// input `dir/ids.jsonl` of token-id lines of `lengths` over its 100-id vocabulary; `None`
+/// without Python.
+fn random_gpt2(arch: &str, dir: &Path, lengths: &[usize]) -> Option<(PathBuf, PathBuf)> {
+    let python = hooks_test_support::python()?;
+    let model = dir.join("gpt2");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hooks-models/tests/py/reference.py");
-    let _ = hooks_test_support::run_python(&python, &script, &["build", "gpt2", model.to_str().unwrap()]);
-    // Lengths from 1 to the 64 positions, in no order; ids from the 100-id vocabulary.
-    let input = dir.path().join("ids.jsonl");
-    let jsonl: String = [7usize, 1, 64, 3, 30, 12, 12, 2, 45, 5, 19, 1]
+    let _ = hooks_test_support::run_python(&python, &script, &["build", arch, model.to_str().unwrap()]);
+    let input = dir.join("ids.jsonl");
+    let jsonl: String = lengths
         .iter()
         .enumerate()
         .map(|(i, &len)| {
@@ -538,6 +536,17 @@ fn gpt2_rows_match_transformers_on_each_sample_alone_however_batched() {
         })
         .collect();
     std::fs::write(&input, jsonl).unwrap();
+    Some((model, input))
+}
+
+#[test]
+fn gpt2_rows_match_transformers_on_each_sample_alone_however_batched() {
+    let dir = tempfile::tempdir().unwrap();
+    // Lengths from 1 to the 64 positions, in no order.
+    let lengths = [7, 1, 64, 3, 30, 12, 12, 2, 45, 5, 19, 1];
+    let Some((model, input)) = random_gpt2("gpt2", dir.path(), &lengths) else {
+        return;
+    };
     rows_match_each_sample_alone(&model, &input, 64, &["wpe", "h.0.attn", "h.1", "ln_f"], &BATCHINGS);
 }
 
@@ -547,13 +556,10 @@ fn gpt2_rows_match_transformers_on_each_sample_alone_however_batched() {
 /// `--ablate` by either name is the same run.
 #[test]
 fn gpt2_lm_head_takes_both_classes_names() {
-    let Some(python) = hooks_test_support::python() else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((model, input)) = random_gpt2("gpt2-lmhead", dir.path(), &[7, 1, 12, 3, 5]) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("gpt2");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hooks-models/tests/py/reference.py");
-    let _ = hooks_test_support::run_python(&python, &script, &["build", "gpt2-lmhead", model.to_str().unwrap()]);
 
     let listed = hooks_cmd(&["layers", "--model", model.to_str().unwrap()]);
     assert!(listed.status.success());
@@ -578,16 +584,6 @@ fn gpt2_lm_head_takes_both_classes_names() {
         "{note}"
     );
 
-    let input = dir.path().join("ids.jsonl");
-    let jsonl: String = [7usize, 1, 12, 3, 5]
-        .iter()
-        .enumerate()
-        .map(|(i, &len)| {
-            let ids: Vec<usize> = (0..len).map(|t| (i * 31 + t * 7) % 100).collect();
-            format!("{}\n", serde_json::json!({ "input_ids": ids }))
-        })
-        .collect();
-    std::fs::write(&input, jsonl).unwrap();
     rows_match_each_sample_alone(
         &model,
         &input,

@@ -61,6 +61,22 @@ from transformers import (
 
 SEED = 0
 
+
+def gpt2_config(**overrides):
+    """The small GPT-2 every `gpt2` case builds, with `overrides`."""
+    return GPT2Config(
+        vocab_size=100,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=64,
+        activation_function="gelu_new",
+        bos_token_id=0,
+        eos_token_id=0,
+        **overrides,
+    )
+
+
 # Small enough to build and run in a second, big enough to exercise every code path: several
 # heads, more than one layer, an intermediate size that is not 4 × hidden for BERT. The decoders
 # take odd shapes on purpose: grouped-query attention with 3 query heads per key head, a head_dim
@@ -79,45 +95,11 @@ CONFIGS = {
             hidden_act="gelu",
         )
     ),
-    "gpt2": lambda: GPT2Model(
-        GPT2Config(
-            vocab_size=100,
-            n_embd=32,
-            n_layer=2,
-            n_head=4,
-            n_positions=64,
-            activation_function="gelu_new",
-            bos_token_id=0,
-            eos_token_id=0,
-        )
-    ),
+    "gpt2": lambda: GPT2Model(gpt2_config()),
     # GPT-2 with its head, as the Hub's checkpoints are saved (`architectures: ["GPT2LMHeadModel"]`):
     # tied to `wte`, and untied with its own `lm_head.weight`.
-    "gpt2-lmhead": lambda: GPT2LMHeadModel(
-        GPT2Config(
-            vocab_size=100,
-            n_embd=32,
-            n_layer=2,
-            n_head=4,
-            n_positions=64,
-            activation_function="gelu_new",
-            bos_token_id=0,
-            eos_token_id=0,
-        )
-    ),
-    "gpt2-lmhead-untied": lambda: GPT2LMHeadModel(
-        GPT2Config(
-            vocab_size=100,
-            n_embd=32,
-            n_layer=2,
-            n_head=4,
-            n_positions=64,
-            activation_function="gelu_new",
-            tie_word_embeddings=False,
-            bos_token_id=0,
-            eos_token_id=0,
-        )
-    ),
+    "gpt2-lmhead": lambda: GPT2LMHeadModel(gpt2_config()),
+    "gpt2-lmhead-untied": lambda: GPT2LMHeadModel(gpt2_config(tie_word_embeddings=False)),
     "llama": lambda: LlamaForCausalLM(
         LlamaConfig(
             vocab_size=100,
