@@ -104,9 +104,16 @@ impl Edits {
 
     /// Checks everything that can fail against `model` and `items` before a file is written:
     /// the layers exist and fire, steering vectors have the layer's width, patches have one row
-    /// per item with the item's length and the layer's shape past its token axis. Runs the
-    /// shortest item once, without interventions.
-    pub fn check(&self, model: &dyn TextModel, items: &[Item], max_length: usize) -> Result<(), CliError> {
+    /// per item with the item's length and the layer's shape past its token axis, and a patched
+    /// layer has a batch axis unless each batch holds one item (`batch_size`). Runs a batch of the
+    /// shortest item twice, without interventions.
+    pub fn check(
+        &self,
+        model: &dyn TextModel,
+        items: &[Item],
+        max_length: usize,
+        batch_size: usize,
+    ) -> Result<(), CliError> {
         if self.is_empty() {
             return Ok(());
         }
@@ -130,7 +137,10 @@ impl Edits {
         };
         let store = ActivationStore::new(model, &layers)?;
         store.enable();
-        let ids = Tensor::from_slice(&items[shortest].ids()[..lengths[shortest]]).unsqueeze(0);
+        // Two rows, so that a layer without a batch axis (`[1, T, H]` whatever the batch) shows.
+        let ids = Tensor::from_slice(&items[shortest].ids()[..lengths[shortest]])
+            .unsqueeze(0)
+            .repeat([2, 1]);
         let _no_grad = tch::no_grad_guard();
         let _ = model.forward(
             &ids.to_device(model.device()),
@@ -160,10 +170,19 @@ impl Edits {
         {
             let shape = store.get(layer).map(|t| t.size()).unwrap_or_default();
             if source.size().get(2..) != shape.get(2..) || shape.len() < 2 {
+                let mut one = shape.clone();
+                if let Some(rows) = one.first_mut() {
+                    *rows = 1;
+                }
                 return Err(CliError::Usage(format!(
-                    "`--patch`: `{}` holds `{layer}` of shape {:?}, and this model's `{layer}` gives {shape:?} for one sample; make it with this model",
+                    "`--patch`: `{}` holds `{layer}` of shape {:?}, and this model's `{layer}` gives {one:?} for one sample; make it with this model",
                     path.display(),
                     source.size()
+                )));
+            }
+            if shape[0] == 1 && batch_size > 1 && items.len() > 1 {
+                return Err(CliError::Usage(format!(
+                    "`--patch`: `{layer}` has no batch axis (one `{shape:?}` for a whole batch), so each sample's rows cannot replace it in a batch of several; pass --batch-size 1, or patch a layer after it"
                 )));
             }
         }

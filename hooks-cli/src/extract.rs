@@ -397,7 +397,12 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
         }
     }
     drop(selected);
-    edits.check(&*model, &items, max_length)?;
+    edits.check(
+        &*model,
+        &items,
+        max_length,
+        usize::try_from(args.batch_size).unwrap_or(usize::MAX),
+    )?;
     let interrupt = signals::Interrupt::install()?;
     let extractor = Extractor::new()
         .batch_size(usize::try_from(args.batch_size).unwrap_or(usize::MAX))

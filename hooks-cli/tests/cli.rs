@@ -810,6 +810,8 @@ fn bad_interventions_get_one_line_and_no_output() {
         &dir.path().join("pooled.npz"),
         &["--pool", "mean"],
     );
+    let positions = "embeddings.position_embeddings";
+    let _ = extract(&model, &texts, positions, &dir.path().join("positions.npz"), &[]);
     let two = dir.path().join("two.txt");
     std::fs::write(&two, "The cat sat on the mat.\nA dog.\n").unwrap();
     let _ = extract(&model, &two, layer, &dir.path().join("two.npz"), &[]);
@@ -862,6 +864,11 @@ fn bad_interventions_get_one_line_and_no_output() {
         (
             vec!["--patch".into(), format!("encoder.layer.*.output={}", path("src.npz"))],
             "not a pattern",
+        ),
+        // `[1, T, H]` for a whole batch: one sample's rows cannot replace it.
+        (
+            vec!["--patch".into(), format!("{positions}={}", path("positions.npz"))],
+            "`embeddings.position_embeddings` has no batch axis",
         ),
         (
             vec![
