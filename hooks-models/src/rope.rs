@@ -81,7 +81,7 @@ impl RopeParameters {
         let mut resolved = parameters
             .or(rope_scaling)
             .cloned()
-            .unwrap_or_else(|| RopeParameters::default_at(default_theta));
+            .unwrap_or_else(|| RopeParameters::default_at(rope_theta.unwrap_or(default_theta)));
         if resolved.rope_theta.is_none() {
             resolved.rope_theta = Some(rope_theta.unwrap_or(default_theta));
         }

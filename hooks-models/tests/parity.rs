@@ -261,6 +261,30 @@ fn attention_probabilities_match_output_attentions() {
     }
 }
 
+/// Hub checkpoints carry the older config form: `rope_theta` beside the config (with no
+/// `rope_scaling` for the default rope type), `rope_scaling` with `type`, `torch_dtype`, and
+/// GPT-NeoX's `rotary_pct` and `rotary_emb_base`. transformers reads it as the new form, and so
+/// must we: every base here but Gemma's is not the default 10000.
+#[test]
+fn old_form_configs_match_transformers() {
+    for arch in [
+        "llama-oldconfig",
+        "llama-tied-oldconfig",
+        "mistral-oldconfig",
+        "qwen2-oldconfig",
+        "qwen3-oldconfig",
+        "gemma-oldconfig",
+        "gpt_neox-sequential-oldconfig",
+    ] {
+        let tmp = or_skip!(random_model_parity(arch, padded_batch));
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(tmp.path().join(arch).join("config.json")).unwrap())
+                .unwrap();
+        assert!(config.get("rope_parameters").is_none(), "{arch}: {config}");
+        assert!(config.get("torch_dtype").is_some(), "{arch}: {config}");
+    }
+}
+
 /// A checkpoint saved in bfloat16, as many on the Hub are, loads upcast to f32 and matches
 /// transformers loading the same file in f32.
 #[test]

@@ -3,7 +3,8 @@
 Run by the Rust tests with the interpreter in `HOOKS_PYTHON`. Steps run in order, separated by `+`:
 
     build ARCH DIR                   save a small random-initialised model of ARCH (a key of
-                                     CONFIGS) to DIR (safetensors)
+                                     CONFIGS, then optionally `-oldconfig`, then `-bf16`) to DIR
+                                     (safetensors)
     tokenize DIR MAX_LEN OUT TEXT..  AutoTokenizer(texts, padding=True, truncation=True, max_length)
                                      -> OUT (.npz with `input_ids`, `attention_mask`, int64)
     capture DIR INPUTS OUT           AutoModel (AutoModelForCausalLM for the decoder LLMs and a
@@ -31,6 +32,7 @@ forward hooks in reference tools do.
 """
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -223,7 +225,12 @@ CAUSAL_LM = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gpt_neox"}
 def build(arch, out_dir):
     torch.manual_seed(SEED)
     # `ARCH-bf16`: the model of ARCH, saved in bfloat16 as many Hub checkpoints are.
-    base, bf16 = (arch[: -len("-bf16")], True) if arch.endswith("-bf16") else (arch, False)
+    # `ARCH-oldconfig`: its config.json rewritten in the form Hub checkpoints carry.
+    base, bf16, old = arch, False, False
+    if base.endswith("-bf16"):
+        base, bf16 = base[: -len("-bf16")], True
+    if base.endswith("-oldconfig"):
+        base, old = base[: -len("-oldconfig")], True
     model = CONFIGS[base]()
     # Random init puts LayerNorm at weight 1, bias 0 and linear biases at 0; perturb every
     # parameter so that a swapped or skipped weight changes the outputs.
@@ -233,6 +240,31 @@ def build(arch, out_dir):
     if bf16:
         model = model.to(torch.bfloat16)
     model.save_pretrained(out_dir, safe_serialization=True)
+    if old:
+        to_old_config(os.path.join(out_dir, "config.json"))
+
+
+def to_old_config(path):
+    """Rewrites a transformers 5 `config.json` in the older form: `rope_theta` beside the config,
+    `rope_scaling` (with `type`) only for a rope type other than `default`, `torch_dtype`, and
+    GPT-NeoX's `rotary_pct` and `rotary_emb_base`. transformers reads both forms alike."""
+    with open(path) as f:
+        config = json.load(f)
+    rope = dict(config.pop("rope_parameters"))
+    if "dtype" in config:
+        config["torch_dtype"] = config.pop("dtype")
+    theta = rope.pop("rope_theta")
+    fraction = rope.pop("partial_rotary_factor", None)
+    if config["model_type"] == "gpt_neox":
+        config["rotary_emb_base"] = theta
+        config["rotary_pct"] = fraction if fraction is not None else 1.0
+    else:
+        config["rope_theta"] = theta
+    rope_type = rope.pop("rope_type")
+    if rope_type != "default":
+        config["rope_scaling"] = {"type": rope_type, **rope}
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2)
 
 
 def tokenize(model_dir, max_length, out, *texts):
