@@ -76,6 +76,15 @@ pub enum ModelError {
         /// The shape the config implies.
         expected: Vec<i64>,
     },
+    /// The weights file holds a parameter inside the model that the config does not describe (a
+    /// layer past `num_hidden_layers`, a bias the config says is absent).
+    #[error("weight `{name}` in `{}` is not part of the model `config.json` describes; the weights do not match `config.json`: check that both come from the same model", path.display())]
+    UnexpectedWeight {
+        /// The weights file (or folder, for sharded weights).
+        path: PathBuf,
+        /// The weight's name as stored.
+        name: String,
+    },
     /// A weight has a different shape from the one the config implies.
     #[error("weight `{name}` in `{}` has shape {found:?}, but `config.json` implies {expected:?}; check that the weights and `config.json` come from the same model", path.display())]
     WeightShape {

@@ -2,10 +2,12 @@
 //!
 //! A model is first built with placeholder values in a `VarStore` whose variable names are the
 //! checkpoint's names (`encoder.layer.0.attention.self.query.weight`); then every variable is
-//! filled from the checkpoint, checking names and shapes. Extra tensors (buffers such as
-//! `embeddings.position_ids`, or the heads of a `...ForMaskedLM` checkpoint) are ignored.
+//! filled from the checkpoint, checking names and shapes. A tensor left over inside the model's
+//! modules (a layer or bias the config does not have) is an error; buffers older checkpoints store
+//! (`embeddings.position_ids`) and other classes' heads (`cls.` of a `...ForMaskedLM` checkpoint)
+//! are ignored, as transformers ignores them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -71,6 +73,7 @@ impl Checkpoint {
     /// checkpoints store as `embed_out.weight`).
     pub fn load_renamed(&self, vs: &mut nn::VarStore, prefix: &str, renames: &[(&str, &str)]) -> Result<()> {
         let _no_grad = tch::no_grad_guard();
+        let (mut used, mut ours) = (HashSet::new(), Vec::new());
         let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         // Sorted, so that the first error reported does not depend on hash order.
         variables.sort_by(|a, b| a.0.cmp(&b.0));
@@ -83,6 +86,10 @@ impl Checkpoint {
                 .into_iter()
                 .chain(renamed)
                 .find_map(|candidate| self.tensors.get(&candidate).map(|t| (candidate, t)));
+            if let Some((stored_name, _)) = &found {
+                used.insert(stored_name.clone());
+            }
+            ours.push(name.clone());
             let Some((stored_name, stored)) = found else {
                 return Err(ModelError::MissingWeight {
                     path: self.path.clone(),
@@ -110,9 +117,53 @@ impl Checkpoint {
             let mut variable = variable;
             variable.f_copy_(stored)?;
         }
+        self.check_unexpected(&ours, prefix, &used)?;
         vs.freeze();
         Ok(())
     }
+
+    /// A stored tensor left unused that belongs inside the model (under one of its modules:
+    /// a fifth layer where the config says four, a bias where it says none) means the weights and
+    /// `config.json` disagree, as a missing one does. Unused tensors elsewhere are another class's
+    /// (`cls.`, `score.`, a tied `lm_head.`) and are ignored, as transformers ignores them; so are
+    /// the buffers older checkpoints store (`position_ids`, `inv_freq`, GPT-2's and GPT-NeoX's
+    /// causal masks `attn.bias`, `masked_bias`).
+    fn check_unexpected(&self, ours: &[String], prefix: &str, used: &HashSet<String>) -> Result<()> {
+        let modules: HashSet<&str> = ours.iter().flat_map(|name| ancestors(name)).collect();
+        // The prefix's own module (`model`) holds every other class's head too.
+        let root = prefix.trim_end_matches('.');
+        let mut unexpected: Vec<&String> = self
+            .tensors
+            .keys()
+            .filter(|stored| !used.contains(*stored) && !is_buffer(stored))
+            .filter(|stored| {
+                stored_names(stored, prefix)
+                    .iter()
+                    .any(|candidate| ancestors(candidate).any(|m| m != root && modules.contains(m)))
+            })
+            .collect();
+        unexpected.sort();
+        match unexpected.first() {
+            Some(name) => Err(ModelError::UnexpectedWeight {
+                path: self.path.clone(),
+                name: (*name).clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The module paths above a parameter name, nearest last: `a.b.weight` → `a`, `a.b`.
+fn ancestors(name: &str) -> impl Iterator<Item = &str> {
+    name.match_indices('.').map(move |(i, _)| &name[..i])
+}
+
+/// Buffers older checkpoints store beside the parameters; transformers skips them at load.
+fn is_buffer(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    matches!(last, "position_ids" | "inv_freq" | "masked_bias")
+        || name.ends_with(".attn.bias")
+        || name.ends_with(".attention.bias")
 }
 
 /// The names a checkpoint may store the variable `name` under, in the order they are tried:

@@ -109,6 +109,30 @@ fn loads_prefixed_weights_ignoring_buffers_and_heads() {
     assert!(store.get("embeddings.word_embeddings").unwrap().equal(&expected));
 }
 
+/// A tensor inside the model that the config does not describe (a second layer where the config
+/// has one, a bias on a module without one, a new parameter in a known module) is as much a
+/// mismatch as a missing one: loading it would silently compute another model.
+#[test]
+fn unexpected_weights_inside_the_model_are_named() {
+    for (extra, shape) in [
+        ("encoder.layer.1.output.dense.weight", vec![4, 8]),
+        ("embeddings.word_embeddings.bias", vec![4]),
+        ("encoder.layer.0.attention.self.extra.weight", vec![4, 4]),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut weights = bert_weights();
+        weights.push((extra.into(), shape));
+        write_model(tmp.path(), &bert_config(), &weights, "bert.");
+        let err = load_err(tmp.path());
+        let stored = format!("bert.{extra}");
+        assert!(
+            matches!(&err, ModelError::UnexpectedWeight { name, .. } if *name == stored),
+            "{extra}: {err}"
+        );
+        assert!(err.to_string().contains("is not part of the model `config.json` describes"), "{err}");
+    }
+}
+
 #[test]
 fn missing_folder_and_files_are_named() {
     let tmp = tempfile::tempdir().unwrap();
