@@ -22,7 +22,7 @@ use crate::config::{self, ConfigFile};
 use crate::error::Result;
 use crate::layers::{linear, Init, RmsNorm, TokenEmbedding};
 use crate::rope::Rotation;
-use crate::text_model::{check_inputs, load_as, to_usize, Pretrained, TextModel};
+use crate::text_model::{check_inputs, has_head, load_as, to_usize, Pretrained, TextModel};
 use crate::weights::Checkpoint;
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
 use crate::{Hook, HookPoint};
@@ -116,6 +116,22 @@ pub(crate) mod sealed {
     }
 }
 
+/// Qwen2's and Qwen3's sliding-window attention (on the layers past `max_window_layers`) is not
+/// implemented: a config that turns it on is refused rather than run with full attention.
+pub(crate) fn full_attention_only(
+    use_sliding_window: bool,
+    layer_types: Option<&[String]>,
+) -> std::result::Result<(), config::Invalid> {
+    let sliding_layers = layer_types.into_iter().flatten().any(|t| t == "sliding_attention");
+    if use_sliding_window || sliding_layers {
+        return Err(config::Invalid::Unsupported {
+            setting: "`use_sliding_window` is true (or a layer type is `sliding_attention`)".into(),
+            hint: "only full attention is implemented for Qwen2 and Qwen3, as the released checkpoints use it (`use_sliding_window: false`)",
+        });
+    }
+    Ok(())
+}
+
 /// A Llama-like decoder with its language-model head: transformers' `LlamaForCausalLM`,
 /// `MistralForCausalLM`, `Qwen2ForCausalLM` or `Qwen3ForCausalLM`, as `C` says.
 ///
@@ -148,8 +164,9 @@ pub struct CausalLm<C: DecoderConfig> {
     /// Its layers also answer to `AutoModel`'s names, without `model.` (`layers.3.mlp`).
     #[hook(alias = "")]
     pub model: Hook<DecoderModel>,
-    /// `lm_head`: the logits.
-    pub lm_head: Hook<nn::Linear>,
+    /// `lm_head`: the logits. `None` for a folder holding the base model alone
+    /// (`LlamaModel.save_pretrained`) with an untied head, whose weights are not there.
+    pub lm_head: Option<Hook<nn::Linear>>,
     #[hook(skip)]
     config: C,
     vs: nn::VarStore,
@@ -171,7 +188,7 @@ impl<C: DecoderConfig> CausalLm<C> {
         let init = Init::Random {
             std: spec.initializer_range,
         };
-        Self::build(config.clone(), &spec, device, kind, init)
+        Self::build(config.clone(), &spec, device, kind, init, true)
     }
 
     /// Loads the model in `dir` (`config.json` of this `model_type`, safetensors weights named
@@ -185,19 +202,20 @@ impl<C: DecoderConfig> CausalLm<C> {
         load_as(dir.as_ref(), device, kind)
     }
 
-    fn build(config: C, spec: &DecoderSpec, device: Device, kind: Kind, init: Init) -> Result<Self> {
+    /// The model; `untied_head` says whether an untied `lm_head` is built (a tied one always is).
+    fn build(config: C, spec: &DecoderSpec, device: Device, kind: Kind, init: Init, untied_head: bool) -> Result<Self> {
         let mut vs = nn::VarStore::new(device);
         vs.set_kind(kind);
         let p = vs.root();
         let model = DecoderModel::new(&p / "model", spec, init)?;
         let lm_head = if spec.tie_word_embeddings {
             // The head's weight is the embedding table itself, as transformers ties them.
-            Hook::new(nn::Linear {
+            Some(Hook::new(nn::Linear {
                 ws: model.embed_tokens.ws.shallow_clone(),
                 bs: None,
-            })
+            }))
         } else {
-            linear(&p / "lm_head", spec.hidden_size, spec.vocab_size, false, init)
+            untied_head.then(|| linear(&p / "lm_head", spec.hidden_size, spec.vocab_size, false, init))
         };
         Ok(CausalLm {
             model: Hook::new(model),
@@ -220,7 +238,8 @@ impl<C: DecoderConfig> Pretrained for CausalLm<C> {
     fn load_from(dir: &Path, file: &ConfigFile, device: Device, kind: Kind) -> Result<Self> {
         let config: C = file.config()?;
         let checkpoint = Checkpoint::read(dir)?;
-        let mut model = Self::build(config.clone(), &config.spec(), device, kind, Init::Placeholder)?;
+        let head = has_head(file, &checkpoint, &["lm_head.weight"]);
+        let mut model = Self::build(config.clone(), &config.spec(), device, kind, Init::Placeholder, head)?;
         // A checkpoint of the base model alone (`AutoModel.save_pretrained`) lacks the `model.`.
         checkpoint.load_into(&mut model.vs, "model.")?;
         Ok(model)
@@ -242,8 +261,8 @@ impl<C: DecoderConfig> TextModel for CausalLm<C> {
         let hidden = self
             .model
             .call_with(&ids, |m, ids| m.forward(ids, &mask, self.vs.kind()));
-        if self.lm_head.is_capturing() {
-            let _ = self.lm_head.forward(&hidden);
+        if let Some(lm_head) = self.lm_head.as_ref().filter(|head| head.is_capturing()) {
+            let _ = lm_head.forward(&hidden);
         }
         Ok(hidden)
     }

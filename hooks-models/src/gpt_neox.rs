@@ -21,7 +21,7 @@ use crate::config::{self, ArchConfig, ConfigFile, Invalid};
 use crate::error::Result;
 use crate::layers::{embedding, layer_norm, linear, Init};
 use crate::rope::{RopeParameters, Rotation};
-use crate::text_model::{check_inputs, load_as, to_usize, Pretrained, TextModel};
+use crate::text_model::{check_inputs, has_head, load_as, to_usize, Pretrained, TextModel};
 use crate::weights::Checkpoint;
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
 use crate::{Hook, HookPoint};
@@ -159,8 +159,10 @@ pub struct GptNeox {
     pub gpt_neox: Hook<GptNeoxModel>,
     /// `lm_head`: the logits (stored in checkpoints as `embed_out.weight`). Also `embed_out`, the
     /// module's name before transformers 5.
+    /// `None` for a folder holding the base model alone (`GPTNeoXModel.save_pretrained`) with an
+    /// untied head, whose weights are not there.
     #[hook(alias = "embed_out")]
-    pub lm_head: Hook<nn::Linear>,
+    pub lm_head: Option<Hook<nn::Linear>>,
     config: GptNeoxConfig,
     vs: nn::VarStore,
 }
@@ -180,7 +182,7 @@ impl GptNeox {
         let init = Init::Random {
             std: config.initializer_range,
         };
-        GptNeox::build(config.clone(), device, kind, init)
+        GptNeox::build(config.clone(), device, kind, init, true)
     }
 
     /// Loads the GPT-NeoX in `dir` (`config.json` with `model_type: "gpt_neox"`, safetensors
@@ -194,18 +196,19 @@ impl GptNeox {
         load_as(dir.as_ref(), device, kind)
     }
 
-    fn build(config: GptNeoxConfig, device: Device, kind: Kind, init: Init) -> Result<GptNeox> {
+    /// The model; `untied_head` says whether an untied `lm_head` is built (a tied one always is).
+    fn build(config: GptNeoxConfig, device: Device, kind: Kind, init: Init, untied_head: bool) -> Result<GptNeox> {
         let mut vs = nn::VarStore::new(device);
         vs.set_kind(kind);
         let p = vs.root();
         let model = GptNeoxModel::new(&p / "gpt_neox", &config, init)?;
         let lm_head = if config.tie_word_embeddings {
-            Hook::new(nn::Linear {
+            Some(Hook::new(nn::Linear {
                 ws: model.embed_in.ws.shallow_clone(),
                 bs: None,
-            })
+            }))
         } else {
-            linear(&p / "lm_head", config.hidden_size, config.vocab_size, false, init)
+            untied_head.then(|| linear(&p / "lm_head", config.hidden_size, config.vocab_size, false, init))
         };
         Ok(GptNeox {
             gpt_neox: Hook::new(model),
@@ -228,7 +231,8 @@ impl Pretrained for GptNeox {
     fn load_from(dir: &Path, file: &ConfigFile, device: Device, kind: Kind) -> Result<GptNeox> {
         let config: GptNeoxConfig = file.config()?;
         let checkpoint = Checkpoint::read(dir)?;
-        let mut model = GptNeox::build(config, device, kind, Init::Placeholder)?;
+        let head = has_head(file, &checkpoint, &["lm_head.weight", "embed_out.weight"]);
+        let mut model = GptNeox::build(config, device, kind, Init::Placeholder, head)?;
         checkpoint.load_renamed(&mut model.vs, "gpt_neox.", &[("lm_head.weight", "embed_out.weight")])?;
         Ok(model)
     }
@@ -249,8 +253,8 @@ impl TextModel for GptNeox {
         let hidden = self
             .gpt_neox
             .call_with(&ids, |m, ids| m.forward(ids, &mask, self.vs.kind()));
-        if self.lm_head.is_capturing() {
-            let _ = self.lm_head.forward(&hidden);
+        if let Some(lm_head) = self.lm_head.as_ref().filter(|head| head.is_capturing()) {
+            let _ = lm_head.forward(&hidden);
         }
         Ok(hidden)
     }

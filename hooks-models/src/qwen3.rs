@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::config::{ArchConfig, Invalid};
-use crate::decoder::{sealed, CausalLm, DecoderConfig, DecoderSpec};
+use crate::decoder::{full_attention_only, sealed, CausalLm, DecoderConfig, DecoderSpec};
 use crate::rope::RopeParameters;
 
 /// Qwen3 with its language-model head: transformers' `Qwen3ForCausalLM`. See [`CausalLm`] for
@@ -88,13 +88,7 @@ impl ArchConfig for Qwen3Config {
     const ACTIVATION_FIELD: &'static str = "hidden_act";
 
     fn check(&self) -> std::result::Result<(), Invalid> {
-        let sliding_layers = self.layer_types.iter().flatten().any(|t| t == "sliding_attention");
-        if self.use_sliding_window || sliding_layers {
-            return Err(Invalid::Unsupported {
-                setting: "`use_sliding_window` (or a `sliding_attention` layer type)".into(),
-                hint: "only full attention is implemented for Qwen; Mistral's sliding window is",
-            });
-        }
+        full_attention_only(self.use_sliding_window, self.layer_types.as_deref())?;
         sealed::Sealed::spec(self).check()
     }
 }

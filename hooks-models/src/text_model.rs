@@ -9,6 +9,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::ConfigFile;
 use crate::error::{ModelError, Result};
+use crate::weights::Checkpoint;
 
 /// A transformer over token ids whose layers can be captured by their PyTorch paths.
 ///
@@ -157,6 +158,16 @@ pub(crate) trait Pretrained: TextModel + Sized + 'static {
 
     /// Builds the model from the folder's parsed `config.json` and fills it from its weights.
     fn load_from(dir: &Path, file: &ConfigFile, device: Device, kind: Kind) -> Result<Self>;
+}
+
+/// Whether a causal LM loaded from this folder gets an untied `lm_head`: unless `config.json`
+/// says the folder holds the base model alone (`architectures` names no `...ForCausalLM` class,
+/// as `LlamaModel.save_pretrained` writes it) and the weights hold none of the head's `stored`
+/// names. Otherwise a missing head weight stays an error.
+pub(crate) fn has_head(file: &ConfigFile, checkpoint: &Checkpoint, stored: &[&str]) -> bool {
+    let classes = file.architectures();
+    let base_only = !classes.is_empty() && !classes.iter().any(|class| class.ends_with("ForCausalLM"));
+    !base_only || stored.iter().any(|name| checkpoint.contains(name, ""))
 }
 
 /// Loads the folder as architecture `M`, refusing a folder of another `model_type`.

@@ -129,7 +129,11 @@ fn unexpected_weights_inside_the_model_are_named() {
             matches!(&err, ModelError::UnexpectedWeight { name, .. } if *name == stored),
             "{extra}: {err}"
         );
-        assert!(err.to_string().contains("is not part of the model `config.json` describes"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("is not part of the model `config.json` describes"),
+            "{err}"
+        );
     }
 }
 
@@ -246,6 +250,21 @@ fn bad_configs_are_errors() {
         matches!(&err, ModelError::UnsupportedConfig { setting, .. } if setting == "`hidden_act` is `mish`"),
         "{err}"
     );
+
+    // Qwen's sliding window is refused, not run as full attention; off, the config loads as far
+    // as its (absent) weights.
+    for (model_type, on, needle) in [
+        ("qwen2", true, "only full attention is implemented for Qwen2 and Qwen3"),
+        ("qwen3", true, "only full attention is implemented for Qwen2 and Qwen3"),
+        ("qwen2", false, "model.safetensors` not found"),
+    ] {
+        let dir = tmp.path().join(format!("{model_type}-{on}"));
+        fs::create_dir(&dir).unwrap();
+        let config = serde_json::json!({ "model_type": model_type, "use_sliding_window": on });
+        fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let message = load_err(&dir).to_string();
+        assert!(message.contains(needle), "{model_type} {on}: {message}");
+    }
 }
 
 #[test]
@@ -636,13 +655,39 @@ fn a_base_model_checkpoint_loads_into_the_causal_lm() {
     );
     assert!(got.equal(&want));
 
+    // Untied, the head's weight is not in a base model's file. Without word of what the folder
+    // holds, that is a missing weight; `architectures: ["LlamaModel"]`, as
+    // `LlamaModel.save_pretrained` writes it, says there is no head: the model loads without
+    // `lm_head`, and its base-model names answer as its own.
     json["tie_word_embeddings"] = false.into();
-    write_renamed(&tmp.path().join("untied"), &json, &tensors, base);
+    let body: Vec<(String, Tensor)> = tensors
+        .iter()
+        .filter(|(n, _)| n != "lm_head.weight")
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .collect();
+    write_renamed(&tmp.path().join("untied"), &json, &body, base);
     let err = load_err(&tmp.path().join("untied"));
     assert!(
         matches!(&err, ModelError::MissingWeight { name, .. } if name == "lm_head.weight"),
         "{err}"
     );
+    json["architectures"] = serde_json::json!(["LlamaModel"]);
+    write_renamed(&tmp.path().join("base"), &json, &body, base);
+    let loaded = Llama::load(tmp.path().join("base"), Device::Cpu, Kind::Float).unwrap();
+    assert!(loaded.lm_head.is_none());
+    assert!(!loaded.layer_names().iter().any(|n| n == "lm_head"));
+    let store = ActivationStore::new(&loaded, ["layers.0", "norm"]).unwrap();
+    store.enable();
+    let got = loaded.forward(&ids, &ids.ones_like()).unwrap();
+    assert!(got.equal(&want), "the same body as the tied source");
+    assert!(store.get("norm").unwrap().equal(&want));
+    // A folder saved from the causal LM must hold its head.
+    json["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
+    write_renamed(&tmp.path().join("lm"), &json, &body, base);
+    assert!(matches!(
+        load_err(&tmp.path().join("lm")),
+        ModelError::MissingWeight { .. }
+    ));
 }
 
 /// GPT-NeoX checkpoints on the Hub (Pythia) carry `rotary_pct` and `rotary_emb_base` at the top

@@ -188,6 +188,12 @@ fn random_decoders_match_transformers_on_every_layer() {
         let prefix = llama.forward(&ids.narrow(1, 0, 3), &mask.narrow(1, 0, 3)).unwrap();
         let diff = (full.narrow(1, 0, 3) - prefix).abs().max().double_value(&[]);
         assert!(diff < 1e-5, "{arch}: causal mask leaks the future: {diff}");
+        // The head's input alone runs the head: it is the final norm's output.
+        let store = ActivationStore::new(&*llama, ["lm_head:input"]).unwrap();
+        store.enable();
+        let hidden = llama.forward(&ids, &mask).unwrap();
+        assert!(store.get("lm_head:input").unwrap().equal(&hidden), "{arch}");
+        drop(store);
         if arch.starts_with("gpt_neox") {
             // The head's name before transformers 5.
             let store = ActivationStore::new(&*llama, ["embed_out", "lm_head"]).unwrap();
@@ -278,8 +284,7 @@ fn old_form_configs_match_transformers() {
     ] {
         let tmp = or_skip!(random_model_parity(arch, padded_batch));
         let config: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(tmp.path().join(arch).join("config.json")).unwrap())
-                .unwrap();
+            serde_json::from_str(&std::fs::read_to_string(tmp.path().join(arch).join("config.json")).unwrap()).unwrap();
         assert!(config.get("rope_parameters").is_none(), "{arch}: {config}");
         assert!(config.get("torch_dtype").is_some(), "{arch}: {config}");
     }

@@ -125,12 +125,12 @@ impl<M: Hookable> Hook<M> {
         self.call_with(xs, |m, x| m.forward_t(x, train))
     }
 
-    /// Whether this hook's output would be captured now ([`Site::is_capturing`]): lets a model
-    /// skip a forward whose output nothing else uses.
+    /// Whether this hook's output or input (`PATH:input`) would be captured now
+    /// ([`Site::is_capturing`]): lets a model skip a forward whose output nothing else uses.
     #[inline]
     #[must_use]
     pub fn is_capturing(&self) -> bool {
-        self.site.is_capturing()
+        self.site.is_capturing() || self.input.is_capturing()
     }
 
     /// The wrapped module.
