@@ -160,7 +160,15 @@ pub fn extract(
     let resumed = writer.done_samples();
     // A shard's items are rows `first..end` of the input, and so of any patch source.
     let extractor = extractor.clone().patch_offset(first);
-    let report = extractor.run_into(model, request.layers, &items[first..end], resumed, &mut writer)?;
+    let report = match extractor.run_into(model, request.layers, &items[first..end], resumed, &mut writer) {
+        Ok(report) => report,
+        Err(err) => {
+            // The run's own error is the one to report; a folder that cannot be removed as well
+            // is left as a failed first window leaves it.
+            let _ = writer.discard_if_empty();
+            return Err(err);
+        }
+    };
     writer.finish()?;
     Ok(Outcome::Done {
         report,
@@ -179,7 +187,10 @@ pub fn notes(unpooled: &[String], truncated: usize, samples: usize, max_length: 
     }
     if !unpooled.is_empty() {
         let names: Vec<String> = unpooled.iter().map(|l| format!("`{l}`")).collect();
-        notes.push(format!("not pooled, having no token axis: {}", names.join(", ")));
+        notes.push(format!(
+            "not pooled (no single token axis of float values to reduce), kept whole: {}",
+            names.join(", ")
+        ));
     }
     notes
 }

@@ -177,6 +177,8 @@ pub struct DatasetWriter {
     manifest: Manifest,
     /// Windows written by this process (for the crash points of the tests).
     windows: usize,
+    /// For a folder this writer started (not a resumed one): whether it also created the folder.
+    fresh: Option<bool>,
 }
 
 impl DatasetWriter {
@@ -216,6 +218,7 @@ impl DatasetWriter {
                         dir: dir.to_owned(),
                         manifest: old,
                         windows: 0,
+                        fresh: None,
                     };
                     writer.cut_back()?;
                     return Ok(writer);
@@ -252,14 +255,40 @@ impl DatasetWriter {
                 });
             }
         }
+        let created = !dir.exists();
         fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
         let writer = DatasetWriter {
             dir: dir.to_owned(),
             manifest: fresh,
             windows: 0,
+            fresh: Some(created),
         };
         writer.save_manifest()?;
         Ok(writer)
+    }
+
+    /// Undoes a folder this writer started when the run failed before its first window: its
+    /// files, its manifest, and the folder itself if the writer created it. A resumed folder, or
+    /// one with a window written, is kept for a rerun to go on with. Without this, a request that
+    /// fails at its first window (a layer the folder cannot hold, say) would leave a manifest
+    /// that makes a corrected command refuse the folder.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when a file cannot be removed.
+    pub fn discard_if_empty(self) -> Result<()> {
+        let Some(created) = self.fresh else {
+            return Ok(());
+        };
+        if self.manifest.done.samples > 0 {
+            return Ok(());
+        }
+        remove_dataset(&self.dir, &self.manifest)?;
+        if created {
+            // Empty now, unless something else wrote into it meanwhile: then it stays.
+            let _ = fs::remove_dir(&self.dir);
+        }
+        Ok(())
     }
 
     /// Samples already written by an earlier run of the same request: the engine skips them.
