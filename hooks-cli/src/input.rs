@@ -130,7 +130,7 @@ fn parse_line(line: &str, line_no: usize, format: InputFormat) -> Result<Sample,
         (None, Some(ids)) => {
             let ids = integers(ids, "input_ids")?;
             if ids.is_empty() {
-                return Err("`input_ids` is empty".into());
+                return Err("`input_ids` is empty; give at least one token id, or remove the line".into());
             }
             let len = ids.len();
             let item = match object.get("attention_mask") {

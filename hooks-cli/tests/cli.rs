@@ -602,6 +602,13 @@ fn gpt2_lm_head_takes_both_classes_names() {
     assert!(both.get("h.1").unwrap().equal(both.get("transformer.h.1").unwrap()));
     assert_eq!(both.get("lm_head").unwrap().size(), [5, 12, 100]);
 
+    // Position ids, `wpe`'s input: `[N, T]` like the mask, zeros past each length, and kept
+    // whole under --pool (ids have no mean).
+    let positions = extract(&model, &input, "wpe:input", &out("positions.npz"), &["--pool", "mean"]);
+    let mask = positions.get("attention_mask").unwrap();
+    let want = Tensor::arange(12, (Kind::Int64, tch::Device::Cpu)).unsqueeze(0) * mask;
+    assert!(positions.get("wpe:input").unwrap().equal(&want));
+
     let plain = both.get("lm_head").unwrap();
     let short = extract(&model, &input, "lm_head", &out("short.npz"), &["--ablate", "h.0.mlp"]);
     let long = extract(

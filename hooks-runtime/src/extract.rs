@@ -261,8 +261,8 @@ pub struct Extracted {
     pub input_ids: Tensor,
     /// `[items, longest]` `Int64`: 1 for a real token, 0 for padding.
     pub attention_mask: Tensor,
-    /// The selected layers a pooling was asked for but whose output has no token axis to pool
-    /// (BERT's pooler, attention patterns): kept whole.
+    /// The selected layers a pooling was asked for but whose output it does not reduce
+    /// ([`Pool::reduces`]: BERT's pooler, attention patterns, ids): kept whole.
     pub unpooled: Vec<String>,
     /// How many items were longer than the maximum length and were cut to it.
     pub truncated: usize,
@@ -693,8 +693,8 @@ impl Extractor {
         let mut parts = Vec::with_capacity(calls.len());
         for call in calls {
             let call = per_sample(call, batch, name)?;
-            pooled &= Pool::has_token_axis(&call, mask);
-            let part = if self.pool == Pool::None || !Pool::has_token_axis(&call, mask) {
+            pooled &= Pool::reduces(&call, mask);
+            let part = if self.pool == Pool::None || !Pool::reduces(&call, mask) {
                 zero_padding(&call, mask)?
             } else if self.normalize {
                 normalize(&self.pool.apply(&call, mask)?)?

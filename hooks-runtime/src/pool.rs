@@ -35,25 +35,34 @@ pub enum Pool {
 }
 
 impl Pool {
-    /// Whether `output` has a token axis at dim 1 that `mask` (`[batch, tokens]`) describes, so
-    /// that a pooling reduces it.
+    /// Whether `output` has a token axis at dim 1 that `mask` (`[batch, tokens]`) describes:
+    /// `[batch, tokens, ...]`, including `[batch, tokens]` itself (the token or position ids an
+    /// embedding takes as its input), and not an attention pattern. Such an output has zeros past
+    /// each sample's length, and one row per token in a dataset folder.
     #[must_use]
     pub fn has_token_axis(output: &Tensor, mask: &Tensor) -> bool {
         let size = output.size();
         let mask = mask.size();
         let pattern = size.len() == 4 && size[2] == mask[1] && size[3] == mask[1];
-        size.len() >= 3 && size[..2] == mask[..] && !pattern
+        size.len() >= 2 && size[..2] == mask[..] && !pattern
+    }
+
+    /// Whether a pooling reduces `output`: it has a token axis and floating-point values (ids
+    /// have no mean; they are kept whole).
+    #[must_use]
+    pub fn reduces(output: &Tensor, mask: &Tensor) -> bool {
+        Self::has_token_axis(output, mask) && output.is_floating_point()
     }
 
     /// Pools `output` (`[batch, tokens, ...]`) over the tokens where `mask` (`[batch, tokens]`,
-    /// integer, 1 for a real token) is 1, giving `[batch, ...]`. An output without a token axis
-    /// ([`has_token_axis`](Self::has_token_axis) false), or `Pool::None`, is returned as is.
+    /// integer, 1 for a real token) is 1, giving `[batch, ...]`. An output a pooling does not
+    /// reduce ([`reduces`](Self::reduces) false), or `Pool::None`, is returned as is.
     ///
     /// # Errors
     ///
     /// [`Error::Torch`](crate::Error::Torch) when libtorch fails (out of memory, say).
     pub fn apply(self, output: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        if self == Pool::None || !Self::has_token_axis(output, mask) {
+        if self == Pool::None || !Self::reduces(output, mask) {
             return Ok(output.shallow_clone());
         }
         let size = output.size();
@@ -176,6 +185,29 @@ mod tests {
         // A hidden state as wide as its sequence is still pooled.
         let hidden = Tensor::rand([2, 3, 3], (Kind::Float, Device::Cpu));
         assert!(Pool::has_token_axis(&hidden, &mask));
+    }
+
+    /// `[batch, tokens]`: ids keep their token axis (zeroed past each length) and are not pooled;
+    /// a float per token is pooled by hand arithmetic.
+    #[test]
+    fn batch_by_token_outputs_have_a_token_axis_and_only_floats_pool() {
+        let mask = Tensor::from_slice2(&[[1i64, 1, 0], [1, 1, 1]]);
+        let ids = Tensor::from_slice2(&[[5i64, 6, 7], [8, 9, 10]]);
+        assert!(Pool::has_token_axis(&ids, &mask) && !Pool::reduces(&ids, &mask));
+        assert_eq!(Pool::Mean.apply(&ids, &mask).unwrap(), ids);
+        assert_eq!(
+            zero_padding(&ids, &mask).unwrap(),
+            Tensor::from_slice2(&[[5i64, 6, 0], [8, 9, 10]])
+        );
+        let scores = ids.to_kind(Kind::Float);
+        assert_eq!(
+            Pool::Mean.apply(&scores, &mask).unwrap(),
+            Tensor::from_slice(&[5.5f32, 9.0])
+        );
+        assert_eq!(
+            Pool::Last.apply(&scores, &mask).unwrap(),
+            Tensor::from_slice(&[6.0f32, 10.0])
+        );
     }
 
     /// f16 sums of many values lose digits; the mean is taken in f32 and rounded once.

@@ -74,6 +74,16 @@ pub(crate) fn unknown(path: &str, available: &[String]) -> Error {
             .map(|n| (n.len(), n))
             .collect();
     }
+    // Another class's spelling of the same layer: with a prefix this model lacks
+    // (`transformer.h.0` for `h.0`), or without one it has (`layers.0` for `model.layers.0`).
+    if close.is_empty() {
+        let (longer, shorter) = (format!(".{path}"), |n: &str| path.ends_with(&format!(".{n}")));
+        close = available
+            .iter()
+            .filter(|n| n.ends_with(&longer) || shorter(n))
+            .map(|n| (n.len().abs_diff(path.len()), n))
+            .collect();
+    }
     close.sort();
     // Only the best matches: `fc3` suggests `fc1` and `fc2`, not also `act`.
     if let Some(&(best, _)) = close.first() {
@@ -178,5 +188,10 @@ mod tests {
         );
         let msg = unknown("encoder.layer.0", &available).to_string();
         assert!(msg.contains("did you mean `encoder.layer.0.output`?"), "{msg}");
+        // Another class's prefix, added or left out.
+        let msg = unknown("bert.pooler", &available).to_string();
+        assert!(msg.contains("did you mean `pooler`?"), "{msg}");
+        let msg = unknown("layer.1.output", &available).to_string();
+        assert!(msg.contains("did you mean `encoder.layer.1.output`?"), "{msg}");
     }
 }
