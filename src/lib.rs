@@ -108,7 +108,9 @@
 /// spells two ways. `alias = "embed_out"` makes `embed_out` reach the field `lm_head`; the empty
 /// alias `alias = ""` makes the field's layers answer without its segment, as `GPT2Model`'s
 /// names (`h.0.mlp`) are `GPT2LMHeadModel`'s without `transformer.`. An alias is one segment or
-/// empty, and is not another field's segment.
+/// empty, and is not another field's segment. The empty alias does not name the field's own
+/// output (`GPT2Model` has no name for itself). A layer's own name wins over an alias, and a name
+/// that aliases give two different layers names neither.
 ///
 /// Aliases are resolved at run time, by [`ActivationStore`] and [`Interventions`], for names and
 /// for globs that match no layer's own name; what is captured is keyed by the name asked for.

@@ -202,6 +202,24 @@ fn the_engine_names_arrays_as_asked_and_patches_through_an_alias() {
     let seq = Seq { model: Model::new() };
     let items = vec![Item::new([1, 2]), Item::new([3])];
     // Aliases nest: `Seq`'s empty alias over `Model`'s gives `fc.1` and `embed_out` at the root.
+    // An empty alias never names the aliased field's own output: `model` is not `transformer`.
+    // `head` through both empty aliases would be the body's point, and through one `Model`'s
+    // head: a name two aliases give two points names neither.
+    let aliases = seq.alias_names();
+    for name in [
+        "fc.1",
+        "embed_out",
+        "transformer.fc.1",
+        "model.fc.1",
+        "transformer.head",
+    ] {
+        assert!(aliases.iter().any(|a| a == name), "{name}: {aliases:?}");
+    }
+    for name in ["model", "head"] {
+        assert!(!aliases.iter().any(|a| a == name), "{name}: {aliases:?}");
+    }
+    let err = ActivationStore::new(&seq, ["head"]).err().unwrap();
+    assert!(matches!(err, Error::UnknownLayer { .. }), "{err}");
     let run = Extractor::new()
         .batch_size(2)
         .run(&seq, &["fc.1", "model.transformer.fc.1", "embed_out"], &items)

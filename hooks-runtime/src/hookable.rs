@@ -2,7 +2,7 @@
 //! architecture fits behind `&dyn` or `Box<dyn>`), and [`Hookable`], what a type declares (its
 //! static schema and typed paths). `#[derive(Hookable)]` implements both.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -56,15 +56,15 @@ pub trait LayerTree {
     /// The other names of [`site_names`](Self::site_names)' points, given by
     /// `#[hook(alias = "...")]` (`h.0.mlp` for `GPT2LMHeadModel`'s `transformer.h.0.mlp`), in
     /// walk order, each once. A name that is also a [`site_names`](Self::site_names) entry is
-    /// left out: the point's own name wins. Stores and intervention lists accept these names;
-    /// listings ([`layer_names`](Self::layer_names), `hooks layers`) show the points' own.
+    /// left out (the point's own name wins), and so is one that two aliases give two different
+    /// points (it names neither). Stores and intervention lists accept these names; listings
+    /// ([`layer_names`](Self::layer_names), `hooks layers`) show the points' own.
     #[must_use]
     fn alias_names(&self) -> Vec<String> {
-        let own: HashSet<String> = self.site_names().into_iter().collect();
-        let mut seen = HashSet::new();
+        let usable = usable_aliases(self);
         let mut names = Vec::new();
         self.walk(&mut Walker::aliases(&mut |path, _| {
-            if !own.contains(path) && seen.insert(path.to_owned()) {
+            if usable.contains(path) && !names.iter().any(|n| n == path) {
                 names.push(path.to_owned());
             }
         }));
@@ -72,17 +72,30 @@ pub trait LayerTree {
     }
 }
 
-/// Visits every capture site (inputs included) under each name a store or an intervention list
-/// may bind it by: its own path, then each alias that is not also a site's own path (as
-/// [`LayerTree::alias_names`] has them).
-pub(crate) fn walk_bindable<M: LayerTree + ?Sized>(model: &M, visit: &mut dyn FnMut(&str, &Site)) {
-    let mut own = HashSet::new();
-    model.walk(&mut Walker::with_inputs(&mut |path, site| {
-        own.insert(path.to_owned());
-        visit(path, site);
-    }));
+/// The alias names that bind: not a point's own name, and given to one point only.
+fn usable_aliases<M: LayerTree + ?Sized>(model: &M) -> HashSet<String> {
+    let own: HashSet<String> = model.site_names().into_iter().collect();
+    let mut points: HashMap<String, *const Site> = HashMap::new();
+    let mut ambiguous = HashSet::new();
     model.walk(&mut Walker::aliases(&mut |path, site| {
-        if !own.contains(path) {
+        let point = std::ptr::from_ref(site);
+        if *points.entry(path.to_owned()).or_insert(point) != point {
+            ambiguous.insert(path.to_owned());
+        }
+    }));
+    points
+        .into_keys()
+        .filter(|path| !own.contains(path) && !ambiguous.contains(path))
+        .collect()
+}
+
+/// Visits every capture site (inputs included) under each name a store or an intervention list
+/// may bind it by: its own path, then each alias [`LayerTree::alias_names`] lists.
+pub(crate) fn walk_bindable<M: LayerTree + ?Sized>(model: &M, visit: &mut dyn FnMut(&str, &Site)) {
+    model.walk(&mut Walker::with_inputs(visit));
+    let usable = usable_aliases(model);
+    model.walk(&mut Walker::aliases(&mut |path, site| {
+        if usable.contains(path) {
             visit(path, site);
         }
     }));
@@ -131,6 +144,10 @@ pub struct Walker<'a> {
     aliases: bool,
     /// How many aliases the current path went through.
     alias_depth: usize,
+    /// The path lengths where an empty alias started: the aliased field's own site sits there,
+    /// and has no name without its segment (as `GPT2Model` itself has none in its own
+    /// `named_modules()`).
+    unnamed: Vec<usize>,
 }
 
 impl fmt::Debug for Walker<'_> {
@@ -150,6 +167,7 @@ impl<'a> Walker<'a> {
             inputs: false,
             aliases: false,
             alias_depth: 0,
+            unnamed: Vec::new(),
         }
     }
 
@@ -182,7 +200,9 @@ impl<'a> Walker<'a> {
         }
         self.alias_depth += 1;
         if segment.is_empty() {
+            self.unnamed.push(self.path.len());
             inner(self);
+            self.unnamed.pop();
         } else {
             self.enter(segment, inner);
         }
@@ -210,10 +230,9 @@ impl<'a> Walker<'a> {
     }
 
     /// Whether a site met at the current path is reported: an alias walker reports only what it
-    /// reached through an alias, and never at the root's empty path (where an empty alias puts
-    /// the aliased field's own site).
+    /// reached through an alias, and not the own site of a field aliased by the empty alias.
     fn reports(&self) -> bool {
-        !self.aliases || (self.alias_depth > 0 && !self.path.is_empty())
+        !self.aliases || (self.alias_depth > 0 && !self.unnamed.contains(&self.path.len()))
     }
 
     /// Reports the site of the current module's input, at `PATH:input`, if this walker reports
