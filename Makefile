@@ -50,8 +50,10 @@ test: $(STAMP)
 	cargo test --workspace
 
 # Benchmarks, not tests (`make test` runs each once at toy sizes; nothing here fails on timing):
-# capture cost, Rust against the Python reference, writing, memory. Builds in release, then
-# about 5 minutes on 2 cores; writes BENCHMARKS.md, keeping its hand-written notes.
+# capture cost, Rust against the Python reference, writing, memory, the extraction engine, the
+# dataset folder, analysis, and `hooks extract` against transformers on a Llama-shaped decoder.
+# Builds in release, then about 38 minutes on 2 cores (see the README); writes BENCHMARKS.md,
+# keeping its hand-written notes. HOOKS_BENCH_SECTIONS=5,8 runs only those sections.
 bench: $(STAMP)
 	cargo build --release -p hooks-cli
 	cargo bench -p hooks-bench --bench site

@@ -79,13 +79,17 @@ pub fn describe(ctx: &Ctx, load_before: String, seconds: f64) -> Vec<(&'static s
         (
             "threads",
             format!(
-                "{} intra-op on both sides (`tch::set_num_threads`: {}; `torch.set_num_threads`: {}; `OMP_NUM_THREADS` for the processes of section 4); set `HOOKS_BENCH_THREADS` to change",
+                "{} intra-op on both sides (`tch::set_num_threads`: {}; `torch.set_num_threads`: {}; `OMP_NUM_THREADS` for the processes of section 4; sections 5 and 8 measure 1 and 2 threads); set `HOOKS_BENCH_THREADS` to change",
                 ctx.cfg.threads,
                 tch::get_num_threads(),
                 v["threads"]
             ),
         ),
-        ("model", "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384), f32, CPU".into()),
+        (
+            "model",
+            "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384), f32, CPU; section 8: a Llama-shaped decoder with random weights"
+                .into(),
+        ),
         (
             "load average",
             format!(

@@ -13,6 +13,7 @@
 
 mod analysis;
 mod capture;
+mod decoder;
 mod engine;
 mod folder;
 mod machine;
@@ -348,6 +349,11 @@ fn run(cfg: Config) -> BenchResult<()> {
         let analysis = analysis::run(&ctx)?;
         parts.push((7, analysis.markdown(), analysis.targets()));
     }
+    if wants(8) {
+        step("8. a decoder (Llama-shaped)");
+        let decoder = decoder::run(&mut ctx)?;
+        parts.push((8, decoder.markdown(), decoder.targets()));
+    }
     let elapsed = started.elapsed().as_secs_f64();
     step("done");
 
@@ -381,7 +387,7 @@ fn run(cfg: Config) -> BenchResult<()> {
     } else {
         // The smoke run checks that each section produced its table, not what is in it.
         let text = std::fs::read_to_string(&path)?;
-        for heading in ["## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7."] {
+        for heading in ["## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7.", "## 8."] {
             if !text.contains(heading) {
                 return Err(format!("the report lacks `{heading}`").into());
             }

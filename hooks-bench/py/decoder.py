@@ -1,0 +1,124 @@
+"""The transformers side of section 8 of `make bench`: a Llama-shaped model with random weights,
+and the extraction `hooks extract` is measured against, written as a transformers user writes it.
+
+    decoder.py make --out DIR --hidden H --intermediate I --layers L --heads N --kv-heads K
+                    --vocab V --seed S
+        LlamaForCausalLM(LlamaConfig(...)) with seeded random weights (transformers' own init),
+        saved with save_pretrained: config.json and f32 model.safetensors, no tokenizer.
+
+    decoder.py extract --model DIR --input IDS.jsonl --batch-size N --pool none|mean
+                       --threads N --out FILE
+        AutoModelForCausalLM.from_pretrained(DIR) (its default attention, sdpa), a forward hook
+        on each `model.layers.N` keeping `output.detach().cpu()`; the lines of IDS.jsonl
+        (`{"input_ids": [...]}`) in the batches `hooks extract` makes: sorted by length,
+        longest first (stable), cut into batches of N, each right-padded to its own longest
+        with its attention mask. `none` keeps every token (the inputs must then be of one
+        length); `mean` averages over real tokens. Each layer's batches are put back in input
+        order with `torch.cat`, written with `numpy.savez` and fsynced, as `hooks extract` syncs
+        its file.
+
+The forward is the decoder stack, `model.model(...)` (embeddings, layers, final norm), with
+`use_cache=False`: the hidden states are what is wanted, so neither the 32000-wide logits of
+`lm_head` nor a key-value cache is computed. The caller times the whole process, imports and
+model load included, as `hooks extract` is timed.
+"""
+
+import argparse
+import json
+import os
+
+import numpy as np
+import torch
+
+
+def make(args):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(args.seed)
+    config = LlamaConfig(
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        vocab_size=args.vocab,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config).to(torch.float32).eval()
+    model.save_pretrained(args.out, safe_serialization=True)
+
+
+def extract(args):
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(args.threads)
+    with open(args.input) as f:
+        rows = [json.loads(line)["input_ids"] for line in f if line.strip()]
+    model = AutoModelForCausalLM.from_pretrained(args.model).eval()
+    names = [f"model.layers.{i}" for i in range(model.config.num_hidden_layers)]
+    modules = dict(model.named_modules())
+    kept = {name: [] for name in names}
+
+    def hook(name):
+        def keep(_module, _args, output):
+            output = output[0] if isinstance(output, (tuple, list)) else output
+            kept[name].append(output.detach().cpu())
+
+        return keep
+
+    for name in names:
+        modules[name].register_forward_hook(hook(name))
+
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    for first in range(0, len(order), args.batch_size):
+        chunk = [rows[i] for i in order[first : first + args.batch_size]]
+        width = max(len(r) for r in chunk)
+        ids = torch.zeros(len(chunk), width, dtype=torch.int64)
+        mask = torch.zeros(len(chunk), width, dtype=torch.int64)
+        for i, r in enumerate(chunk):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        with torch.no_grad():
+            model.model(input_ids=ids, attention_mask=mask, use_cache=False)
+        if args.pool == "mean":
+            weights = mask.unsqueeze(-1).float()
+            for name in names:
+                out = kept[name][-1]
+                kept[name][-1] = (out * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        elif any(len(r) != width for r in chunk):
+            raise SystemExit("--pool none needs inputs of one length")
+
+    arrays = {name: torch.cat(kept[name]) for name in names}
+    if order != sorted(order):
+        # Back to input order: row k of the concatenation is row `order[k]` of the input.
+        inverse = torch.empty(len(order), dtype=torch.int64)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        arrays = {name: a[inverse] for name, a in arrays.items()}
+    arrays = {name: a.numpy() for name, a in arrays.items()}
+    with open(args.out, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def main():
+    parser = argparse.ArgumentParser(prog="decoder.py")
+    commands = parser.add_subparsers(dest="command", required=True)
+    m = commands.add_parser("make")
+    m.add_argument("--out", required=True)
+    for flag in ["hidden", "intermediate", "layers", "heads", "kv-heads", "vocab", "seed"]:
+        m.add_argument(f"--{flag}", type=int, required=True)
+    e = commands.add_parser("extract")
+    e.add_argument("--model", required=True)
+    e.add_argument("--input", required=True)
+    e.add_argument("--batch-size", type=int, required=True)
+    e.add_argument("--pool", choices=["none", "mean"], required=True)
+    e.add_argument("--threads", type=int, required=True)
+    e.add_argument("--out", required=True)
+    args = parser.parse_args()
+    {"make": make, "extract": extract}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
