@@ -98,6 +98,8 @@ pub struct Decoder {
     agreement: [Agreement; 2],
     /// The `hooks` binary was not found (only tolerated in the smoke run).
     missing_cli: bool,
+    /// What attention patterns cost, in process, on the same model.
+    patterns: crate::patterns::PatternCost,
 }
 
 /// `decoder.py`, next to this crate's manifest.
@@ -245,6 +247,8 @@ pub fn run(ctx: &mut Ctx) -> BenchResult<Decoder> {
         .args(arch.flags());
     timed(make, "decoder.py make")?;
     let model_bytes = std::fs::metadata(model.join("model.safetensors"))?.len();
+    // In process, before the processes below, at the report's thread count.
+    let patterns = crate::patterns::run(ctx, &model, arch.layers)?;
 
     let equal = token_ids(inputs, len, 8);
     let corpus = long_tailed(corpus_n, 9);
@@ -289,6 +293,7 @@ pub fn run(ctx: &mut Ctx) -> BenchResult<Decoder> {
             max_rel: f64::NAN,
         }; 2],
         missing_cli: hooks.is_none(),
+        patterns,
     };
     let Some(hooks) = hooks else {
         return Ok(result);
@@ -357,7 +362,8 @@ impl Decoder {
     /// The issue sets no number: `≤ 1.0` says only that the engine should not be slower than
     /// transformers on the same work; the ratio itself is the information.
     pub fn targets(&self) -> Vec<Target> {
-        self.equal
+        let mut targets: Vec<Target> = self
+            .equal
             .iter()
             .map(|row| {
                 Target::at_most(
@@ -370,7 +376,9 @@ impl Decoder {
                     3,
                 )
             })
-            .collect()
+            .collect();
+        targets.extend(self.patterns.targets());
+        targets
     }
 
     pub fn markdown(&self) -> String {
@@ -440,6 +448,7 @@ impl Decoder {
         );
         if self.missing_cli {
             s.push_str("No `hooks` binary was found next to this benchmark: not measured.\n");
+            s.push_str(&self.patterns.markdown());
             return s;
         }
         s.push_str(
@@ -467,6 +476,7 @@ impl Decoder {
             "\nThe issue sets no number for this ratio; the targets table holds the equal-lengths \
              row to ≤ 1.0 (not slower than transformers on the same work)."
         );
+        s.push_str(&self.patterns.markdown());
         s
     }
 }

@@ -18,6 +18,7 @@ mod engine;
 mod folder;
 mod machine;
 mod memory;
+mod patterns;
 mod python;
 mod reference;
 mod sites;
