@@ -562,3 +562,31 @@ fn layer_names_walk_the_instance_in_field_order() {
         ]
     );
 }
+
+/// A model asks `is_capturing` before computing what only a capture uses (attention
+/// probabilities, logits); the answer must be exact, or a store dropped or disabled would keep
+/// that work going while another store is on.
+#[test]
+fn is_capturing_counts_only_enabled_live_stores() {
+    #[derive(Hookable)]
+    struct Points {
+        probs: HookPoint,
+        other: HookPoint,
+    }
+    let points = Points {
+        probs: HookPoint::observer(),
+        other: HookPoint::new(),
+    };
+    let other = ActivationStore::new(&points, ["other"]).unwrap();
+    other.enable();
+    let probs = ActivationStore::new(&points, ["probs"]).unwrap();
+    assert!(!points.probs.is_capturing(), "bound, not enabled");
+    probs.enable();
+    assert!(points.probs.is_capturing());
+    probs.disable();
+    assert!(!points.probs.is_capturing(), "disabled while another store is on");
+    probs.enable();
+    drop(probs);
+    assert!(!points.probs.is_capturing(), "dropped while another store is on");
+    assert!(points.other.is_capturing());
+}

@@ -306,16 +306,15 @@ fn aliases(model: &dyn LayerTree) -> Vec<(String, String)> {
     model.walk(&mut Walker::new(&mut |path, site| {
         own.entry(std::ptr::from_ref(site)).or_insert_with(|| path.to_owned());
     }));
-    let names = model.alias_names();
+    let mut names: std::collections::HashSet<String> = model.alias_names().into_iter().collect();
     let mut pairs = Vec::new();
     model.walk(&mut Walker::aliases(&mut |path, site| {
         let is_module = !path.ends_with(hooks::INPUT_SUFFIX);
-        if let (true, true, Some(own)) = (
-            is_module,
-            names.iter().any(|n| n == path),
-            own.get(&std::ptr::from_ref(site)),
-        ) {
-            pairs.push((path.to_owned(), own.clone()));
+        if let (true, Some(own)) = (is_module, own.get(&std::ptr::from_ref(site))) {
+            // Each alias once, as `alias_names` lists it.
+            if names.remove(path) {
+                pairs.push((path.to_owned(), own.clone()));
+            }
         }
     }));
     pairs

@@ -204,15 +204,30 @@ impl Site {
         current
     }
 
-    /// Whether a capture here could be recorded now: capture is on and some store subscribed
-    /// to this site. A model asks this before computing an output only a capture would use (the
-    /// logits of a head nobody reads, attention probabilities the fused kernel never forms). It
-    /// may answer `true` for a store that is bound but disabled while another is enabled: that
-    /// costs the computation, never a value.
+    /// Whether a capture here would be recorded now: capture is on and an enabled store that is
+    /// still alive subscribed to this site. A model asks this before computing an output only a
+    /// capture would use (the logits of a head nobody reads, attention probabilities the fused
+    /// kernel never forms), so the answer is exact: a store dropped or disabled, with another one
+    /// on, does not make the model compute what nobody will record. With capture off it costs a
+    /// load; with capture on, at a subscribed site, a lock.
     #[inline]
     #[must_use]
     pub fn is_capturing(&self) -> bool {
-        switch::active() && self.subscribed.load(Ordering::Acquire)
+        switch::active() && self.subscribed.load(Ordering::Acquire) && self.has_taker()
+    }
+
+    /// Whether an enabled subscriber is alive here; forgets the dropped ones.
+    #[cold]
+    #[inline(never)]
+    fn has_taker(&self) -> bool {
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(PoisonError::into_inner);
+        subscribers.retain(|sub| sub.sink.strong_count() > 0);
+        if subscribers.is_empty() {
+            self.subscribed.store(false, Ordering::Release);
+        }
+        subscribers
+            .iter()
+            .any(|sub| sub.sink.upgrade().is_some_and(|sink| sink.wants()))
     }
 
     /// Hands `output` to every enabled subscriber (the site has some).

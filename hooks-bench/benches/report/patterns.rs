@@ -28,6 +28,7 @@ pub struct PatternCost {
     len: i64,
     layers: usize,
     rounds: usize,
+    block: usize,
     /// Milliseconds per forward, per variant.
     ms: [Summary; 5],
     b_over_a: Summary,
@@ -52,7 +53,9 @@ fn selection(variant: usize, layers: usize) -> Vec<String> {
 
 pub fn run(ctx: &Ctx, model_dir: &Path, layers: usize) -> BenchResult<PatternCost> {
     let full = ctx.cfg.full;
-    let (batch, len, rounds, warmup) = if full { (8, 128, 7, 1) } else { (2, 8, 1, 1) };
+    // Long inputs, where a layer's probabilities (`[2, 8, 512, 512]` f32: 16 MB, and T² work
+    // per head) are large enough to measure beside the projections; two forwards per block.
+    let (batch, len, rounds, block) = if full { (2, 512, 9, 2) } else { (2, 8, 1, 1) };
     let plain = hooks_models_uninstrumented::load(model_dir, Device::Cpu, Kind::Float)?;
     let llama = hooks_models::load(model_dir, Device::Cpu, Kind::Float)?;
     share_weights(plain.var_store(), llama.var_store())?;
@@ -65,9 +68,9 @@ pub fn run(ctx: &Ctx, model_dir: &Path, layers: usize) -> BenchResult<PatternCos
             llama.forward(&ids, &mask)?
         })
     };
-    // One forward of a variant, in seconds. Its store is made and enabled outside the timed
-    // region, and dropped after: a store bound but disabled would still make the model compute
-    // the probabilities it selected whenever another store is on.
+    // `block` forwards of a variant, in seconds per forward. Its store is made and enabled
+    // outside the timed region, and dropped after: a store bound but disabled would still make
+    // the model compute the probabilities it selected whenever another store is on.
     let time = |variant: usize| -> BenchResult<f64> {
         let names = selection(variant, layers);
         let store = if names.is_empty() {
@@ -78,8 +81,10 @@ pub fn run(ctx: &Ctx, model_dir: &Path, layers: usize) -> BenchResult<PatternCos
             Some(store)
         };
         let start = Instant::now();
-        let _ = forward(variant)?;
-        let seconds = start.elapsed().as_secs_f64();
+        for _ in 0..block {
+            let _ = forward(variant)?;
+        }
+        let seconds = start.elapsed().as_secs_f64() / block as f64;
         if let Some(store) = store {
             store.check()?;
         }
@@ -87,9 +92,7 @@ pub fn run(ctx: &Ctx, model_dir: &Path, layers: usize) -> BenchResult<PatternCos
     };
     let same_output = forward(0)?.equal(&forward(1)?);
     for variant in 0..VARIANTS.len() {
-        for _ in 0..warmup {
-            time(variant)?;
-        }
+        time(variant)?;
     }
     let mut seconds: [Vec<f64>; 5] = Default::default();
     for round in 0..rounds {
@@ -106,6 +109,7 @@ pub fn run(ctx: &Ctx, model_dir: &Path, layers: usize) -> BenchResult<PatternCos
         len,
         layers,
         rounds,
+        block,
         ms: seconds.each_ref().map(|s| Summary::of(s).scaled(1e3)),
         b_over_a: Summary::of(&paired_ratios(&seconds[1], &seconds[0])),
         one_layer_ms: Summary::of(&one_layer),
@@ -145,8 +149,8 @@ impl PatternCost {
         let _ = writeln!(
             s,
             "\n### Attention patterns\n\n\
-             The same model, in this process: one forward of {}×{} tokens per variant, {} rounds, \
-             the variants' order rotated each round. (a) is hooks-models built with the \
+             The same model, in this process: forwards of {}×{} tokens, {} rounds of {} per \
+             variant, the variants' order rotated each round. (a) is hooks-models built with the \
              `uninstrumented` feature (no capture sites), sharing the very weights of the others; \
              each other variant has a store selecting what it names, made before the timed \
              forward. (a) and (b) give bitwise-equal outputs: {}.\n\n\
@@ -154,6 +158,7 @@ impl PatternCost {
             self.batch,
             self.len,
             self.rounds,
+            self.block,
             if self.same_output { "yes" } else { "**no**" },
         );
         for (name, ms) in VARIANTS.iter().zip(&self.ms) {
