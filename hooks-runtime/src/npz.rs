@@ -49,18 +49,55 @@ where
     K: AsRef<str> + 'a,
     I: IntoIterator<Item = (K, &'a Tensor)>,
 {
-    save_with_fault(activations, path.as_ref(), None)
+    let arrays = activations.into_iter().map(|(name, t)| (name, NpzArray::Tensor(t)));
+    save_with_fault(arrays, path.as_ref(), None)
 }
 
-/// [`save_activations`], failing with an I/O error after `fail_after` bytes (for tests).
-pub(crate) fn save_with_fault<'a, K, I>(activations: I, path: &Path, fail_after: Option<u64>) -> Result<PathBuf>
+/// One array of an `.npz` that [`save_npz`] writes.
+#[derive(Clone, Copy, Debug)]
+pub enum NpzArray<'a> {
+    /// A tensor, stored as [`save_activations`] stores it.
+    Tensor(&'a Tensor),
+    /// A 1-d array of strings, stored as numpy's fixed-width unicode (`<U{n}`, UTF-32, `n` the
+    /// longest string's length in characters), as `numpy.array(strings)` makes it.
+    Strings(&'a [String]),
+}
+
+/// Writes `arrays` to one `.npz` file at `path`, as [`save_activations`] does, where some arrays
+/// may be strings (layer names, labels).
+///
+/// ```
+/// use hooks_runtime::{save_npz, NpzArray};
+/// use tch::Tensor;
+///
+/// let dir = tempfile::tempdir()?;
+/// let names = ["model.embed_tokens".to_owned(), "model.layers.0".to_owned()];
+/// let values = Tensor::from_slice(&[0.5f32, 0.25]);
+/// save_npz([("layers", NpzArray::Strings(&names)), ("values", NpzArray::Tensor(&values))], dir.path().join("out.npz"))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// As [`save_activations`]; [`Error::InvalidKey`] also for a string holding a NUL character
+/// (numpy drops trailing NULs, so it would not read back the same).
+pub fn save_npz<'a, K, I>(arrays: I, path: impl AsRef<Path>) -> Result<PathBuf>
 where
     K: AsRef<str> + 'a,
-    I: IntoIterator<Item = (K, &'a Tensor)>,
+    I: IntoIterator<Item = (K, NpzArray<'a>)>,
 {
-    let arrays: Vec<(K, &Tensor)> = activations.into_iter().collect();
+    save_with_fault(arrays, path.as_ref(), None)
+}
+
+/// [`save_npz`], failing with an I/O error after `fail_after` bytes (for tests).
+pub(crate) fn save_with_fault<'a, K, I>(arrays: I, path: &Path, fail_after: Option<u64>) -> Result<PathBuf>
+where
+    K: AsRef<str> + 'a,
+    I: IntoIterator<Item = (K, NpzArray<'a>)>,
+{
+    let arrays: Vec<(K, NpzArray<'a>)> = arrays.into_iter().collect();
     // Validate everything before creating any file.
-    for (i, (name, tensor)) in arrays.iter().enumerate() {
+    for (i, (name, array)) in arrays.iter().enumerate() {
         let name = name.as_ref();
         check_key(name)?;
         if arrays[..i].iter().any(|(n, _)| n.as_ref() == name) {
@@ -69,7 +106,18 @@ where
                 reason: "it appears twice; names must be unique",
             });
         }
-        element_kind(name, tensor.kind())?;
+        match array {
+            NpzArray::Tensor(tensor) => {
+                element_kind(name, tensor.kind())?;
+            }
+            NpzArray::Strings(strings) if strings.iter().any(|s| s.contains('\0')) => {
+                return Err(Error::InvalidKey {
+                    name: name.to_owned(),
+                    reason: "one of its strings holds a NUL character, which numpy would drop",
+                });
+            }
+            NpzArray::Strings(_) => {}
+        }
     }
     let path = through_symlink(&with_npz_extension(path))?;
     let dir = match path.parent() {
@@ -100,8 +148,12 @@ where
                 .compression_method(CompressionMethod::Stored)
                 .large_file(true),
         );
-        for (name, tensor) in &arrays {
-            add_array(&mut npz, name.as_ref(), tensor).map_err(write_err)?;
+        for (name, array) in &arrays {
+            match array {
+                NpzArray::Tensor(tensor) => add_array(&mut npz, name.as_ref(), tensor),
+                NpzArray::Strings(strings) => add_strings(&mut npz, name.as_ref(), strings),
+            }
+            .map_err(write_err)?;
         }
         // `finish` writes the zip directory; dropping the writer instead would swallow its errors.
         let FaultyWriter { inner, .. } = npz.finish().map_err(|e| write_err(with_causes(&e)))?;
@@ -311,6 +363,52 @@ fn add_array<W: Write + Seek>(npz: &mut NpzWriter<W>, name: &str, tensor: &Tenso
     add(npz).map_err(|e| with_causes(&e))
 }
 
+fn add_strings<W: Write + Seek>(npz: &mut NpzWriter<W>, name: &str, strings: &[String]) -> io::Result<()> {
+    // numpy's `<U0` is not a dtype it writes; an array of empty strings is `<U1`.
+    let width = strings.iter().map(|s| s.chars().count()).max().unwrap_or(0).max(1);
+    let array = ndarray::Array1::from_iter(strings.iter().map(|s| NumpyStr(s.as_str())));
+    UNICODE_WIDTH.with(|w| w.set(width));
+    let result = npz.add_array(name, &array).map_err(|e| with_causes(&e));
+    UNICODE_WIDTH.with(|w| w.set(1));
+    result
+}
+
+thread_local! {
+    /// The width `n` of the `<U{n}` array being written: one per array, but ndarray-npy asks the
+    /// element type for its descriptor, so [`add_strings`] sets it for the one call that writes
+    /// the array (on this thread, start to end).
+    static UNICODE_WIDTH: std::cell::Cell<usize> = const { std::cell::Cell::new(1) };
+}
+
+/// One element of numpy's fixed-width unicode: the string's characters as UTF-32LE, padded with
+/// NULs to [`UNICODE_WIDTH`].
+#[derive(Clone, Copy, Debug)]
+struct NumpyStr<'a>(&'a str);
+
+impl WritableElement for NumpyStr<'_> {
+    fn type_descriptor() -> PyValue {
+        PyValue::String(format!("<U{}", UNICODE_WIDTH.with(std::cell::Cell::get)))
+    }
+
+    fn write<W: Write>(&self, mut writer: W) -> std::result::Result<(), ndarray_npy::WriteDataError> {
+        let width = UNICODE_WIDTH.with(std::cell::Cell::get);
+        let mut bytes = Vec::with_capacity(4 * width);
+        for c in self.0.chars() {
+            bytes.extend_from_slice(&u32::from(c).to_le_bytes());
+        }
+        bytes.resize(4 * width, 0);
+        writer.write_all(&bytes)?;
+        Ok(())
+    }
+
+    fn write_slice<W: Write>(slice: &[Self], mut writer: W) -> std::result::Result<(), ndarray_npy::WriteDataError> {
+        for s in slice {
+            s.write(&mut writer)?;
+        }
+        Ok(())
+    }
+}
+
 /// A view of a tensor's data without copying it.
 ///
 /// # Safety
@@ -492,7 +590,12 @@ mod tests {
         fs::write(&path, b"previous contents").unwrap();
         let t = sample();
         for fail_after in [0, 10, 1000, 200_000] {
-            let err = save_with_fault([("a", &t), ("b", &t)], &path, Some(fail_after)).unwrap_err();
+            let err = save_with_fault(
+                [("a", NpzArray::Tensor(&t)), ("b", NpzArray::Tensor(&t))],
+                &path,
+                Some(fail_after),
+            )
+            .unwrap_err();
             assert!(err.to_string().contains("injected write failure"), "{err}");
             assert_eq!(fs::read(&path).unwrap(), b"previous contents");
             let names: Vec<_> = fs::read_dir(dir.path())
@@ -502,7 +605,7 @@ mod tests {
             assert_eq!(names, ["acts.npz"], "a temporary file was left behind");
         }
         // And without a fault the same call replaces the file.
-        save_with_fault([("a", &t)], &path, None).unwrap();
+        save_with_fault([("a", NpzArray::Tensor(&t))], &path, None).unwrap();
         assert!(load_activations(&path).unwrap().get("a").unwrap().equal(&t));
     }
 
