@@ -22,7 +22,7 @@ use crate::config::{self, ConfigFile};
 use crate::error::Result;
 use crate::layers::{linear, Init, RmsNorm, TokenEmbedding};
 use crate::rope::Rotation;
-use crate::text_model::{check_inputs, has_head, load_as, to_usize, Pretrained, TextModel};
+use crate::text_model::{check_inputs, has_head, load_as, to_usize, Pretrained, Readout, TextModel};
 use crate::weights::Checkpoint;
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
 use crate::{Hook, HookPoint};
@@ -285,6 +285,18 @@ impl<C: DecoderConfig> TextModel for CausalLm<C> {
 
     fn var_store(&self) -> &nn::VarStore {
         &self.vs
+    }
+
+    /// `model.norm`, then `lm_head`.
+    fn readout(&self) -> Option<Readout<'_>> {
+        let head = self.lm_head.as_ref()?;
+        Some(Readout::new(self.model.module().norm.module(), head.module(), None))
+    }
+
+    /// `model.embed_tokens`, `model.layers.0`, ..., `model.layers.{N-1}`.
+    fn residual_layers(&self) -> Vec<String> {
+        let blocks = (0..self.model.module().layers.len()).map(|i| format!("model.layers.{i}"));
+        std::iter::once("model.embed_tokens".to_owned()).chain(blocks).collect()
     }
 }
 

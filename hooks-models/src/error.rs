@@ -117,6 +117,24 @@ pub enum ModelError {
         /// What is wrong and what would be valid.
         reason: String,
     },
+    /// The logit lens was asked of a model that has no unembedding to read its layers through.
+    #[error("a `{model_type}` model has no unembedding (`lm_head`) to read its layers through; the logit lens needs a causal LM with its head (a folder saved from a `...ForCausalLM` or `GPT2LMHeadModel` class)")]
+    NoReadout {
+        /// The model's `model_type`.
+        model_type: &'static str,
+    },
+    /// An argument outside what a function takes (`top_k` of 0, targets that do not fit the
+    /// inputs).
+    #[error("invalid `{name}`: {reason}")]
+    InvalidArgument {
+        /// The argument.
+        name: &'static str,
+        /// What is wrong and what would be valid.
+        reason: String,
+    },
+    /// From capturing: an unknown layer (with suggestions), a capture that failed.
+    #[error(transparent)]
+    Capture(#[from] hooks::Error),
     /// libtorch reported an error.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

@@ -19,7 +19,7 @@ use crate::attention;
 use crate::config::{self, ArchConfig, ConfigFile, Invalid};
 use crate::error::Result;
 use crate::layers::{embedding, layer_norm, linear, Init};
-use crate::text_model::{check_inputs, load_as, to_usize, Pretrained, TextModel};
+use crate::text_model::{check_inputs, load_as, to_usize, Pretrained, Readout, TextModel};
 use crate::weights::Checkpoint;
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
 use crate::{Hook, HookPoint};
@@ -454,6 +454,25 @@ impl TextModel for Gpt2LmHead {
     /// and `lm_head.weight` when untied).
     fn var_store(&self) -> &nn::VarStore {
         &self.transformer.vs
+    }
+
+    /// `transformer.ln_f`, then `lm_head`.
+    fn readout(&self) -> Option<Readout<'_>> {
+        Some(Readout::new(
+            self.transformer.module().ln_f.module(),
+            self.lm_head.module(),
+            None,
+        ))
+    }
+
+    /// `transformer.h.0:input` (the token and position embeddings summed: GPT-2's residual
+    /// entering the first block, which no module outputs), `transformer.h.0`, ...,
+    /// `transformer.h.{N-1}`.
+    fn residual_layers(&self) -> Vec<String> {
+        let blocks = (0..self.transformer.module().h.len()).map(|i| format!("transformer.h.{i}"));
+        std::iter::once(format!("transformer.h.0{}", hooks::INPUT_SUFFIX))
+            .chain(blocks)
+            .collect()
     }
 }
 

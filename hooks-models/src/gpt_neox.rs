@@ -21,7 +21,7 @@ use crate::config::{self, ArchConfig, ConfigFile, Invalid};
 use crate::error::Result;
 use crate::layers::{embedding, layer_norm, linear, Init};
 use crate::rope::{RopeParameters, Rotation};
-use crate::text_model::{check_inputs, has_head, load_as, to_usize, Pretrained, TextModel};
+use crate::text_model::{check_inputs, has_head, load_as, to_usize, Pretrained, Readout, TextModel};
 use crate::weights::Checkpoint;
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
 use crate::{Hook, HookPoint};
@@ -277,6 +277,22 @@ impl TextModel for GptNeox {
 
     fn var_store(&self) -> &nn::VarStore {
         &self.vs
+    }
+
+    /// `gpt_neox.final_layer_norm`, then `lm_head`.
+    fn readout(&self) -> Option<Readout<'_>> {
+        let head = self.lm_head.as_ref()?;
+        Some(Readout::new(
+            self.gpt_neox.module().final_layer_norm.module(),
+            head.module(),
+            None,
+        ))
+    }
+
+    /// `gpt_neox.embed_in`, `gpt_neox.layers.0`, ..., `gpt_neox.layers.{N-1}`.
+    fn residual_layers(&self) -> Vec<String> {
+        let blocks = (0..self.gpt_neox.module().layers.len()).map(|i| format!("gpt_neox.layers.{i}"));
+        std::iter::once("gpt_neox.embed_in".to_owned()).chain(blocks).collect()
     }
 }
 

@@ -5,7 +5,8 @@ use std::fmt;
 use std::path::Path;
 
 use hooks::LayerTree;
-use tch::{nn, Device, Kind, Tensor};
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
 
 use crate::config::ConfigFile;
 use crate::error::{ModelError, Result};
@@ -77,6 +78,78 @@ pub trait TextModel: LayerTree + fmt::Debug + Send {
     /// `Kind::BFloat16`).
     fn kind(&self) -> Kind {
         self.var_store().kind()
+    }
+
+    /// The model's own way from the residual stream to next-token logits (its final norm,
+    /// unembedding and final soft-cap), which the [logit lens](crate::lens) reads every layer
+    /// through; `None` for a model without an unembedding (BERT, `GPT2Model`, or a base-model
+    /// folder saved without `lm_head`).
+    fn readout(&self) -> Option<Readout<'_>> {
+        None
+    }
+
+    /// The residual stream's layers, in order: the embedding's output (the residual entering
+    /// the first block) and each block's output. What the logit lens reads by default; empty
+    /// for a model without a [`readout`](Self::readout).
+    fn residual_layers(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A causal LM's read-out from a residual `h` `[..., hidden]` to logits `[..., vocab]`: its own
+/// final norm (recomputed on `h`), its unembedding (`lm_head`, tied or not), then its final logit
+/// soft-cap where the architecture has one (`cap × tanh(logits / cap)`, transformers'
+/// `final_logit_softcapping`). Applied to the last block's output it gives the logits the model
+/// returns.
+///
+/// It calls the modules themselves, not their capture sites: reading a layer through it never
+/// shows up in a store or meets an intervention.
+pub struct Readout<'a> {
+    norm: &'a dyn nn::Module,
+    head: &'a nn::Linear,
+    final_logit_softcapping: Option<f64>,
+}
+
+impl fmt::Debug for Readout<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Readout")
+            .field("norm", &self.norm)
+            .field("head", &self.head.ws.size())
+            .field("final_logit_softcapping", &self.final_logit_softcapping)
+            .finish()
+    }
+}
+
+impl<'a> Readout<'a> {
+    /// The read-out through `norm`, then `head`, then the soft-cap `cap` when given.
+    pub(crate) fn new(norm: &'a dyn nn::Module, head: &'a nn::Linear, final_logit_softcapping: Option<f64>) -> Self {
+        Readout {
+            norm,
+            head,
+            final_logit_softcapping,
+        }
+    }
+
+    /// The logits `[..., vocab]` of a residual `[..., hidden]`, in the model's kind: the final
+    /// norm, the unembedding, the soft-cap.
+    pub fn logits(&self, residual: &Tensor) -> Tensor {
+        self.logits_of_normed(&self.norm.forward(residual))
+    }
+
+    /// The logits of a hidden state the final norm has already normalised (what
+    /// [`TextModel::forward`] returns): the unembedding, then the soft-cap.
+    pub fn logits_of_normed(&self, normed: &Tensor) -> Tensor {
+        let logits = self.head.forward(normed);
+        match self.final_logit_softcapping {
+            Some(cap) => (logits / cap).tanh() * cap,
+            None => logits,
+        }
+    }
+
+    /// The soft-cap applied to the logits, if any.
+    #[must_use]
+    pub fn final_logit_softcapping(&self) -> Option<f64> {
+        self.final_logit_softcapping
     }
 }
 

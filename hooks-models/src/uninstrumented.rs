@@ -40,6 +40,12 @@ impl<M> Hook<M> {
     pub fn call_with<R>(&self, input: &Tensor, forward: impl FnOnce(&M, &Tensor) -> R) -> R {
         forward(&self.0, input)
     }
+
+    /// The wrapped module.
+    #[inline]
+    pub fn module(&self) -> &M {
+        &self.0
+    }
 }
 
 impl<M> Deref for Hook<M> {
