@@ -210,6 +210,7 @@ fn run() -> Result<()> {
         rows: &layers,
         columns: &labels,
         values: &values,
+        cell_labels: None,
     }
     .draw(&partial)?;
     std::fs::rename(&partial, &png)?;

@@ -408,14 +408,15 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile, Cl
     Ok(temp)
 }
 
-fn temp_beside(path: &Path, suffix: &str) -> Result<tempfile::NamedTempFile, CliError> {
+/// A new temporary file in `path`'s folder (created if missing), with the mode a new file gets.
+pub(crate) fn temp_beside(path: &Path, suffix: &str) -> Result<tempfile::NamedTempFile, CliError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&dir).map_err(|e| CliError::Usage(format!("cannot create folder `{}`: {e}", dir.display())))?;
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".hooks-compare.").suffix(suffix);
+    builder.prefix(".hooks.").suffix(suffix);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -436,6 +437,7 @@ fn draw(m: &Similarity, inputs: &str, path: &Path) -> Result<tempfile::NamedTemp
         rows: &m.rows,
         columns: &m.columns,
         values: &m.values,
+        cell_labels: None,
     }
     .draw(temp.path())
     .map_err(|e| CliError::Usage(format!("cannot draw `{}`: {e}", path.display())))?;

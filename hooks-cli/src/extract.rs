@@ -120,14 +120,14 @@ impl From<RepeatsArg> for Repeats {
 
 /// `--dtype`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum DType {
+pub(crate) enum DType {
     F32,
     F16,
     Bf16,
 }
 
 impl DType {
-    fn kind(self) -> Kind {
+    pub(crate) fn kind(self) -> Kind {
         match self {
             DType::F32 => Kind::Float,
             DType::F16 => Kind::Half,
@@ -192,7 +192,7 @@ fn model_dir(model: Option<&Path>) -> Result<PathBuf, CliError> {
 /// The samples as the engine's items: texts tokenized (and truncated to `max_length`, special
 /// tokens kept) by the folder's tokenizer, ids as given (the engine truncates them); and how many
 /// texts were cut.
-fn tokenize(samples: &[Sample], dir: &Path, max_length: usize) -> Result<(Vec<Item>, usize), CliError> {
+pub(crate) fn tokenize(samples: &[Sample], dir: &Path, max_length: usize) -> Result<(Vec<Item>, usize), CliError> {
     let texts: Vec<&str> = samples
         .iter()
         .filter_map(|s| match s {
@@ -222,7 +222,7 @@ fn tokenize(samples: &[Sample], dir: &Path, max_length: usize) -> Result<(Vec<It
 }
 
 /// Every id given in the input must be one the model embeds; the error names the line.
-fn check_vocabulary(samples: &[Sample], input: &str, vocab_size: usize) -> Result<(), CliError> {
+pub(crate) fn check_vocabulary(samples: &[Sample], input: &str, vocab_size: usize) -> Result<(), CliError> {
     for sample in samples {
         let Sample::Ids { ids, line } = sample else { continue };
         if let Some(id) = ids

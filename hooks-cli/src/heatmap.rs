@@ -22,6 +22,22 @@ pub struct Heatmap<'a> {
     pub columns: &'a [String],
     /// Row-major, `rows.len()` rows of `columns.len()` values.
     pub values: &'a [Vec<f64>],
+    /// Text for each cell instead of its value, laid out as `values` (the logit lens's top
+    /// tokens); cut to fit the cell. With it, cells are always large enough to hold text.
+    pub cell_labels: Option<&'a [Vec<String>]>,
+}
+
+/// The most characters of a cell label that fit a cell.
+const LABEL_CHARS: usize = 9;
+
+/// `text` cut to [`LABEL_CHARS`] characters, with `…` where it was cut.
+fn fit(text: &str) -> String {
+    if text.chars().count() <= LABEL_CHARS {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(LABEL_CHARS - 1).collect();
+    cut.push('…');
+    cut
 }
 
 impl Heatmap<'_> {
@@ -39,7 +55,11 @@ impl Heatmap<'_> {
             .map_err(|_| fail(&"the embedded font is not a valid TrueType font"))?;
         let (rows, cols) = (m.rows.len(), m.columns.len());
         let longest = |names: &[String]| names.iter().map(|n| n.chars().count()).max().unwrap_or(1) as u32;
-        let cell: u32 = if rows.max(cols) <= 16 { 64 } else { 28 };
+        let cell: u32 = if rows.max(cols) <= 16 || m.cell_labels.is_some() {
+            64
+        } else {
+            28
+        };
         let label_px = |chars: u32| 20 + chars * 8;
         let (left, bottom) = (label_px(longest(m.rows)), label_px(longest(m.columns)));
         let (title_h, bar_w, pad) = (60, 110, 20);
@@ -121,7 +141,11 @@ impl Heatmap<'_> {
                             text_anchor::HPos::Center,
                             text_anchor::VPos::Center,
                         ));
-                        let text = Text::new(format!("{v:.2}"), centre(i, j), style);
+                        let label = match m.cell_labels.and_then(|l| l.get(i)).and_then(|row| row.get(j)) {
+                            Some(label) => fit(label),
+                            None => format!("{v:.2}"),
+                        };
+                        let text = Text::new(label, centre(i, j), style);
                         root.draw(&text).map_err(|e| fail(&e))?;
                     }
                 }

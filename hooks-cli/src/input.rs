@@ -61,20 +61,10 @@ pub fn read(path: Option<&Path>, format: InputFormat) -> Result<Input, CliError>
         }
         None => ("the bundled sentences".to_owned(), DEFAULT_INPUT.as_bytes().to_vec()),
     };
-    let contents = contents.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&contents);
-    // The text after the last newline is a line only when it is not empty.
-    let contents = contents.strip_suffix(b"\n").unwrap_or(contents);
+    let Lines { lines, blank } = non_blank_lines(&contents, &name)?;
     let mut samples = Vec::new();
-    let mut blank = Vec::new();
-    for (index, raw) in contents.split(|&b| b == b'\n').enumerate() {
-        let line_no = index + 1;
+    for (line_no, line) in lines {
         let bad = |why: String| CliError::Input(format!("{name}, line {line_no}: {why}"));
-        let line = std::str::from_utf8(raw).map_err(|_| bad("not valid UTF-8; save the file as UTF-8".into()))?;
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
-            blank.push(line_no);
-            continue;
-        }
         samples.push(parse_line(line, line_no, format).map_err(bad)?);
     }
     if samples.is_empty() {
@@ -92,6 +82,38 @@ pub fn read(path: Option<&Path>, format: InputFormat) -> Result<Input, CliError>
         )
     });
     Ok(Input { samples, note })
+}
+
+/// A file's non-blank lines, with their 1-based numbers, and the numbers of its blank ones.
+pub struct Lines<'a> {
+    /// `(number, line)`, in file order, without `\r`.
+    pub lines: Vec<(usize, &'a str)>,
+    /// The blank lines' numbers.
+    pub blank: Vec<usize>,
+}
+
+/// The lines of a UTF-8 file's `contents` (a leading byte-order mark dropped); `name` is the file
+/// as messages name it.
+pub fn non_blank_lines<'a>(contents: &'a [u8], name: &str) -> Result<Lines<'a>, CliError> {
+    let contents = contents.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(contents);
+    // The text after the last newline is a line only when it is not empty.
+    let contents = contents.strip_suffix(b"\n").unwrap_or(contents);
+    let (mut lines, mut blank) = (Vec::new(), Vec::new());
+    for (index, raw) in contents.split(|&b| b == b'\n').enumerate() {
+        let line_no = index + 1;
+        let line = std::str::from_utf8(raw).map_err(|_| {
+            CliError::Input(format!(
+                "{name}, line {line_no}: not valid UTF-8; save the file as UTF-8"
+            ))
+        })?;
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            blank.push(line_no);
+        } else {
+            lines.push((line_no, line));
+        }
+    }
+    Ok(Lines { lines, blank })
 }
 
 fn parse_line(line: &str, line_no: usize, format: InputFormat) -> Result<Sample, String> {

@@ -18,6 +18,7 @@ mod folder;
 mod heatmap;
 mod input;
 mod inspect;
+mod lens;
 mod pool;
 mod signals;
 
@@ -30,7 +31,7 @@ use clap::{Parser, Subcommand};
 use crate::error::CliError;
 
 /// See inside transformer checkpoints (BERT, GPT-2, Llama, Mistral, Qwen2, Qwen3, Gemma, GPT-NeoX):
-/// activations by transformers' own module names.
+/// activations by transformers' own module names, and what each layer predicts (the logit lens).
 #[derive(Debug, Parser)]
 #[command(name = "hooks", version, about, long_about = None)]
 struct Cli {
@@ -61,6 +62,10 @@ enum Command {
     /// Compare layers with CKA or SVCCA: one input's layers with one another, or two inputs'
     /// layers across; writes the matrix as CSV and, with --plot, a heatmap.
     Compare(compare::CompareArgs),
+    /// The logit lens: read each layer's residual through the model's own final norm and
+    /// unembedding; writes the top tokens, entropy and KL to the final layer per layer and
+    /// position to one .npz and, with --plot, the figure.
+    Lens(Box<lens::LensArgs>),
     /// Show each array of an .npz file: name, dtype, shape, bytes, min/max/mean.
     Inspect {
         /// The .npz file.
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
         Command::Extract(args) => extract::run(&args),
         Command::Merge { out, shards } => folder::merge(&out, &shards),
         Command::Inspect { path } => inspect::run(&path),
+        Command::Lens(args) => lens::run(&args),
         Command::Compare(args) => compare::run(&args),
     };
     match result {

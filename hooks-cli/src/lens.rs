@@ -1,0 +1,294 @@
+//! `hooks lens`: the logit lens over an input file, to one `.npz` and, with `--plot`, the figure.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use hooks::{save_npz, NpzArray};
+use hooks_models::lens::{logit_lens, Lens, LensOptions, Target};
+use hooks_models::{ModelError, Tokenizer};
+
+use crate::compare::temp_beside;
+use crate::error::CliError;
+use crate::extract::{check_vocabulary, parse_device, tokenize, DType};
+use crate::heatmap::Heatmap;
+use crate::input::{self, InputFormat};
+use crate::signals;
+
+/// Options of `hooks lens`.
+#[derive(Debug, clap::Args)]
+pub struct LensArgs {
+    /// A Hugging Face causal LM folder (config.json, model.safetensors, and tokenizer.json for
+    /// text input and decoded plot labels).
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// Text lines, JSONL with a `text` field, or JSONL with `input_ids` lists, as `extract`
+    /// reads them.
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// How to read each line: auto, text or jsonl (as `extract`).
+    #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
+    input_format: InputFormat,
+    /// The `.npz` to write: `layers`, `input_ids`, `attention_mask`, `top_ids`, `top_probs`,
+    /// `entropy`, `kl_to_final` (and `target_prob`, `target_rank` with --targets).
+    #[arg(long, value_name = "LENS.npz")]
+    out: PathBuf,
+    /// Comma-separated layers to read (paths or globs of residual-stream layers: the embedding
+    /// and block outputs). Default: the embedding's output and every block's output.
+    #[arg(long, value_name = "LIST")]
+    layers: Option<String>,
+    /// How many of the most probable tokens to keep per layer and position.
+    #[arg(long, default_value_t = 10, value_name = "K")]
+    top_k: u64,
+    /// One target per non-blank input line: a token id (the same at every position), or a JSON
+    /// list of one id per token of the input.
+    #[arg(long, value_name = "FILE")]
+    targets: Option<PathBuf>,
+    /// Draw the logit-lens figure of one sample: layers x positions, each cell its top token,
+    /// coloured by its probability.
+    #[arg(long, value_name = "P.png")]
+    plot: Option<PathBuf>,
+    /// Which sample --plot draws (from 0, in input order).
+    #[arg(long, default_value_t = 0, value_name = "I")]
+    plot_sample: usize,
+    /// Samples per forward pass (sorted by length, each batch padded to its own longest).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+    /// Truncate inputs to N tokens. Default: the model's maximum.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_length: Option<u64>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// The dtype the model runs in; the distributions are computed in float32 from its logits.
+    #[arg(long, value_enum, default_value_t = DType::F32)]
+    dtype: DType,
+}
+
+/// `hooks lens`.
+pub fn run(args: &LensArgs) -> Result<(), CliError> {
+    let start = Instant::now();
+    check_outputs(args)?;
+    let device = parse_device(&args.device)?;
+    let input = input::read(Some(&args.input), args.input_format)?;
+    let samples = input.samples;
+    let input_name = format!("`{}`", args.input.display());
+    if args.plot.is_some() && args.plot_sample >= samples.len() {
+        return Err(CliError::Usage(format!(
+            "`--plot-sample {}`: {input_name} has {} samples, numbered from 0",
+            args.plot_sample,
+            samples.len()
+        )));
+    }
+    let model = hooks_models::load(&args.model, device, args.dtype.kind())?;
+    if model.readout().is_none() {
+        return Err(ModelError::NoReadout {
+            model_type: model.model_type(),
+        }
+        .into());
+    }
+    check_vocabulary(&samples, &input_name, model.vocab_size())?;
+    let max_length = args
+        .max_length
+        .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX))
+        .min(model.max_length());
+    let (items, cut) = tokenize(&samples, &args.model, max_length)?;
+    let targets = args
+        .targets
+        .as_deref()
+        .map(|path| read_targets(path, samples.len()))
+        .transpose()?;
+    let layers: Vec<&str> = args
+        .layers
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let interrupt = signals::Interrupt::install()?;
+    let options = LensOptions {
+        top_k: usize::try_from(args.top_k).unwrap_or(usize::MAX),
+        batch_size: usize::try_from(args.batch_size).unwrap_or(usize::MAX),
+        max_length: Some(max_length),
+        targets,
+        interrupt: Some(interrupt.flag()),
+    };
+    let lens = match logit_lens(&*model, &items, &layers, &options) {
+        Err(ModelError::Capture(hooks::Error::Interrupted)) => return Err(interrupt.error("nothing was written")),
+        Err(ModelError::InvalidArgument {
+            name: "targets",
+            reason,
+        }) => {
+            let file = args.targets.as_deref().unwrap_or(Path::new("")).display();
+            return Err(CliError::Input(format!("--targets `{file}`: {reason}")));
+        }
+        Err(ModelError::InvalidArgument { name: "top_k", reason }) => {
+            return Err(CliError::Usage(format!("`--top-k {}` {reason}", args.top_k)))
+        }
+        other => other?,
+    };
+    // Drawn first, beside its path: a failed plot leaves no file at all.
+    let plot = match &args.plot {
+        Some(path) => Some((path, draw(&lens, args.plot_sample, &args.model, path)?)),
+        None => None,
+    };
+    let written = write(&lens, &args.out)?;
+    if let Some((path, temp)) = plot {
+        if let Err(e) = temp.persist(path) {
+            let _ = fs::remove_file(&written);
+            return Err(CliError::Usage(format!(
+                "cannot write `{}`: {}",
+                path.display(),
+                e.error
+            )));
+        }
+    }
+    let size = lens.top_ids.size();
+    out!(
+        "read {} samples x {} layers (top {}) through the model's final norm and unembedding in {:.1} s -> {}",
+        size[0],
+        size[1],
+        size[3],
+        start.elapsed().as_secs_f64(),
+        written.display()
+    )?;
+    if let Some(note) = input.note {
+        eprintln!("note: {note}");
+    }
+    if cut > 0 {
+        eprintln!(
+            "note: {cut} of {} texts were longer than {max_length} tokens and were cut to it",
+            samples.len()
+        );
+    }
+    if interrupt.raised() {
+        return Err(interrupt.error("the file was written whole before stopping"));
+    }
+    Ok(())
+}
+
+/// `--out` must be an `.npz` file, and `--plot` a `.png` of its own.
+fn check_outputs(args: &LensArgs) -> Result<(), CliError> {
+    let is = |path: &Path, ext: &str| path.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext));
+    if !is(&args.out, "npz") || args.out.is_dir() {
+        return Err(CliError::Usage(format!(
+            "`--out {}`: the lens writes one .npz file; give a file path ending in .npz",
+            args.out.display()
+        )));
+    }
+    if let Some(plot) = &args.plot {
+        if !is(plot, "png") || plot.is_dir() {
+            return Err(CliError::Usage(format!(
+                "`--plot {}`: the figure is a PNG; give a file path ending in .png",
+                plot.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `--targets`: one line per non-blank input line, each a token id or a JSON list of ids.
+fn read_targets(path: &Path, samples: usize) -> Result<Vec<Target>, CliError> {
+    let name = format!("--targets `{}`", path.display());
+    let bytes = fs::read(path).map_err(|e| CliError::Input(format!("cannot read `{}`: {e}", path.display())))?;
+    let lines = input::non_blank_lines(&bytes, &name)?.lines;
+    if lines.len() != samples {
+        return Err(CliError::Input(format!(
+            "{name} has {} non-blank lines for {samples} input samples; give one target per input line",
+            lines.len()
+        )));
+    }
+    lines
+        .into_iter()
+        .map(|(line_no, line)| {
+            let bad = || {
+                CliError::Input(format!(
+                    "{name}, line {line_no}: `{}` is neither a token id nor a JSON list of ids; write `42` or `[5, 17, 42]`",
+                    line.trim()
+                ))
+            };
+            match serde_json::from_str::<serde_json::Value>(line).map_err(|_| bad())? {
+                serde_json::Value::Number(n) => n.as_i64().map(Target::Every).ok_or_else(bad),
+                serde_json::Value::Array(ids) => ids
+                    .iter()
+                    .map(serde_json::Value::as_i64)
+                    .collect::<Option<Vec<i64>>>()
+                    .map(Target::PerPosition)
+                    .ok_or_else(bad),
+                _ => Err(bad()),
+            }
+        })
+        .collect()
+}
+
+/// The `.npz`, written atomically; returns its path.
+fn write(lens: &Lens, out: &Path) -> Result<PathBuf, CliError> {
+    let mut arrays = vec![
+        ("layers", NpzArray::Strings(&lens.layers)),
+        ("input_ids", NpzArray::Tensor(&lens.input_ids)),
+        ("attention_mask", NpzArray::Tensor(&lens.attention_mask)),
+        ("top_ids", NpzArray::Tensor(&lens.top_ids)),
+        ("top_probs", NpzArray::Tensor(&lens.top_probs)),
+        ("entropy", NpzArray::Tensor(&lens.entropy)),
+        ("kl_to_final", NpzArray::Tensor(&lens.kl_to_final)),
+    ];
+    if let (Some(prob), Some(rank)) = (&lens.target_prob, &lens.target_rank) {
+        arrays.push(("target_prob", NpzArray::Tensor(prob)));
+        arrays.push(("target_rank", NpzArray::Tensor(rank)));
+    }
+    Ok(save_npz(arrays, out)?)
+}
+
+/// The canonical logit-lens figure of sample `index` into a temporary PNG beside `path`: one row
+/// per layer (the last at the top), one column per position (labelled with its input token), each
+/// cell the layer's top next-token prediction there, coloured by its probability.
+fn draw(lens: &Lens, index: usize, model_dir: &Path, path: &Path) -> Result<tempfile::NamedTempFile, CliError> {
+    let i = i64::try_from(index).unwrap_or(i64::MAX);
+    let length = lens.attention_mask.get(i).sum(tch::Kind::Int64).int64_value(&[]);
+    let ids: Vec<i64> = Vec::try_from(lens.input_ids.get(i).narrow(0, 0, length))
+        .map_err(|e| CliError::Usage(format!("cannot draw `{}`: {e}", path.display())))?;
+    let tokenizer = Tokenizer::from_dir(model_dir).ok();
+    let label = |ids: &[i64]| -> Vec<String> {
+        let tokens = tokenizer.as_ref().map(|t| t.tokens(ids)).unwrap_or_default();
+        ids.iter()
+            .enumerate()
+            .map(|(p, id)| match tokens.get(p) {
+                Some(Some(token)) => token.clone(),
+                _ => format!("#{id}"),
+            })
+            .collect()
+    };
+    let columns: Vec<String> = label(&ids)
+        .into_iter()
+        .enumerate()
+        .map(|(p, t)| format!("{p} {t}"))
+        .collect();
+    let layers = lens.layers.len();
+    let (mut values, mut cells) = (Vec::with_capacity(layers), Vec::with_capacity(layers));
+    for l in (0..layers).rev() {
+        let l = i64::try_from(l).unwrap_or(0);
+        let top = |t: &tch::Tensor| t.get(i).get(l).narrow(0, 0, length).select(1, 0);
+        let probs: Vec<f64> = Vec::<f32>::try_from(top(&lens.top_probs))
+            .map_err(|e| CliError::Usage(format!("cannot draw `{}`: {e}", path.display())))?
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let best: Vec<i64> = Vec::try_from(top(&lens.top_ids))
+            .map_err(|e| CliError::Usage(format!("cannot draw `{}`: {e}", path.display())))?;
+        values.push(probs);
+        cells.push(label(&best));
+    }
+    let rows: Vec<String> = lens.layers.iter().rev().cloned().collect();
+    let temp = temp_beside(path, ".png")?;
+    Heatmap {
+        title: &format!("Logit lens, sample {index}: top next token and its probability"),
+        rows: &rows,
+        columns: &columns,
+        values: &values,
+        cell_labels: Some(&cells),
+    }
+    .draw(temp.path())
+    .map_err(|e| CliError::Usage(format!("cannot draw `{}`: {e}", path.display())))?;
+    Ok(temp)
+}
