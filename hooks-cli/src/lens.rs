@@ -87,7 +87,14 @@ pub fn run(args: &LensArgs) -> Result<(), CliError> {
         }
         .into());
     }
-    check_vocabulary(&samples, &input_name, model.vocab_size())?;
+    let vocab = model.vocab_size();
+    if args.top_k == 0 || usize::try_from(args.top_k).map_or(true, |k| k > vocab) {
+        return Err(CliError::Usage(format!(
+            "`--top-k {}`: give a K from 1 to the model's vocabulary size, {vocab}",
+            args.top_k
+        )));
+    }
+    check_vocabulary(&samples, &input_name, vocab)?;
     let max_length = args
         .max_length
         .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX))
@@ -122,9 +129,6 @@ pub fn run(args: &LensArgs) -> Result<(), CliError> {
         }) => {
             let file = args.targets.as_deref().unwrap_or(Path::new("")).display();
             return Err(CliError::Input(format!("--targets `{file}`: {reason}")));
-        }
-        Err(ModelError::InvalidArgument { name: "top_k", reason }) => {
-            return Err(CliError::Usage(format!("`--top-k {}` {reason}", args.top_k)))
         }
         other => other?,
     };
