@@ -3,7 +3,8 @@ sample alone, and compared with the `.npz` that `hooks lens` wrote. Steps run in
 by `+`:
 
     compare MODEL_DIR INPUT.jsonl OURS.npz K LAYERS [TARGETS]
-                             prints one JSON line (below)
+                             prints one JSON line (below); LAYERS `-` reads the layers OURS
+                             names
     wide-vocab DIR           saves a random Llama with a 50,000-token vocabulary and 12 layers
     base-model SRC DIR       copies the causal-LM folder SRC as `LlamaModel.save_pretrained`
                              writes a base model: no `lm_head.weight`, no `model.` prefix,
@@ -58,12 +59,13 @@ def read_targets(path, lengths):
 
 def compare(model_dir, inputs, ours_path, k, layers, targets_path=None):
     k = int(k)
-    layers = layers.split(",")
+    ours = np.load(ours_path)
+    # `-`: the layers the file says it read (their values are still computed here).
+    layers = [str(x) for x in ours["layers"]] if layers == "-" else layers.split(",")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.eval()
     with open(inputs) as f:
         samples = [json.loads(line)["input_ids"] for line in f if line.strip()]
-    ours = np.load(ours_path)
     lengths = [len(s) for s in samples]
     targets = read_targets(targets_path, lengths) if targets_path else None
     norm, head = final_norm(model), model.get_output_embeddings()
