@@ -590,3 +590,53 @@ fn is_capturing_counts_only_enabled_live_stores() {
     assert!(!points.probs.is_capturing(), "dropped while another store is on");
     assert!(points.other.is_capturing());
 }
+
+/// String arrays (the layer names a lens file carries) are numpy's own `<U{n}`, both ways; a
+/// file with strings is refused by `load_activations` with a pointer to `load_npz`.
+#[test]
+fn npz_string_arrays_are_numpy_unicode() {
+    let Some(python) = hooks_test_support::python() else {
+        return;
+    };
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/npz_interop.py");
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = ["model.embed_tokens", "", "héllo wörld", "🎉 emoji", "tab\there"]
+        .map(String::from)
+        .to_vec();
+    let values = Tensor::from_slice(&[0.5f32, 0.25]);
+    let empty = vec![String::new(), String::new()];
+    let path = hooks::save_npz(
+        [
+            ("layers", hooks::NpzArray::Strings(&names)),
+            ("values", hooks::NpzArray::Tensor(&values)),
+            ("empty", hooks::NpzArray::Strings(&empty)),
+        ],
+        dir.path().join("strings.npz"),
+    )
+    .unwrap();
+    let dir_str = dir.path().to_str().unwrap();
+    let _ = hooks_test_support::run_python(&python, &script, &["strings", dir_str]);
+
+    let back = hooks::load_npz(&path).unwrap();
+    assert!(matches!(&back[0].1, hooks::NpzValue::Strings { strings, width: 18, .. } if *strings == names));
+    let err = load_activations(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("array `layers` holds strings") && err.contains("load_npz"),
+        "{err}"
+    );
+
+    let numpy = hooks::load_npz(dir.path().join("numpy_strings.npz")).unwrap();
+    let strings = |i: usize| match &numpy[i].1 {
+        hooks::NpzValue::Strings { shape, width, strings } => (shape.clone(), *width, strings.clone()),
+        hooks::NpzValue::Tensor(t) => panic!("{}: a tensor {t}", numpy[i].0),
+    };
+    assert_eq!(strings(0), (vec![5], 18, names));
+    let grid = ["a", "bc", "def", ""].map(String::from).to_vec();
+    assert_eq!(strings(1), (vec![2, 2], 3, grid));
+    assert_eq!(strings(2), (vec![2], 7, vec!["x".to_owned(), "y".to_owned()]));
+    // A NUL would not read back: refused before any file is made.
+    let nul = vec!["a\0b".to_owned()];
+    let err = hooks::save_npz([("x", hooks::NpzArray::Strings(&nul))], dir.path().join("nul.npz")).unwrap_err();
+    assert!(err.to_string().contains("NUL"), "{err}");
+    assert!(!dir.path().join("nul.npz").exists());
+}

@@ -2,14 +2,16 @@
 
 use std::path::Path;
 
+use hooks::NpzValue;
 use tch::Kind;
 
 use crate::error::CliError;
 
-/// Prints one line per array: name, dtype, shape, bytes, min / max / mean.
+/// Prints one line per array: name, dtype, shape, bytes, min / max / mean (for strings, the
+/// first few).
 pub fn run(path: &Path) -> Result<(), CliError> {
-    let acts = hooks::load_activations(path)?;
-    let width = acts.names().map(str::len).max().unwrap_or(4).max(4);
+    let arrays = hooks::load_npz(path)?;
+    let width = arrays.iter().map(|(name, _)| name.len()).max().unwrap_or(4).max(4);
     out!(
         "{:<width$}  {:<7} {:<18} {:>12}  {:>12} {:>12} {:>12}",
         "name",
@@ -21,7 +23,27 @@ pub fn run(path: &Path) -> Result<(), CliError> {
         "mean"
     )?;
     let mut total = 0usize;
-    for (name, t) in &acts {
+    for (name, value) in &arrays {
+        let t = match value {
+            NpzValue::Tensor(t) => t,
+            NpzValue::Strings {
+                shape,
+                width: chars,
+                strings,
+            } => {
+                let bytes = 4 * chars * strings.len();
+                total += bytes;
+                let shown: Vec<&str> = strings.iter().take(3).map(String::as_str).collect();
+                let more = if strings.len() > 3 { ", ..." } else { "" };
+                out!(
+                    "{name:<width$}  {:<7} {:<18} {bytes:>12}  {}{more}",
+                    format!("<U{chars}"),
+                    format!("{shape:?}"),
+                    shown.join(", "),
+                )?;
+                continue;
+            }
+        };
         let bytes = t.numel() * t.kind().elt_size_in_bytes();
         total += bytes;
         let (min, max, mean) = if t.numel() == 0 {
@@ -41,7 +63,7 @@ pub fn run(path: &Path) -> Result<(), CliError> {
             format!("{:?}", t.size())
         )?;
     }
-    out!("{} arrays, {} bytes of data in {}", acts.len(), total, path.display())?;
+    out!("{} arrays, {} bytes of data in {}", arrays.len(), total, path.display())?;
     Ok(())
 }
 

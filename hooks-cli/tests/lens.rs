@@ -228,6 +228,14 @@ fn chosen_layers_are_read_and_named_in_order() {
         "100",
     ]);
     assert!(run.status.success(), "{}", stderr(&run));
+    // `hooks inspect` shows the names as numpy does.
+    let inspect = hooks_cmd(&["inspect", arg(&out)]);
+    let listing = String::from_utf8_lossy(&inspect.stdout);
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    assert!(
+        listing.lines().any(|l| l.starts_with("layers") && l.contains("<U24") && l.contains("[2]")),
+        "{listing}"
+    );
     let layers = "model.layers.1,model.layers.0.self_attn";
     let report = hooks_test_support::run_python(
         &python,

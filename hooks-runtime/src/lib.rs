@@ -36,7 +36,7 @@ pub use extract::{
 pub use hook::{CaptureOutput, Hook, HookPoint};
 pub use hookable::{Hookable, LayerTree, Walker};
 pub use intervene::{Intervention, Interventions};
-pub use npz::{load_activations, save_activations, save_npz, NpzArray};
+pub use npz::{load_activations, load_npz, save_activations, save_npz, NpzArray, NpzValue};
 pub use path::{LayerPath, Prefix, INPUT_SUFFIX};
 pub use pool::Pool;
 pub use registry::{registry, Registration};

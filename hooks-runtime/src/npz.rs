@@ -199,6 +199,47 @@ fn keep_mode_of(path: &Path, file: &File) -> io::Result<()> {
 /// or holds a dtype tch has no kind for.
 pub fn load_activations(path: impl AsRef<Path>) -> Result<Activations> {
     let path = path.as_ref();
+    let mut out = Activations::new();
+    for (name, value) in load_npz(path)? {
+        match value {
+            NpzValue::Tensor(tensor) => out.insert(name, tensor),
+            NpzValue::Strings { .. } => {
+                return Err(Error::BadFile {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "array `{name}` holds strings (numpy unicode), not numbers; read the file with `load_npz`"
+                    ),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One array read by [`load_npz`].
+#[derive(Debug)]
+pub enum NpzValue {
+    /// Numbers, as [`load_activations`] reads them.
+    Tensor(Tensor),
+    /// numpy's fixed-width unicode (`<U{width}`).
+    Strings {
+        /// The array's shape (`[n]` for a list of names).
+        shape: Vec<usize>,
+        /// The `n` of `<U{n}`: characters per element, padding included.
+        width: usize,
+        /// Each element without its padding, in C order.
+        strings: Vec<String>,
+    },
+}
+
+/// Reads every array of an `.npz` file, numbers as CPU tensors and numpy unicode arrays as
+/// strings, in file order: what [`save_npz`] writes, or numpy's `savez`.
+///
+/// # Errors
+///
+/// As [`load_activations`].
+pub fn load_npz(path: impl AsRef<Path>) -> Result<Vec<(String, NpzValue)>> {
+    let path = path.as_ref();
     let file = File::open(path).map_err(|source| io_error("cannot open", path, source))?;
     let bad = |reason: String| Error::BadFile {
         path: path.to_owned(),
@@ -206,10 +247,10 @@ pub fn load_activations(path: impl AsRef<Path>) -> Result<Activations> {
     };
     let mut npz = NpzReader::new(BufReader::new(file)).map_err(|e| bad(format!("not an .npz file ({e})")))?;
     let names = npz.names().map_err(|e| bad(e.to_string()))?;
-    let mut out = Activations::new();
+    let mut out = Vec::with_capacity(names.len());
     for (index, name) in names.into_iter().enumerate() {
-        let tensor = read_array(&mut npz, index).map_err(|e| bad(format!("array `{name}`: {e}")))?;
-        out.insert(name, tensor);
+        let value = read_array(&mut npz, index).map_err(|e| bad(format!("array `{name}`: {e}")))?;
+        out.push((name, value));
     }
     Ok(out)
 }
@@ -427,13 +468,13 @@ unsafe fn view<T>(t: &Tensor) -> ArrayViewD<'_, T> {
     unsafe { ArrayViewD::from_shape_ptr(IxDyn(&shape), ptr.cast_const()) }
 }
 
-fn read_array(npz: &mut NpzReader<BufReader<File>>, index: usize) -> std::result::Result<Tensor, String> {
+fn read_array(npz: &mut NpzReader<BufReader<File>>, index: usize) -> std::result::Result<NpzValue, String> {
     // ndarray-npy reads into a concrete element type and rejects the wrong one by its header
     // before reading data, so trying each type in turn costs a header parse per miss.
     macro_rules! try_as {
         ($($ty:ty),*) => {$(
             match npz.by_index::<ndarray::OwnedRepr<$ty>, IxDyn>(index) {
-                Ok(array) => return Ok(to_tensor(array)),
+                Ok(array) => return Ok(NpzValue::Tensor(to_tensor(array))),
                 Err(ReadNpzError::Npy(ndarray_npy::ReadNpyError::WrongDescriptor(_))) => {}
                 Err(e) => return Err(e.to_string()),
             }
@@ -441,10 +482,79 @@ fn read_array(npz: &mut NpzReader<BufReader<File>>, index: usize) -> std::result
     }
     try_as!(f32, f64, i64, i32, i16, i8, u8, bool);
     match npz.by_index::<ndarray::OwnedRepr<F16>, IxDyn>(index) {
-        Ok(array) => Ok(to_tensor(array.mapv(|F16(x)| x))),
+        Ok(array) => return Ok(NpzValue::Tensor(to_tensor(array.mapv(|F16(x)| x)))),
+        Err(ReadNpzError::Npy(ndarray_npy::ReadNpyError::WrongDescriptor(_))) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    match npz.by_index::<ndarray::OwnedRepr<NumpyString>, IxDyn>(index) {
+        Ok(array) => Ok(NpzValue::Strings {
+            shape: array.shape().to_vec(),
+            width: array.iter().next().map_or(0, |s| s.width),
+            strings: array.into_iter().map(|s| s.text).collect(),
+        }),
         Err(e) => Err(format!(
-            "unsupported dtype ({e}); supported: f32, f64, f16, i64, i32, i16, i8, u8, bool"
+            "unsupported dtype ({e}); supported: f32, f64, f16, i64, i32, i16, i8, u8, bool, and unicode strings"
         )),
+    }
+}
+
+/// An element of numpy's fixed-width unicode (`<U{n}`), read: its UTF-32LE characters up to the
+/// first NUL, and the array's `n`.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct NumpyString {
+    text: String,
+    width: usize,
+}
+
+impl ReadableElement for NumpyString {
+    fn read_to_end_exact_vec<R: io::Read>(
+        mut reader: R,
+        type_desc: &PyValue,
+        len: usize,
+    ) -> std::result::Result<Vec<Self>, ReadDataError> {
+        let width = match type_desc {
+            PyValue::String(desc) => desc
+                .strip_prefix("<U")
+                .or_else(|| desc.strip_prefix("|U"))
+                .and_then(|n| n.parse::<usize>().ok()),
+            _ => None,
+        }
+        .ok_or_else(|| ReadDataError::WrongDescriptor(type_desc.clone()))?;
+        if width == 0 {
+            return Ok(vec![NumpyString::default(); len]);
+        }
+        let mut bytes = vec![
+            0u8;
+            width
+                .checked_mul(4)
+                .and_then(|w| w.checked_mul(len))
+                .ok_or(ReadDataError::MissingData)?
+        ];
+        reader.read_exact(&mut bytes).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => ReadDataError::MissingData,
+            _ => ReadDataError::Io(e),
+        })?;
+        let mut extra = Vec::new();
+        let left = reader.read_to_end(&mut extra).map_err(ReadDataError::Io)?;
+        if left > 0 {
+            return Err(ReadDataError::ExtraBytes(left));
+        }
+        bytes
+            .chunks_exact(4 * width)
+            .take(len)
+            .map(|element| {
+                element
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .take_while(|&c| c != 0)
+                    .map(|c| {
+                        char::from_u32(c)
+                            .ok_or_else(|| ReadDataError::ParseData(format!("{c:#x} is not a character").into()))
+                    })
+                    .collect::<std::result::Result<String, _>>()
+                    .map(|text| NumpyString { text, width })
+            })
+            .collect()
     }
 }
 

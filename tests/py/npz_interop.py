@@ -3,6 +3,8 @@
 check DIR:  loads the files the Rust test wrote and checks dtype, shape and values against
             arrays computed here with numpy, independently of the Rust code.
 write DIR:  writes numpy.npz (np.savez) for the Rust test to read back.
+strings DIR: checks strings.npz (save_npz's unicode arrays) against numpy's own `np.array(list)`,
+            and writes numpy_strings.npz for the Rust test to read back.
 """
 import sys
 
@@ -56,5 +58,26 @@ def write(directory):
     np.savez_compressed(f"{directory}/compressed.npz", x=(a / 2).astype(np.float32))
 
 
+# What the Rust test writes with `save_npz`, and what numpy makes of the same lists.
+STRINGS = ["model.embed_tokens", "", "héllo wörld", "🎉 emoji", "tab\there"]
+
+
+def strings(directory):
+    with np.load(f"{directory}/strings.npz") as f:
+        assert f.files == ["layers", "values", "empty"], f.files
+        want = np.array(STRINGS)
+        assert f["layers"].dtype == want.dtype, (f["layers"].dtype, want.dtype)
+        assert f["layers"].tolist() == STRINGS, f["layers"]
+        assert f["values"].dtype == np.float32 and f["values"].tolist() == [0.5, 0.25]
+        assert f["empty"].dtype == np.array(["", ""]).dtype and f["empty"].tolist() == ["", ""]
+    np.savez(
+        f"{directory}/numpy_strings.npz",
+        names=np.array(STRINGS),
+        grid=np.array([["a", "bc"], ["def", ""]]),
+        padded=np.array(["x", "y"], dtype="<U7"),
+    )
+    print("numpy read the strings exactly")
+
+
 if __name__ == "__main__":
-    {"check": check, "write": write}[sys.argv[1]](sys.argv[2])
+    {"check": check, "write": write, "strings": strings}[sys.argv[1]](sys.argv[2])
