@@ -81,6 +81,57 @@ pub(crate) fn sliding_window_mask(attention_mask: &Tensor, kind: Kind, window: i
     )
 }
 
+/// The mask of a cached step: query `i` of row `b`, at position `query_positions[b, i]`,
+/// attends to key column `j` when the column holds a token (`key_valid[b, j]`) at a position not
+/// after the query's (and, with a `window`, less than `window` before it), `[B, 1, Tq, Tk]`.
+/// Positions, not columns, decide: a row's cache may hold padding columns between its tokens.
+pub(crate) fn positions_mask(
+    query_positions: &Tensor,
+    key_positions: &Tensor,
+    key_valid: &Tensor,
+    window: Option<i64>,
+    kind: Kind,
+) -> Mask {
+    let query = query_positions.unsqueeze(-1);
+    let key = key_positions.unsqueeze(1);
+    let mut allowed = key.le_tensor(&query).logical_and(&key_valid.unsqueeze(1));
+    if let Some(window) = window {
+        allowed = allowed.logical_and(&key.gt_tensor(&(&query - window)));
+    }
+    let allowed = allowed.unsqueeze(1);
+    Mask::Additive(
+        Tensor::zeros(allowed.size(), (kind, allowed.device()))
+            .masked_fill(&allowed.logical_not(), most_negative(kind)),
+    )
+}
+
+/// One attention layer's keys and values so far, `[B, kv_heads, Tk, head_dim]` each: its slot of
+/// a [`KvCache`](crate::KvCache).
+#[derive(Debug, Default)]
+pub(crate) struct KvSlot(Option<(Tensor, Tensor)>);
+
+impl KvSlot {
+    /// Appends this step's `key` and `value` `[B, kv_heads, Tq, d]` and returns every key and
+    /// value so far.
+    pub(crate) fn extend(&mut self, key: &Tensor, value: &Tensor) -> (Tensor, Tensor) {
+        let (key, value) = match &self.0 {
+            Some((k, v)) => (Tensor::cat(&[k, key], 2), Tensor::cat(&[v, value], 2)),
+            None => (key.shallow_clone(), value.shallow_clone()),
+        };
+        self.0 = Some((key.shallow_clone(), value.shallow_clone()));
+        (key, value)
+    }
+}
+
+/// A layer's keys and values for this forward: with a cache slot, everything so far; without,
+/// this forward's own.
+pub(crate) fn with_cache(slot: Option<&mut KvSlot>, key: Tensor, value: Tensor) -> (Tensor, Tensor) {
+    match slot {
+        Some(slot) => slot.extend(&key, &value),
+        None => (key, value),
+    }
+}
+
 /// Splits `[B, T, heads * head_dim]` into `[B, heads, T, head_dim]`.
 pub(crate) fn split_heads(x: &Tensor, heads: i64) -> Tensor {
     let size = x.size();

@@ -18,11 +18,14 @@ use tch::{Device, Kind, Tensor};
 
 use crate::activation::Activation;
 use crate::attention;
+use crate::attention::KvSlot;
 use crate::config::{self, ConfigFile};
 use crate::error::Result;
 use crate::layers::{linear, Init, RmsNorm, TokenEmbedding};
 use crate::rope::Rotation;
-use crate::text_model::{check_inputs, has_head, load_as, to_usize, Pretrained, Readout, TextModel};
+use crate::text_model::{
+    check_inputs, check_step, has_head, load_as, to_usize, KvCache, Pretrained, Readout, TextModel,
+};
 use crate::weights::Checkpoint;
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
 use crate::{Hook, HookPoint};
@@ -230,6 +233,14 @@ impl<C: DecoderConfig> CausalLm<C> {
     pub fn config(&self) -> &C {
         &self.config
     }
+
+    /// Runs `lm_head` on the last hidden state when a store captures it (nothing reads it
+    /// otherwise).
+    fn head_if_captured(&self, hidden: &Tensor) {
+        if let Some(lm_head) = self.lm_head.as_ref().filter(|head| head.is_capturing()) {
+            let _ = lm_head.forward(hidden);
+        }
+    }
 }
 
 impl<C: DecoderConfig> Pretrained for CausalLm<C> {
@@ -261,9 +272,35 @@ impl<C: DecoderConfig> TextModel for CausalLm<C> {
         let hidden = self
             .model
             .call_with(&ids, |m, ids| m.forward(ids, &mask, self.vs.kind()));
-        if let Some(lm_head) = self.lm_head.as_ref().filter(|head| head.is_capturing()) {
-            let _ = lm_head.forward(&hidden);
-        }
+        self.head_if_captured(&hidden);
+        Ok(hidden)
+    }
+
+    fn forward_cached(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        valid: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let spec = self.config.spec();
+        let (ids, positions, valid) = check_step(
+            input_ids,
+            positions,
+            valid,
+            spec.max_position_embeddings,
+            spec.vocab_size,
+            self.vs.device(),
+        )?;
+        let _no_grad = tch::no_grad_guard();
+        let kind = self.vs.kind();
+        let (key_positions, key_valid) = cache.advance(&positions, &valid)?;
+        let mask = attention::positions_mask(&positions, &key_positions, &key_valid, spec.sliding_window, kind);
+        let hidden = self.model.call_with(&ids, |m, ids| {
+            let rotation = Rotation::at(&m.inv_freq, &positions, kind);
+            m.run(ids, &rotation, &mask, Some(cache.slots(m.layers.len())))
+        });
+        self.head_if_captured(&hidden);
         Ok(hidden)
     }
 
@@ -337,14 +374,27 @@ impl DecoderModel {
     }
 
     fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor, kind: Kind) -> Tensor {
-        let mut hidden = self.embed_tokens.forward(input_ids);
         let rotation = Rotation::new(&self.inv_freq, input_ids.size()[1], kind);
         let mask = match self.sliding_window {
             None => attention::causal_padding_mask(attention_mask, kind),
             Some(window) => attention::sliding_window_mask(attention_mask, kind, window),
         };
+        self.run(input_ids, &rotation, &mask, None)
+    }
+
+    /// The layers over `input_ids`, each attention appending to its cache slot when given.
+    fn run(
+        &self,
+        input_ids: &Tensor,
+        rotation: &Rotation,
+        mask: &attention::Mask,
+        slots: Option<&mut [KvSlot]>,
+    ) -> Tensor {
+        let mut hidden = self.embed_tokens.forward(input_ids);
+        let mut slots = slots.map(|s| s.iter_mut());
         for layer in &self.layers {
-            hidden = layer.call_with(&hidden, |m, x| m.forward(x, &rotation, &mask));
+            let slot = slots.as_mut().and_then(Iterator::next);
+            hidden = layer.call_with(&hidden, |m, x| m.forward(x, rotation, mask, slot));
         }
         self.norm.forward(&hidden)
     }
@@ -376,9 +426,18 @@ impl DecoderLayer {
         }
     }
 
-    fn forward(&self, hidden: &Tensor, rotation: &Rotation, mask: &attention::Mask) -> Tensor {
+    fn forward(
+        &self,
+        hidden: &Tensor,
+        rotation: &Rotation,
+        mask: &attention::Mask,
+        slot: Option<&mut KvSlot>,
+    ) -> Tensor {
         let normed = self.input_layernorm.forward(hidden);
-        let hidden = hidden + self.self_attn.call_with(&normed, |m, x| m.forward(x, rotation, mask));
+        let hidden = hidden
+            + self
+                .self_attn
+                .call_with(&normed, |m, x| m.forward(x, rotation, mask, slot));
         let normed = self.post_attention_layernorm.forward(&hidden);
         &hidden + self.mlp.call_with(&normed, |m, x| m.forward(x))
     }
@@ -439,11 +498,18 @@ impl DecoderAttention {
         x.transpose(1, 2)
     }
 
-    fn forward(&self, hidden: &Tensor, rotation: &Rotation, mask: &attention::Mask) -> Tensor {
+    fn forward(
+        &self,
+        hidden: &Tensor,
+        rotation: &Rotation,
+        mask: &attention::Mask,
+        slot: Option<&mut KvSlot>,
+    ) -> Tensor {
         let query = self.heads_of(&self.q_proj.forward(hidden), self.heads, self.q_norm.as_ref());
         let key = self.heads_of(&self.k_proj.forward(hidden), self.kv_heads, self.k_norm.as_ref());
         let value = self.heads_of(&self.v_proj.forward(hidden), self.kv_heads, None);
         let (query, key) = (rotation.apply(&query), rotation.apply(&key));
+        let (key, value) = attention::with_cache(slot, key, value);
         let groups = self.heads / self.kv_heads;
         let (key, value) = (repeat_kv(&key, groups), repeat_kv(&value, groups));
         if self.attn_weights.is_capturing() {

@@ -123,6 +123,12 @@ pub enum ModelError {
         /// The model's `model_type`.
         model_type: &'static str,
     },
+    /// Decoding was asked of a model that is not a causal language model.
+    #[error("a `{model_type}` model is not a causal language model, so it cannot generate; use a decoder (Llama, Mistral, Qwen2, Qwen3, Gemma, GPT-NeoX, or GPT-2 saved as `GPT2LMHeadModel`)")]
+    NotCausal {
+        /// The model's `model_type`.
+        model_type: &'static str,
+    },
     /// An argument outside what a function takes (`top_k` of 0, targets that do not fit the
     /// inputs).
     #[error("invalid `{name}`: {reason}")]

@@ -16,10 +16,11 @@ use tch::{Device, Kind, Tensor};
 
 use crate::activation::Activation;
 use crate::attention;
+use crate::attention::KvSlot;
 use crate::config::{self, ArchConfig, ConfigFile, Invalid};
 use crate::error::Result;
 use crate::layers::{embedding, layer_norm, linear, Init};
-use crate::text_model::{check_inputs, load_as, to_usize, Pretrained, Readout, TextModel};
+use crate::text_model::{check_inputs, check_step, load_as, to_usize, KvCache, Pretrained, Readout, TextModel};
 use crate::weights::Checkpoint;
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
 use crate::{Hook, HookPoint};
@@ -230,13 +231,27 @@ impl Gpt2 {
 
     /// The forward pass on inputs already checked and on the model's device.
     fn run(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Tensor {
-        let _no_grad = tch::no_grad_guard();
         let len = input_ids.size()[1];
         let position_ids = Tensor::arange(len, (Kind::Int64, input_ids.device())).unsqueeze(0);
-        let mut hidden = self.wte.forward(input_ids) + self.wpe.forward(&position_ids);
         let mask = attention::causal_padding_mask(attention_mask, self.vs.kind());
+        self.run_at(input_ids, &position_ids, &mask, None)
+    }
+
+    /// The blocks over `input_ids` at `position_ids` (`[1, T]`, or each row's own `[B, T]`), each
+    /// attention appending to its cache slot when given.
+    fn run_at(
+        &self,
+        input_ids: &Tensor,
+        position_ids: &Tensor,
+        mask: &attention::Mask,
+        slots: Option<&mut [KvSlot]>,
+    ) -> Tensor {
+        let _no_grad = tch::no_grad_guard();
+        let mut hidden = self.wte.forward(input_ids) + self.wpe.forward(position_ids);
+        let mut slots = slots.map(|s| s.iter_mut());
         for block in &self.h {
-            hidden = block.call_with(&hidden, |m, x| m.forward(x, &mask));
+            let slot = slots.as_mut().and_then(Iterator::next);
+            hidden = block.call_with(&hidden, |m, x| m.forward(x, mask, slot));
         }
         self.ln_f.forward(&hidden)
     }
@@ -333,6 +348,15 @@ pub struct Gpt2LmHead {
 }
 
 impl Gpt2LmHead {
+    /// Runs `lm_head` on the last hidden state when a store captures it (nothing reads it
+    /// otherwise).
+    fn head_if_captured(&self, hidden: &Tensor) {
+        if self.lm_head.is_capturing() {
+            let _no_grad = tch::no_grad_guard();
+            let _ = self.lm_head.forward(hidden);
+        }
+    }
+
     /// A `GPT2LMHeadModel` of `config`'s shape with random weights, as [`Gpt2::new`] builds
     /// its body.
     ///
@@ -427,10 +451,32 @@ impl TextModel for Gpt2LmHead {
             gpt2.vs.device(),
         )?;
         let hidden = self.transformer.call_with(&ids, |m, ids| m.run(ids, &mask));
-        if self.lm_head.is_capturing() {
-            let _no_grad = tch::no_grad_guard();
-            let _ = self.lm_head.forward(&hidden);
-        }
+        self.head_if_captured(&hidden);
+        Ok(hidden)
+    }
+
+    fn forward_cached(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        valid: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let gpt2 = &self.transformer;
+        let (ids, positions, valid) = check_step(
+            input_ids,
+            positions,
+            valid,
+            gpt2.config.n_positions,
+            gpt2.config.vocab_size,
+            gpt2.vs.device(),
+        )?;
+        let (key_positions, key_valid) = cache.advance(&positions, &valid)?;
+        let mask = attention::positions_mask(&positions, &key_positions, &key_valid, None, gpt2.vs.kind());
+        let hidden = self.transformer.call_with(&ids, |m, ids| {
+            m.run_at(ids, &positions, &mask, Some(cache.slots(m.h.len())))
+        });
+        self.head_if_captured(&hidden);
         Ok(hidden)
     }
 
@@ -501,10 +547,10 @@ impl Gpt2Block {
         }
     }
 
-    fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
+    fn forward(&self, hidden: &Tensor, mask: &attention::Mask, slot: Option<&mut KvSlot>) -> Tensor {
         let attn = self
             .attn
-            .call_with(&self.ln_1.forward(hidden), |m, x| m.forward(x, mask));
+            .call_with(&self.ln_1.forward(hidden), |m, x| m.forward(x, mask, slot));
         let hidden = attn + hidden;
         let mlp = self.mlp.call_with(&self.ln_2.forward(&hidden), |m, x| m.forward(x));
         hidden + mlp
@@ -548,11 +594,12 @@ impl Gpt2Attention {
         }
     }
 
-    fn forward(&self, hidden: &Tensor, mask: &attention::Mask) -> Tensor {
+    fn forward(&self, hidden: &Tensor, mask: &attention::Mask, slot: Option<&mut KvSlot>) -> Tensor {
         let qkv = self.c_attn.forward(hidden);
         let width = qkv.size()[2] / 3;
         let parts = qkv.split(width, 2);
         let [query, key, value] = [&parts[0], &parts[1], &parts[2]].map(|t| attention::split_heads(t, self.heads));
+        let (key, value) = attention::with_cache(slot, key, value);
         if self.attn_weights.is_capturing() {
             self.attn_weights
                 .observe(&attention::probabilities(&query, &key, mask, self.scaling, false));

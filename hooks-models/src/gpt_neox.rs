@@ -17,11 +17,14 @@ use tch::{Device, Kind, Tensor};
 
 use crate::activation::Activation;
 use crate::attention;
+use crate::attention::KvSlot;
 use crate::config::{self, ArchConfig, ConfigFile, Invalid};
 use crate::error::Result;
 use crate::layers::{embedding, layer_norm, linear, Init};
 use crate::rope::{RopeParameters, Rotation};
-use crate::text_model::{check_inputs, has_head, load_as, to_usize, Pretrained, Readout, TextModel};
+use crate::text_model::{
+    check_inputs, check_step, has_head, load_as, to_usize, KvCache, Pretrained, Readout, TextModel,
+};
 use crate::weights::Checkpoint;
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
 use crate::{Hook, HookPoint};
@@ -196,6 +199,14 @@ impl GptNeox {
         load_as(dir.as_ref(), device, kind)
     }
 
+    /// Runs `lm_head` on the last hidden state when a store captures it (nothing reads it
+    /// otherwise).
+    fn head_if_captured(&self, hidden: &Tensor) {
+        if let Some(lm_head) = self.lm_head.as_ref().filter(|head| head.is_capturing()) {
+            let _ = lm_head.forward(hidden);
+        }
+    }
+
     /// The model; `untied_head` says whether an untied `lm_head` is built (a tied one always is).
     fn build(config: GptNeoxConfig, device: Device, kind: Kind, init: Init, untied_head: bool) -> Result<GptNeox> {
         let mut vs = nn::VarStore::new(device);
@@ -253,9 +264,34 @@ impl TextModel for GptNeox {
         let hidden = self
             .gpt_neox
             .call_with(&ids, |m, ids| m.forward(ids, &mask, self.vs.kind()));
-        if let Some(lm_head) = self.lm_head.as_ref().filter(|head| head.is_capturing()) {
-            let _ = lm_head.forward(&hidden);
-        }
+        self.head_if_captured(&hidden);
+        Ok(hidden)
+    }
+
+    fn forward_cached(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        valid: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let (ids, positions, valid) = check_step(
+            input_ids,
+            positions,
+            valid,
+            self.config.max_position_embeddings,
+            self.config.vocab_size,
+            self.vs.device(),
+        )?;
+        let _no_grad = tch::no_grad_guard();
+        let kind = self.vs.kind();
+        let (key_positions, key_valid) = cache.advance(&positions, &valid)?;
+        let mask = attention::positions_mask(&positions, &key_positions, &key_valid, None, kind);
+        let hidden = self.gpt_neox.call_with(&ids, |m, ids| {
+            let rotation = Rotation::at(&m.inv_freq, &positions, kind);
+            m.run(ids, &rotation, &mask, Some(cache.slots(m.layers.len())))
+        });
+        self.head_if_captured(&hidden);
         Ok(hidden)
     }
 
@@ -329,11 +365,24 @@ impl GptNeoxModel {
     }
 
     fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor, kind: Kind) -> Tensor {
-        let mut hidden = self.embed_in.forward(input_ids);
         let rotation = Rotation::new(&self.inv_freq, input_ids.size()[1], kind);
         let mask = attention::causal_padding_mask(attention_mask, kind);
+        self.run(input_ids, &rotation, &mask, None)
+    }
+
+    /// The layers over `input_ids`, each attention appending to its cache slot when given.
+    fn run(
+        &self,
+        input_ids: &Tensor,
+        rotation: &Rotation,
+        mask: &attention::Mask,
+        slots: Option<&mut [KvSlot]>,
+    ) -> Tensor {
+        let mut hidden = self.embed_in.forward(input_ids);
+        let mut slots = slots.map(|s| s.iter_mut());
         for layer in &self.layers {
-            hidden = layer.call_with(&hidden, |m, x| m.forward(x, &rotation, &mask));
+            let slot = slots.as_mut().and_then(Iterator::next);
+            hidden = layer.call_with(&hidden, |m, x| m.forward(x, rotation, mask, slot));
         }
         self.final_layer_norm.forward(&hidden)
     }
@@ -366,9 +415,17 @@ impl GptNeoxLayer {
         }
     }
 
-    fn forward(&self, hidden: &Tensor, rotation: &Rotation, mask: &attention::Mask) -> Tensor {
+    fn forward(
+        &self,
+        hidden: &Tensor,
+        rotation: &Rotation,
+        mask: &attention::Mask,
+        slot: Option<&mut KvSlot>,
+    ) -> Tensor {
         let normed = self.input_layernorm.forward(hidden);
-        let attn = self.attention.call_with(&normed, |m, x| m.forward(x, rotation, mask));
+        let attn = self
+            .attention
+            .call_with(&normed, |m, x| m.forward(x, rotation, mask, slot));
         if self.parallel_residual {
             let mlp = self
                 .mlp
@@ -418,14 +475,22 @@ impl GptNeoxAttention {
         }
     }
 
-    fn forward(&self, hidden: &Tensor, rotation: &Rotation, mask: &attention::Mask) -> Tensor {
+    fn forward(
+        &self,
+        hidden: &Tensor,
+        rotation: &Rotation,
+        mask: &attention::Mask,
+        slot: Option<&mut KvSlot>,
+    ) -> Tensor {
         let qkv = self.query_key_value.forward(hidden);
         let size = qkv.size();
         let qkv = qkv
             .view([size[0], size[1], self.heads, 3 * self.head_size])
             .transpose(1, 2);
         let parts = qkv.chunk(3, -1);
-        let (query, key, value) = (rotation.apply(&parts[0]), rotation.apply(&parts[1]), &parts[2]);
+        let (query, key) = (rotation.apply(&parts[0]), rotation.apply(&parts[1]));
+        let (key, value) = attention::with_cache(slot, key, parts[2].shallow_clone());
+        let value = &value;
         if self.attn_weights.is_capturing() {
             self.attn_weights
                 .observe(&attention::probabilities(&query, &key, mask, self.scaling, true));

@@ -129,7 +129,8 @@ impl RopeParameters {
     }
 }
 
-/// The rotation of a forward: `cos` and `sin`, `[1, 1, T, dim]` in the model's dtype.
+/// The rotation of a forward: `cos` and `sin`, `[1, 1, T, dim]` (or `[B, 1, T, dim]`) in the
+/// model's dtype.
 pub(crate) struct Rotation {
     cos: Tensor,
     sin: Tensor,
@@ -143,6 +144,17 @@ impl Rotation {
         let positions = Tensor::arange(len, (Kind::Int64, inv_freq.device())).to_kind(Kind::Float);
         let freqs = positions.unsqueeze(-1) * inv_freq;
         let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(0).unsqueeze(0);
+        Rotation {
+            cos: emb.cos().to_kind(kind),
+            sin: emb.sin().to_kind(kind),
+        }
+    }
+
+    /// For each row's own positions `[B, T]` (int64): a cached decoding step, whose rows have
+    /// reached different lengths. The same arithmetic as [`new`](Self::new), `[B, 1, T, dim]`.
+    pub(crate) fn at(inv_freq: &Tensor, positions: &Tensor, kind: Kind) -> Self {
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq;
+        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
         Rotation {
             cos: emb.cos().to_kind(kind),
             sin: emb.sin().to_kind(kind),

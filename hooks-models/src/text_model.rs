@@ -8,6 +8,7 @@ use hooks::LayerTree;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
+use crate::attention::KvSlot;
 use crate::config::ConfigFile;
 use crate::error::{ModelError, Result};
 use crate::weights::Checkpoint;
@@ -88,12 +89,137 @@ pub trait TextModel: LayerTree + fmt::Debug + Send {
         None
     }
 
+    /// One step of decoding with a KV cache: runs the tokens `input_ids` `[B, Tq]` at their
+    /// `positions` `[B, Tq]` (int64; each row's own, counting its real tokens from 0), after
+    /// the tokens `cache` holds, and appends their keys and values to it. `valid` `[B, Tq]` is 1
+    /// for a real token and 0 for a column that holds none (a short prompt's padding, a row that
+    /// has finished): no later token attends to it. Returns the last hidden state `[B, Tq, H]`,
+    /// as [`forward`](Self::forward) returns it. Every capture site and intervention fires, on
+    /// this step's tokens.
+    ///
+    /// A prompt's prefill and then one token at a time give each real token the same hidden
+    /// state as one [`forward`](Self::forward) over the whole sequence, to float rounding. After
+    /// an error the cache is in an unknown state: start a new one.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::NotCausal`] for a model that does not decode (BERT, `GPT2Model`);
+    /// [`ModelError::InvalidInput`] for shapes that differ, ids outside the vocabulary, a
+    /// position past [`max_length`](Self::max_length), or a batch size other than the cache's.
+    fn forward_cached(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        valid: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let _ = (input_ids, positions, valid, cache);
+        Err(ModelError::NotCausal {
+            model_type: self.model_type(),
+        })
+    }
+
     /// The residual stream's layers, in order: the embedding's output (the residual entering
     /// the first block) and each block's output. What the logit lens reads by default; empty
     /// for a model without a [`readout`](Self::readout).
     fn residual_layers(&self) -> Vec<String> {
         Vec::new()
     }
+}
+
+/// The keys and values each attention layer has seen, per row, and where: what lets a causal LM
+/// decode one token at a time without recomputing the prefix (a KV cache). Start with
+/// [`KvCache::new`]; [`TextModel::forward_cached`] fills it. It lives on the model's device and
+/// holds `2 × layers × B × kv_heads × tokens × head_dim` values.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    slots: Vec<KvSlot>,
+    /// `[B, Tk]` int64: each key column's position, and `[B, Tk]` bool: whether it holds a token.
+    columns: Option<(Tensor, Tensor)>,
+}
+
+impl KvCache {
+    /// An empty cache, for a new batch.
+    #[must_use]
+    pub fn new() -> Self {
+        KvCache::default()
+    }
+
+    /// How many key columns it holds (the prefill's width plus one per step).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.columns
+            .as_ref()
+            .map_or(0, |(p, _)| usize::try_from(p.size()[1]).unwrap_or(0))
+    }
+
+    /// Whether it holds nothing yet.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends a step's columns and returns every key column's position and validity so far.
+    pub(crate) fn advance(&mut self, positions: &Tensor, valid: &Tensor) -> Result<(Tensor, Tensor)> {
+        let valid = valid.f_ne(0)?;
+        let columns = match &self.columns {
+            None => (positions.shallow_clone(), valid),
+            Some((p, v)) if p.size()[0] == positions.size()[0] => {
+                (Tensor::f_cat(&[p, positions], 1)?, Tensor::f_cat(&[v, &valid], 1)?)
+            }
+            Some((p, _)) => {
+                return Err(ModelError::InvalidInput {
+                    reason: format!(
+                        "the cache holds {} rows but the step has {}; start a new `KvCache` for a new batch",
+                        p.size()[0],
+                        positions.size()[0]
+                    ),
+                })
+            }
+        };
+        let out = (columns.0.shallow_clone(), columns.1.shallow_clone());
+        self.columns = Some(columns);
+        Ok(out)
+    }
+
+    /// The slots of a model's `layers` attention layers, in order.
+    pub(crate) fn slots(&mut self, layers: usize) -> &mut [KvSlot] {
+        self.slots.resize_with(layers, KvSlot::default);
+        &mut self.slots
+    }
+}
+
+/// Validates a cached step (as [`check_inputs`], and positions within `max_length`) and moves it
+/// to `device`: ids and positions as `Int64`, `valid` as it came.
+pub(crate) fn check_step(
+    input_ids: &Tensor,
+    positions: &Tensor,
+    valid: &Tensor,
+    max_length: i64,
+    vocab_size: i64,
+    device: Device,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (ids, valid) = check_inputs(input_ids, valid, i64::MAX, vocab_size, device)?;
+    if positions.size() != input_ids.size() || !is_integer(positions.kind()) {
+        return Err(ModelError::InvalidInput {
+            reason: format!(
+                "`positions` has shape {:?} and dtype {:?}; give an integer tensor of the ids' shape {:?}",
+                positions.size(),
+                positions.kind(),
+                input_ids.size()
+            ),
+        });
+    }
+    let positions = positions.f_to_device(device)?.f_to_kind(Kind::Int64)?;
+    let (low, high) = (positions.f_min()?.int64_value(&[]), positions.f_max()?.int64_value(&[]));
+    if low < 0 || high >= max_length {
+        return Err(ModelError::InvalidInput {
+            reason: format!(
+                "positions run from {low} to {high}, but the model has positions 0..{max_length}; stop generating before the model's maximum length"
+            ),
+        });
+    }
+    Ok((ids, positions, valid))
 }
 
 /// A causal LM's read-out from a residual `h` `[..., hidden]` to logits `[..., vocab]`: its own
