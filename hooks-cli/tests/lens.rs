@@ -233,7 +233,9 @@ fn chosen_layers_are_read_and_named_in_order() {
     let listing = String::from_utf8_lossy(&inspect.stdout);
     assert!(inspect.status.success(), "{}", stderr(&inspect));
     assert!(
-        listing.lines().any(|l| l.starts_with("layers") && l.contains("<U24") && l.contains("[2]")),
+        listing
+            .lines()
+            .any(|l| l.starts_with("layers") && l.contains("<U24") && l.contains("[2]")),
         "{listing}"
     );
     let layers = "model.layers.1,model.layers.0.self_attn";
