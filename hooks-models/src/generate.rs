@@ -17,7 +17,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use hooks::Item;
+use hooks::{ActivationStore, CaptureMode, Interventions, Item};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
@@ -72,6 +72,15 @@ pub struct GenerateOptions {
     pub batch_size: usize,
     /// Checked between steps: when set, generation stops with [`hooks::Error::Interrupted`].
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Interventions bound to the model, applied while generating (on the positions
+    /// `intervene_on` says) and checked at every step: one that does not fit its tensor, or never
+    /// applies, ends generation with its error instead of a panic.
+    pub interventions: Option<Arc<Interventions>>,
+    /// Where the interventions apply. Default: every position.
+    pub intervene_on: InterveneOn,
+    /// Layers (paths or globs) to capture over each prompt and its output: see
+    /// [`Generation::activations`]. Default none.
+    pub layers: Vec<String>,
 }
 
 impl Default for GenerateOptions {
@@ -83,8 +92,23 @@ impl Default for GenerateOptions {
             eos: Vec::new(),
             batch_size: 8,
             interrupt: None,
+            interventions: None,
+            intervene_on: InterveneOn::All,
+            layers: Vec::new(),
         }
     }
+}
+
+/// The positions [`GenerateOptions::interventions`] change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InterveneOn {
+    /// Every position, the prompt's and each new token's: transformers' `generate` with a forward
+    /// hook that changes the module's whole output at every call.
+    #[default]
+    All,
+    /// The generated positions only (positions at or past each prompt's length): the prompt is
+    /// read as the model reads it unchanged.
+    Generated,
 }
 
 /// Why a prompt stopped.
@@ -108,7 +132,7 @@ impl FinishReason {
 }
 
 /// One prompt's result.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Generation {
     /// The prompt's ids, as given.
     pub prompt_ids: Vec<i64>,
@@ -116,6 +140,36 @@ pub struct Generation {
     pub output_ids: Vec<i64>,
     /// Why it stopped.
     pub finish_reason: FinishReason,
+    /// With [`GenerateOptions::layers`]: each layer's output over the whole sequence, the prompt
+    /// then every generated token (the last one fed once more so that its positions exist),
+    /// `[prompt + output tokens, ...]` on the CPU, in the order the store lists the layers. As
+    /// generation computed them, interventions included: equal to one forward over the final
+    /// sequence with the same interventions.
+    pub activations: Vec<(String, Tensor)>,
+}
+
+impl Clone for Generation {
+    fn clone(&self) -> Self {
+        Generation {
+            prompt_ids: self.prompt_ids.clone(),
+            output_ids: self.output_ids.clone(),
+            finish_reason: self.finish_reason,
+            activations: self
+                .activations
+                .iter()
+                .map(|(name, t)| (name.clone(), t.shallow_clone()))
+                .collect(),
+        }
+    }
+}
+
+impl PartialEq for Generation {
+    /// The ids and the finish reason (activations are not compared).
+    fn eq(&self, other: &Self) -> bool {
+        self.prompt_ids == other.prompt_ids
+            && self.output_ids == other.output_ids
+            && self.finish_reason == other.finish_reason
+    }
 }
 
 /// Generates from each of `prompts` with `model`'s KV cache, calling `on_token(prompt, id)` for
@@ -129,7 +183,7 @@ pub struct Generation {
 /// each call).
 ///
 /// ```no_run
-/// use hooks::Item;
+/// use hooks::{ActivationStore, CaptureMode, Interventions, Item};
 /// use hooks_models::generate::{generate, GenerateOptions};
 /// use tch::{Device, Kind};
 ///
@@ -157,16 +211,50 @@ pub fn generate(
         model_type: model.model_type(),
     })?;
     check_options(model, prompts, options)?;
+    let store = if options.layers.is_empty() {
+        None
+    } else {
+        let store = ActivationStore::with_mode(model, &options.layers, CaptureMode::Every)?;
+        store.enable();
+        Some(store)
+    };
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(prompts[i].ids().len()));
     let mut results: Vec<Option<Generation>> = vec![None; prompts.len()];
-    for batch in order.chunks(options.batch_size) {
-        let rows = generate_batch(model, &readout, prompts, batch, options, on_token)?;
-        for (&i, generation) in batch.iter().zip(rows) {
-            results[i] = Some(generation);
+    let run = Run {
+        model,
+        readout: &readout,
+        options,
+        store: store.as_ref(),
+    };
+    let enabled = options.interventions.as_ref().map(|edits| edits.is_enabled());
+    let outcome = (|| {
+        for batch in order.chunks(options.batch_size) {
+            let rows = run.batch(prompts, batch, on_token)?;
+            for (&i, generation) in batch.iter().zip(rows) {
+                results[i] = Some(generation);
+            }
+        }
+        Ok::<_, ModelError>(())
+    })();
+    // The list is left as it came, whatever `intervene_on` did to it.
+    if let (Some(edits), Some(enabled)) = (&options.interventions, enabled) {
+        if enabled {
+            edits.enable();
+        } else {
+            edits.disable();
         }
     }
+    outcome?;
     Ok(results.into_iter().flatten().collect())
+}
+
+/// What every batch of one [`generate`] call shares.
+struct Run<'a> {
+    model: &'a dyn TextModel,
+    readout: &'a Readout<'a>,
+    options: &'a GenerateOptions,
+    store: Option<&'a ActivationStore>,
 }
 
 fn check_options(model: &dyn TextModel, prompts: &[Item], options: &GenerateOptions) -> Result<()> {
@@ -222,148 +310,220 @@ fn check_options(model: &dyn TextModel, prompts: &[Item], options: &GenerateOpti
     Ok(())
 }
 
-/// One batch of prompts (indices into `prompts`), decoded to the end.
-fn generate_batch(
-    model: &dyn TextModel,
-    readout: &Readout<'_>,
-    prompts: &[Item],
-    batch: &[usize],
-    options: &GenerateOptions,
-    on_token: &mut dyn FnMut(usize, i64),
-) -> Result<Vec<Generation>> {
-    let device = model.device();
-    let rows = i64::try_from(batch.len()).unwrap_or(i64::MAX);
-    let lengths: Vec<i64> = batch
-        .iter()
-        .map(|&i| i64::try_from(prompts[i].ids().len()).unwrap_or(i64::MAX))
-        .collect();
-    let width = lengths.iter().copied().max().unwrap_or(0);
-    let (mut ids, mut valid) = (Vec::new(), Vec::new());
-    for (&i, &len) in batch.iter().zip(&lengths) {
-        ids.extend_from_slice(prompts[i].ids());
-        ids.extend(std::iter::repeat_n(
-            model.pad_token_id(),
-            usize::try_from(width - len).unwrap_or(0),
-        ));
-        valid.extend((0..width).map(|t| i64::from(t < len)));
+impl Run<'_> {
+    /// One step through the cache, inside the interventions' checks when there are any.
+    fn step(&self, ids: &Tensor, positions: &Tensor, valid: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        match &self.options.interventions {
+            Some(edits) => edits.run(|| self.model.forward_cached(ids, positions, valid, cache))?,
+            None => self.model.forward_cached(ids, positions, valid, cache),
+        }
     }
-    let ids = Tensor::from_slice(&ids).reshape([rows, width]);
-    let valid = Tensor::from_slice(&valid).reshape([rows, width]);
-    let positions = Tensor::arange(width, (Kind::Int64, tch::Device::Cpu))
-        .unsqueeze(0)
-        .expand([rows, width], false);
-    let mut cache = KvCache::new();
-    let hidden = model.forward_cached(&ids, &positions, &valid, &mut cache)?;
-    // Each row's last real token: where its first new token is predicted.
-    let last = Tensor::from_slice(&lengths.iter().map(|&n| n - 1).collect::<Vec<_>>()).to_device(device);
-    let mut state = hidden
-        .f_gather(
-            1,
-            &last.view([rows, 1, 1]).expand([rows, 1, hidden.size()[2]], false),
-            false,
-        )?
-        .f_squeeze_dim(1)?;
-    let mut rngs: Vec<ChaCha8Rng> = batch
-        .iter()
-        .map(|&i| {
-            let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-            rng.set_stream(u64::try_from(i).unwrap_or(u64::MAX));
-            rng
-        })
-        .collect();
-    let mut outputs: Vec<Vec<i64>> = vec![Vec::new(); batch.len()];
-    let mut finished: Vec<Option<FinishReason>> = vec![None; batch.len()];
-    let max_length = i64::try_from(model.max_length()).unwrap_or(i64::MAX);
-    let _no_grad = tch::no_grad_guard();
-    loop {
-        if options.interrupt.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
-            return Err(hooks::Error::Interrupted.into());
+
+    /// One batch of prompts (indices into `prompts`), decoded to the end.
+    fn batch(
+        &self,
+        prompts: &[Item],
+        batch: &[usize],
+        on_token: &mut dyn FnMut(usize, i64),
+    ) -> Result<Vec<Generation>> {
+        let (model, options) = (self.model, self.options);
+        let device = model.device();
+        let rows = i64::try_from(batch.len()).unwrap_or(i64::MAX);
+        let lengths: Vec<i64> = batch
+            .iter()
+            .map(|&i| i64::try_from(prompts[i].ids().len()).unwrap_or(i64::MAX))
+            .collect();
+        let width = lengths.iter().copied().max().unwrap_or(0);
+        let (mut ids, mut valid) = (Vec::new(), Vec::new());
+        for (&i, &len) in batch.iter().zip(&lengths) {
+            ids.extend_from_slice(prompts[i].ids());
+            ids.extend(std::iter::repeat_n(
+                model.pad_token_id(),
+                usize::try_from(width - len).unwrap_or(0),
+            ));
+            valid.extend((0..width).map(|t| i64::from(t < len)));
         }
-        let logits = readout.logits_of_normed(&state).f_to_kind(Kind::Float)?;
-        let chosen = choose(&logits, &options.sampling, &mut rngs)?;
-        let mut step_ids = Vec::with_capacity(batch.len());
-        let mut step_positions = Vec::with_capacity(batch.len());
-        let mut step_valid = Vec::with_capacity(batch.len());
-        for (row, &id) in chosen.iter().enumerate() {
-            if finished[row].is_some() {
-                step_ids.push(model.pad_token_id());
-                step_positions.push(0);
-                step_valid.push(0);
-                continue;
-            }
-            outputs[row].push(id);
-            on_token(batch[row], id);
-            let total = lengths[row] + i64::try_from(outputs[row].len()).unwrap_or(i64::MAX);
-            if options.eos.contains(&id) {
-                finished[row] = Some(FinishReason::Eos);
-            } else if outputs[row].len() >= options.max_new_tokens || total >= max_length {
-                finished[row] = Some(FinishReason::Length);
-            }
-            // The new token's own step runs only if something follows it.
-            step_ids.push(id);
-            step_positions.push(total - 1);
-            step_valid.push(i64::from(finished[row].is_none()));
+        let ids = Tensor::from_slice(&ids).reshape([rows, width]);
+        let valid = Tensor::from_slice(&valid).reshape([rows, width]);
+        let positions = Tensor::arange(width, (Kind::Int64, tch::Device::Cpu))
+            .unsqueeze(0)
+            .expand([rows, width], false);
+        if let Some(store) = self.store {
+            store.clear();
         }
-        if finished.iter().all(Option::is_some) {
-            break;
+        let edits = options.interventions.as_deref();
+        let generated_only = options.intervene_on == InterveneOn::Generated;
+        if let (Some(edits), true) = (edits, generated_only) {
+            edits.disable();
         }
-        let ids = Tensor::from_slice(&step_ids).view([rows, 1]);
-        let positions = Tensor::from_slice(&step_positions).view([rows, 1]);
-        let valid = Tensor::from_slice(&step_valid).view([rows, 1]);
-        state = model
-            .forward_cached(&ids, &positions, &valid, &mut cache)?
+        let mut cache = KvCache::new();
+        let hidden = self.step(&ids, &positions, &valid, &mut cache)?;
+        if let (Some(edits), true) = (edits, generated_only) {
+            edits.enable();
+        }
+        // Each row's last real token: where its first new token is predicted.
+        let last = Tensor::from_slice(&lengths.iter().map(|&n| n - 1).collect::<Vec<_>>()).to_device(device);
+        let mut state = hidden
+            .f_gather(
+                1,
+                &last.view([rows, 1, 1]).expand([rows, 1, hidden.size()[2]], false),
+                false,
+            )?
             .f_squeeze_dim(1)?;
+        let mut rngs: Vec<ChaCha8Rng> = batch
+            .iter()
+            .map(|&i| {
+                let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+                rng.set_stream(u64::try_from(i).unwrap_or(u64::MAX));
+                rng
+            })
+            .collect();
+        let mut outputs: Vec<Vec<i64>> = vec![Vec::new(); batch.len()];
+        let mut finished: Vec<Option<FinishReason>> = vec![None; batch.len()];
+        let max_length = i64::try_from(model.max_length()).unwrap_or(i64::MAX);
+        let _no_grad = tch::no_grad_guard();
+        loop {
+            if options.interrupt.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
+                return Err(hooks::Error::Interrupted.into());
+            }
+            let logits = self.readout.logits_of_normed(&state).f_to_kind(Kind::Float)?;
+            let chosen = choose(&logits, &options.sampling, &mut rngs)?;
+            let (mut step_ids, mut step_positions, mut step_valid) = (Vec::new(), Vec::new(), Vec::new());
+            for (row, &id) in chosen.iter().enumerate() {
+                if finished[row].is_some() {
+                    step_ids.push(model.pad_token_id());
+                    step_positions.push(0);
+                    step_valid.push(0);
+                    continue;
+                }
+                outputs[row].push(id);
+                on_token(batch[row], id);
+                let total = lengths[row] + i64::try_from(outputs[row].len()).unwrap_or(i64::MAX);
+                if options.eos.contains(&id) {
+                    finished[row] = Some(FinishReason::Eos);
+                } else if outputs[row].len() >= options.max_new_tokens || total >= max_length {
+                    finished[row] = Some(FinishReason::Length);
+                }
+                // Every new token is fed once, its row's last included: the next token attends to
+                // it, and a capture sees its position.
+                step_ids.push(id);
+                step_positions.push(total - 1);
+                step_valid.push(1);
+            }
+            let done = finished.iter().all(Option::is_some);
+            if done && self.store.is_none() {
+                break;
+            }
+            let ids = Tensor::from_slice(&step_ids).view([rows, 1]);
+            let positions = Tensor::from_slice(&step_positions).view([rows, 1]);
+            let valid = Tensor::from_slice(&step_valid).view([rows, 1]);
+            state = self.step(&ids, &positions, &valid, &mut cache)?.f_squeeze_dim(1)?;
+            if done {
+                break;
+            }
+        }
+        let activations = match self.store {
+            Some(store) => rows_of(store, &lengths, &outputs)?,
+            None => std::iter::repeat_with(Vec::new).take(batch.len()).collect(),
+        };
+        Ok(batch
+            .iter()
+            .zip(outputs)
+            .zip(finished)
+            .zip(activations)
+            .map(|(((&i, output_ids), finish), activations)| Generation {
+                prompt_ids: prompts[i].ids().to_vec(),
+                output_ids,
+                finish_reason: finish.unwrap_or(FinishReason::Length),
+                activations,
+            })
+            .collect())
     }
-    Ok(batch
-        .iter()
-        .zip(outputs)
-        .zip(finished)
-        .map(|((&i, output_ids), finish)| Generation {
-            prompt_ids: prompts[i].ids().to_vec(),
-            output_ids,
-            finish_reason: finish.unwrap_or(FinishReason::Length),
-        })
-        .collect())
+}
+
+/// Each row's captures over its prompt (the prefill's first `lengths[row]` columns) and each of
+/// its `outputs` (the one column of the step that fed it).
+fn rows_of(store: &ActivationStore, lengths: &[i64], outputs: &[Vec<i64>]) -> Result<Vec<Vec<(String, Tensor)>>> {
+    let mut rows: Vec<Vec<(String, Tensor)>> = std::iter::repeat_with(Vec::new).take(lengths.len()).collect();
+    let steps = outputs.iter().map(Vec::len).max().unwrap_or(0);
+    for name in store.layer_names() {
+        let calls = store.calls(name);
+        let invalid = |reason: String| ModelError::InvalidArgument { name: "layers", reason };
+        if calls.len() != steps + 1 {
+            return Err(invalid(format!(
+                "`{name}` ran {} times in {} forwards; capture during generation takes a layer that runs once per forward",
+                calls.len(),
+                steps + 1
+            )));
+        }
+        for (f, call) in calls.iter().enumerate() {
+            let size = call.size();
+            let width = if f == 0 {
+                lengths.iter().copied().max().unwrap_or(0)
+            } else {
+                1
+            };
+            if size.len() < 2 || size[0] != i64::try_from(lengths.len()).unwrap_or(0) || size[1] != width {
+                return Err(invalid(format!(
+                    "`{name}` gives {size:?}, not `[batch, tokens, ...]`; capture during generation takes layers with one row per token (not attention patterns)"
+                )));
+            }
+        }
+        for (row, (&len, output)) in lengths.iter().zip(outputs).enumerate() {
+            let r = i64::try_from(row).unwrap_or(0);
+            let mut parts = vec![calls[0].f_get(r)?.f_narrow(0, 0, len)?];
+            for call in &calls[1..=output.len()] {
+                parts.push(call.f_get(r)?);
+            }
+            let sequence = Tensor::f_cat(&parts, 0)?.f_to_device(tch::Device::Cpu)?;
+            rows[row].push((name.clone(), sequence));
+        }
+    }
+    Ok(rows)
 }
 
 /// One token per row from `logits` `[B, vocab]` (float32).
 fn choose(logits: &Tensor, sampling: &Sampling, rngs: &mut [ChaCha8Rng]) -> Result<Vec<i64>> {
+    let cpu = tch::Device::Cpu;
     if sampling.is_greedy() {
-        return Ok(Vec::<i64>::try_from(
-            logits.f_argmax(-1, false)?.f_to_device(tch::Device::Cpu)?,
-        )?);
+        return Ok(Vec::<i64>::try_from(logits.f_argmax(-1, false)?.f_to_device(cpu)?)?);
     }
-    let rows = Vec::<Vec<f32>>::try_from(logits.f_to_device(tch::Device::Cpu)?)?;
-    Ok(rows
-        .iter()
-        .zip(rngs)
-        .map(|(row, rng)| sample(row, sampling, rng))
+    // Sorted on the device, most probable first; a stable sort keeps equal logits in id order,
+    // so a draw is reproducible.
+    let scaled = logits.f_to_kind(Kind::Double)? / sampling.temperature;
+    let (sorted, ids) = scaled.f_sort_stable(true, -1, true)?;
+    let probs = sorted.f_softmax(-1, Kind::Double)?;
+    let vocab = usize::try_from(logits.size()[1]).unwrap_or(1).max(1);
+    let flat = |t: &Tensor| t.f_to_device(cpu).and_then(|t| t.f_reshape([-1]));
+    let sorted = Vec::<f64>::try_from(flat(&sorted)?)?;
+    let probs = Vec::<f64>::try_from(flat(&probs)?)?;
+    let ids = Vec::<i64>::try_from(flat(&ids)?)?;
+    Ok(rngs
+        .iter_mut()
+        .enumerate()
+        .map(|(row, rng)| {
+            let at = row * vocab..(row + 1) * vocab;
+            let index = sample(&sorted[at.clone()], &probs[at.clone()], sampling, rng);
+            ids[at][index]
+        })
         .collect())
 }
 
-/// A token drawn from `softmax(logits / temperature)`, cut to the top `k` and then to the
-/// nucleus `p`, with one uniform draw from `rng`.
-fn sample(logits: &[f32], sampling: &Sampling, rng: &mut ChaCha8Rng) -> i64 {
-    let t = sampling.temperature;
-    let mut order: Vec<usize> = (0..logits.len()).collect();
-    // Most probable first; equal logits by id, so the draw is reproducible.
-    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-    let mut keep = order.len();
-    if let Some(k) = sampling.top_k.filter(|&k| k < order.len()) {
+/// The index (into the sorted row) of a token drawn from the probabilities `probs` (of the scaled
+/// logits `sorted`, both most probable first), cut to the top `k` and then to the nucleus `p`,
+/// with one uniform draw from `rng`.
+fn sample(sorted: &[f64], probs: &[f64], sampling: &Sampling, rng: &mut ChaCha8Rng) -> usize {
+    let mut keep = probs.len();
+    if let Some(k) = sampling.top_k.filter(|&k| k < probs.len()) {
         // As `TopKLogitsWarper`: every token whose logit ties the k-th's stays.
-        let kth = logits[order[k - 1]];
-        keep = order.iter().take_while(|&&i| logits[i] >= kth).count();
+        let kth = sorted[k - 1];
+        keep = k + sorted[k..].iter().take_while(|&&v| v >= kth).count();
     }
-    let top = f64::from(logits[order[0]]);
-    let weights: Vec<f64> = order[..keep]
-        .iter()
-        .map(|&i| ((f64::from(logits[i]) - top) / t).exp())
-        .collect();
-    let total: f64 = weights.iter().sum();
+    let total: f64 = probs[..keep].iter().sum();
     if let Some(p) = sampling.top_p {
         let mut cumulative = 0.0;
         let mut nucleus = 0;
-        for w in &weights {
+        for w in &probs[..keep] {
             nucleus += 1;
             cumulative += w / total;
             if cumulative >= p {
@@ -372,17 +532,17 @@ fn sample(logits: &[f32], sampling: &Sampling, rng: &mut ChaCha8Rng) -> i64 {
         }
         keep = nucleus;
     }
-    let total: f64 = weights[..keep].iter().sum();
-    // A uniform draw in [0, 1) from the top 53 bits.
+    let total: f64 = probs[..keep].iter().sum();
+    // A uniform draw in [0, 1) from the top 53 bits, scaled to the kept mass.
     let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
     let mut cumulative = 0.0;
-    for (&i, w) in order[..keep].iter().zip(&weights) {
+    for (index, w) in probs[..keep].iter().enumerate() {
         cumulative += w;
         if u < cumulative {
-            return i64::try_from(i).unwrap_or(0);
+            return index;
         }
     }
-    i64::try_from(order[keep - 1]).unwrap_or(0)
+    keep - 1
 }
 
 /// The end-of-sequence ids of the model in `dir`: `generation_config.json`'s `eos_token_id`, else
@@ -428,10 +588,12 @@ mod tests {
     fn sampling_follows_the_restricted_softmax() {
         let logits = [2.0f32, 1.0, 0.5, 0.5, -1.0];
         let draws = |sampling: Sampling| {
-            let mut rng = ChaCha8Rng::seed_from_u64(7);
+            let mut rngs = [ChaCha8Rng::seed_from_u64(7)];
             let mut counts = [0usize; 5];
+            let logits = Tensor::from_slice(&logits).unsqueeze(0);
             for _ in 0..20_000 {
-                counts[usize::try_from(sample(&logits, &sampling, &mut rng)).unwrap()] += 1;
+                let id = choose(&logits, &sampling, &mut rngs).unwrap()[0];
+                counts[usize::try_from(id).unwrap()] += 1;
             }
             counts.map(|c| c as f64 / 20_000.0)
         };
