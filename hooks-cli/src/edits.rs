@@ -189,6 +189,21 @@ impl Edits {
         Ok(())
     }
 
+    /// The interventions bound to `model` for generation (where patches have no meaning: the
+    /// positions they replace do not exist yet); `None` when there are none.
+    pub fn bind(&self, model: &dyn TextModel) -> Result<Option<hooks::Interventions>, CliError> {
+        if !self.patches.is_empty() {
+            return Err(CliError::Usage(
+                "`--patch` replaces the positions of an earlier run, and generation makes new ones; steer or ablate instead".into(),
+            ));
+        }
+        if self.interventions.is_empty() {
+            return Ok(None);
+        }
+        let list = self.interventions.iter().map(|(l, i)| (l.as_str(), i.clone()));
+        Ok(Some(hooks::Interventions::new(model, list)?))
+    }
+
     /// `extractor` with these interventions and patches.
     pub fn apply(&self, mut extractor: Extractor) -> Extractor {
         for (layer, intervention) in &self.interventions {

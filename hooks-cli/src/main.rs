@@ -15,6 +15,7 @@ mod edits;
 mod error;
 mod extract;
 mod folder;
+mod generate;
 mod heatmap;
 mod input;
 mod inspect;
@@ -62,6 +63,9 @@ enum Command {
     /// Compare layers with CKA or SVCCA: one input's layers with one another, or two inputs'
     /// layers across; writes the matrix as CSV and, with --plot, a heatmap.
     Compare(compare::CompareArgs),
+    /// Generate from each prompt with the model's KV cache (greedy or sampled), optionally
+    /// steered or ablated, and optionally capturing layers over the prompt and its output.
+    Generate(Box<generate::GenerateArgs>),
     /// The logit lens: read each layer's residual through the model's own final norm and
     /// unembedding; writes the top tokens, entropy and KL to the final layer per layer and
     /// position to one .npz and, with --plot, the figure.
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::Merge { out, shards } => folder::merge(&out, &shards),
         Command::Inspect { path } => inspect::run(&path),
         Command::Lens(args) => lens::run(&args),
+        Command::Generate(args) => generate::run(&args),
         Command::Compare(args) => compare::run(&args),
     };
     match result {

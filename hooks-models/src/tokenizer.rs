@@ -84,6 +84,21 @@ impl Tokenizer {
             .collect()
     }
 
+    /// The text of `ids`, as transformers' `tokenizer.decode(ids, skip_special_tokens=True)`
+    /// gives it: special tokens (`</s>`, `<|endoftext|>`) left out; an id outside the vocabulary
+    /// is an error.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Tokenizer`] when the ids cannot be decoded.
+    pub fn decode(&self, ids: &[i64]) -> Result<String> {
+        let ids: Vec<u32> = ids.iter().map(|&id| u32::try_from(id).unwrap_or(u32::MAX)).collect();
+        self.inner.decode(&ids, true).map_err(|e| ModelError::Tokenizer {
+            path: self.path.clone(),
+            reason: format!("cannot decode: {e}"),
+        })
+    }
+
     /// Tokenizes `texts` into `(input_ids, attention_mask)`, both `Int64` `[B, T]` on the CPU:
     /// special tokens added as the tokenizer's post-processor adds them (`[CLS] ... [SEP]` for
     /// BERT), each row cut to `max_length` tokens counting those, then right-padded to the

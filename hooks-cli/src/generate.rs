@@ -1,0 +1,346 @@
+//! `hooks generate`: what a (steered) causal LM says, one JSON line per prompt, and optionally
+//! the activations of every prompt and generated token.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use hooks::{save_activations, Activations, Pool as LibPool};
+use hooks_models::generate::{eos_token_ids, generate, GenerateOptions, Generation, InterveneOn, Sampling};
+use hooks_models::{ModelError, Tokenizer};
+use serde_json::json;
+use tch::{Kind, Tensor};
+
+use crate::compare::temp_beside;
+use crate::edits::Edits;
+use crate::error::CliError;
+use crate::extract::{check_vocabulary, parse_device, tokenize, DType};
+use crate::input::{self, InputFormat};
+use crate::pool::Pool;
+use crate::signals;
+
+/// Options of `hooks generate`.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// A Hugging Face causal LM folder (config.json, model.safetensors; tokenizer.json for text
+    /// prompts and the decoded `text`).
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// The prompts: text lines, JSONL with `text`, or JSONL with `input_ids`, as `extract` reads
+    /// them.
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// How to read each line: auto, text or jsonl (as `extract`).
+    #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
+    input_format: InputFormat,
+    /// The most tokens to add to each prompt.
+    #[arg(long, value_name = "N")]
+    max_new_tokens: u64,
+    /// One JSON line per prompt: `prompt_ids`, `output_ids`, `finish_reason` (`eos` or
+    /// `length`) and, with a tokenizer, `text`.
+    #[arg(long, value_name = "OUT.jsonl")]
+    out: PathBuf,
+    /// Sample from softmax(logits / T); 0 is greedy. Default: greedy, or 1 when --top-k or
+    /// --top-p is given.
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    temperature: Option<f64>,
+    /// Sample among the K most probable tokens (1 is greedy).
+    #[arg(long, value_name = "K")]
+    top_k: Option<u64>,
+    /// Sample among the smallest set of most probable tokens whose probabilities reach P, in
+    /// (0, 1].
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    top_p: Option<f64>,
+    /// The seed of the draws: the same seed gives the same output; each prompt draws from its
+    /// own stream, so batching does not change it.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    seed: u64,
+    /// Prompts per batch (sorted by length, right-padded).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+    /// Layers to capture over each prompt and its output (paths or globs, as `extract`).
+    #[arg(long, value_name = "LIST")]
+    layers: Option<String>,
+    /// Where --layers go: an .npz with `input_ids` (prompt + output, right-padded),
+    /// `attention_mask` and one array per layer.
+    #[arg(long, value_name = "ACTS.npz")]
+    activations: Option<PathBuf>,
+    /// Reduce the token axis of --activations: none, mean, max, first, last (over real tokens).
+    #[arg(long, value_enum, default_value_t = Pool::None)]
+    pool: Pool,
+    /// Replace LAYER's output with zeros while generating; repeatable, globs allowed.
+    #[arg(long, value_name = "LAYER")]
+    ablate: Vec<String>,
+    /// Add SCALE x VEC to LAYER's output while generating; VEC.npy holds a float32 vector of the
+    /// layer's width. Repeatable.
+    #[arg(long, value_name = "LAYER=VEC.npy@SCALE")]
+    steer: Vec<String>,
+    /// Where --ablate and --steer apply: every position (the prompt's and each new token's), or
+    /// the generated positions only.
+    #[arg(long, value_enum, default_value_t = InterveneOnArg::All)]
+    intervene_on: InterveneOnArg,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// The dtype the model runs in.
+    #[arg(long, value_enum, default_value_t = DType::F32)]
+    dtype: DType,
+}
+
+/// `--intervene-on`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum InterveneOnArg {
+    All,
+    Generated,
+}
+
+/// `hooks generate`.
+pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
+    let start = Instant::now();
+    let sampling = sampling(args)?;
+    let max_new_tokens = usize::try_from(args.max_new_tokens).unwrap_or(usize::MAX);
+    if max_new_tokens == 0 {
+        return Err(CliError::Usage(
+            "`--max-new-tokens 0` generates nothing; give at least 1".into(),
+        ));
+    }
+    let layers: Vec<String> = args
+        .layers
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    check_outputs(args, &layers)?;
+    let device = parse_device(&args.device)?;
+    let edits = Edits::parse(&args.ablate, &args.steer, &[])?;
+    let input = input::read(Some(&args.input), args.input_format)?;
+    let samples = input.samples;
+    let input_name = format!("`{}`", args.input.display());
+    let model = hooks_models::load(&args.model, device, args.dtype.kind())?;
+    if model.readout().is_none() {
+        return Err(ModelError::NotCausal {
+            model_type: model.model_type(),
+        }
+        .into());
+    }
+    check_vocabulary(&samples, &input_name, model.vocab_size())?;
+    let (items, _) = tokenize(&samples, &args.model, usize::MAX)?;
+    let max = model.max_length();
+    if let Some((i, item)) = items.iter().enumerate().find(|(_, item)| item.ids().len() >= max) {
+        return Err(CliError::Input(format!(
+            "{input_name}: prompt {} has {} tokens, and the model takes {max} in all, so no token can follow it; shorten it",
+            i + 1,
+            item.ids().len()
+        )));
+    }
+    let batch_size = usize::try_from(args.batch_size).unwrap_or(usize::MAX);
+    edits.check(&*model, &items, max, batch_size)?;
+    let interventions = edits.bind(&*model)?.map(Arc::new);
+    let interrupt = signals::Interrupt::install()?;
+    let options = GenerateOptions {
+        max_new_tokens,
+        sampling,
+        seed: args.seed,
+        eos: eos_token_ids(&args.model)?,
+        batch_size,
+        interrupt: Some(interrupt.flag()),
+        interventions,
+        intervene_on: match args.intervene_on {
+            InterveneOnArg::All => InterveneOn::All,
+            InterveneOnArg::Generated => InterveneOn::Generated,
+        },
+        layers,
+    };
+    let mut tokens = 0usize;
+    let generations = match generate(&*model, &items, &options, &mut |_, _| tokens += 1) {
+        Err(ModelError::Capture(hooks::Error::Interrupted)) => return Err(interrupt.error("nothing was written")),
+        other => other?,
+    };
+    let tokenizer = if args.model.join("tokenizer.json").is_file() {
+        Some(Tokenizer::from_dir(&args.model)?)
+    } else {
+        None
+    };
+    // Both files are made beside their paths first: a failure leaves neither.
+    let lines = write_lines(&generations, tokenizer.as_ref(), &args.out)?;
+    let acts = match &args.activations {
+        Some(path) => Some((
+            path,
+            write_activations(&generations, args.pool, model.pad_token_id(), path)?,
+        )),
+        None => None,
+    };
+    lines
+        .persist(&args.out)
+        .map_err(|e| CliError::Usage(format!("cannot write `{}`: {}", args.out.display(), e.error)))?;
+    if let Some((path, temp)) = acts {
+        temp.persist(path)
+            .map_err(|e| CliError::Usage(format!("cannot write `{}`: {}", path.display(), e.error)))?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    out!(
+        "generated {tokens} tokens for {} prompts in {seconds:.1} s ({:.1} tokens/s) -> {}",
+        generations.len(),
+        tokens as f64 / seconds.max(1e-9),
+        args.out.display()
+    )?;
+    if let Some(note) = input.note {
+        eprintln!("note: {note}");
+    }
+    if interrupt.raised() {
+        return Err(interrupt.error("the files were written whole before stopping"));
+    }
+    Ok(())
+}
+
+/// `--temperature`, `--top-k`, `--top-p`, checked.
+fn sampling(args: &GenerateArgs) -> Result<Sampling, CliError> {
+    let usage = |s: String| Err(CliError::Usage(s));
+    if let Some(t) = args.temperature.filter(|t| !(t.is_finite() && *t >= 0.0)) {
+        return usage(format!("`--temperature {t}`: give 0 (greedy) or a positive number"));
+    }
+    if args.top_k == Some(0) {
+        return usage("`--top-k 0` keeps no token; give at least 1 (1 is greedy)".into());
+    }
+    if let Some(p) = args.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+        return usage(format!("`--top-p {p}`: give a value in (0, 1]"));
+    }
+    let sampled = args.top_k.is_some() || args.top_p.is_some();
+    Ok(Sampling {
+        temperature: args.temperature.unwrap_or(if sampled { 1.0 } else { 0.0 }),
+        top_k: args.top_k.map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
+        top_p: args.top_p,
+    })
+}
+
+/// `--out` a file, `--activations` an `.npz` that needs `--layers` (and the reverse).
+fn check_outputs(args: &GenerateArgs, layers: &[String]) -> Result<(), CliError> {
+    if args.out.is_dir() {
+        return Err(CliError::Usage(format!(
+            "`--out {}` is a folder; give a file path for the JSON lines",
+            args.out.display()
+        )));
+    }
+    match (&args.activations, layers.is_empty()) {
+        (Some(path), true) => Err(CliError::Usage(format!(
+            "`--activations {}` needs --layers: name the layers to capture",
+            path.display()
+        ))),
+        (None, false) => Err(CliError::Usage(
+            "`--layers` needs --activations ACTS.npz: the file the captures go to".into(),
+        )),
+        (Some(path), false) if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz")) || path.is_dir() => {
+            Err(CliError::Usage(format!(
+                "`--activations {}`: generation writes its captures to one .npz; give a file path ending in .npz",
+                path.display()
+            )))
+        }
+        (Some(path), false) if path == &args.out => Err(CliError::Usage(format!(
+            "`--out` and `--activations` are both `{}`; give each its own file",
+            path.display()
+        ))),
+        (Some(_), false) if layers.iter().any(|l| l == "input_ids" || l == "attention_mask") => Err(CliError::Usage(
+            "a layer named `input_ids` or `attention_mask` clashes with the arrays of that name the file always holds"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The JSON lines, in a synced temporary beside `out`.
+fn write_lines(
+    generations: &[Generation],
+    tokenizer: Option<&Tokenizer>,
+    out: &Path,
+) -> Result<tempfile::NamedTempFile, CliError> {
+    let mut text = String::new();
+    for g in generations {
+        let mut line = json!({
+            "prompt_ids": g.prompt_ids,
+            "output_ids": g.output_ids,
+            "finish_reason": g.finish_reason.as_str(),
+        });
+        if let Some(tokenizer) = tokenizer {
+            line["text"] = json!(tokenizer.decode(&g.output_ids)?);
+        }
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    let mut temp = temp_beside(out, ".tmp")?;
+    temp.write_all(text.as_bytes())
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(|e| CliError::Usage(format!("cannot write `{}`: {e}", out.display())))?;
+    Ok(temp)
+}
+
+/// Every prompt's and output's captures as `extract` writes them: `[N, T, ...]` right-padded
+/// with zeros (or pooled over real tokens), with `input_ids` and `attention_mask` `[N, T]`; in a
+/// temporary `.npz` beside `path`.
+fn write_activations(
+    generations: &[Generation],
+    pool: Pool,
+    pad_id: i64,
+    path: &Path,
+) -> Result<tempfile::NamedTempFile, CliError> {
+    let pool =
+        match pool {
+            Pool::None => LibPool::None,
+            Pool::Mean => LibPool::Mean,
+            Pool::Max => LibPool::Max,
+            Pool::First => LibPool::First,
+            Pool::Last => LibPool::Last,
+            Pool::Model => return Err(CliError::Usage(
+                "`--pool model` is a sentence-transformers pipeline; generation takes none, mean, max, first or last"
+                    .into(),
+            )),
+        };
+    let sequences: Vec<Vec<i64>> = generations
+        .iter()
+        .map(|g| g.prompt_ids.iter().chain(&g.output_ids).copied().collect())
+        .collect();
+    let longest = sequences.iter().map(Vec::len).max().unwrap_or(0);
+    let (mut ids, mut mask) = (Vec::new(), Vec::new());
+    for sequence in &sequences {
+        ids.extend_from_slice(sequence);
+        ids.extend(std::iter::repeat_n(pad_id, longest - sequence.len()));
+        mask.extend((0..longest).map(|t| i64::from(t < sequence.len())));
+    }
+    let shape = [
+        i64::try_from(sequences.len()).unwrap_or(0),
+        i64::try_from(longest).unwrap_or(0),
+    ];
+    let mask = Tensor::from_slice(&mask).reshape(shape);
+    let mut acts = Activations::new();
+    let names: Vec<String> = generations
+        .first()
+        .map(|g| g.activations.iter().map(|(n, _)| n.clone()).collect())
+        .unwrap_or_default();
+    for (l, name) in names.iter().enumerate() {
+        let rows: Vec<Tensor> = generations
+            .iter()
+            .map(|g| {
+                let t = &g.activations[l].1;
+                let pad = shape[1] - t.size()[0];
+                let mut padding = t.size();
+                padding[0] = pad;
+                let t = if t.kind() == Kind::BFloat16 {
+                    t.to_kind(Kind::Float)
+                } else {
+                    t.shallow_clone()
+                };
+                Tensor::cat(&[&t, &Tensor::zeros(&padding, (t.kind(), t.device()))], 0)
+            })
+            .collect();
+        let stacked = Tensor::f_stack(&rows, 0).map_err(hooks::Error::from)?;
+        acts.insert(name.clone(), pool.apply(&stacked, &mask)?);
+    }
+    acts.insert("input_ids", Tensor::from_slice(&ids).reshape(shape));
+    acts.insert("attention_mask", mask);
+    let temp = temp_beside(path, ".npz")?;
+    save_activations(&acts, temp.path())?;
+    Ok(temp)
+}

@@ -1,0 +1,375 @@
+//! `hooks generate`, run as a user runs it, against transformers' `generate` on each prompt alone
+//! (`tests/py/generate_check.py`): greedy ids and decoded text, steering at every position and
+//! on generated positions only, captures over the final sequence, sampling's distribution, and
+//! every refusal.
+#![allow(clippy::unwrap_used)] // a failing test should fail loudly
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::hooks_cmd;
+use serde_json::Value;
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
+}
+
+fn arg(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn check(python: &Path, steps: &[&str]) -> Vec<Value> {
+    let out = hooks_test_support::run_python(python, &script("tests/py/generate_check.py"), steps);
+    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Runs `hooks generate` with `args` and returns its JSON lines.
+fn generate(args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["generate"];
+    all.extend(args);
+    let run = hooks_cmd(&all);
+    assert!(
+        run.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let out = args[args.iter().position(|a| *a == "--out").unwrap() + 1];
+    std::fs::read_to_string(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A float32 vector of `width` values in `path`, written by numpy.
+fn vector(python: &Path, path: &Path, width: usize, scale: f64) {
+    let code = format!(
+        "import numpy as np; np.save({:?}, (np.sin(np.arange({width})) * {scale}).astype(np.float32))",
+        arg(path)
+    );
+    let out = hooks_test_support::python_command(python)
+        .args(["-c", &code])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Greedy ids and the decoded text equal transformers' on each prompt alone; text prompts,
+/// mixed lengths in a batch. Steering a block at every position, and on generated positions
+/// only, equals `generate` with the matching forward hook, changes the text, and the captures
+/// equal one hooked forward over the final sequence.
+#[test]
+fn generate_matches_transformers_steered_or_not() {
+    let Some(python) = hooks_test_support::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = d.join("llama");
+    let _ = check(&python, &["build-tokenized", arg(&model)]);
+    let prompts = d.join("prompts.txt");
+    std::fs::write(
+        &prompts,
+        "The cat sat on the mat.\nWater boils at a lower temperature on a mountaintop.\nWhy?\n",
+    )
+    .unwrap();
+    let prompts_jsonl = d.join("prompts.jsonl");
+    std::fs::write(
+        &prompts_jsonl,
+        "{\"text\": \"The cat sat on the mat.\"}\n{\"text\": \"Water boils at a lower temperature on a mountaintop.\"}\n{\"text\": \"Why?\"}\n",
+    )
+    .unwrap();
+    let vec = d.join("vec.npy");
+    vector(&python, &vec, 32, 1.0);
+    let plain = d.join("plain.jsonl");
+    let lines = generate(&[
+        "--model",
+        arg(&model),
+        "--input",
+        arg(&prompts),
+        "--max-new-tokens",
+        "8",
+        "--out",
+        arg(&plain),
+        "--batch-size",
+        "2",
+    ]);
+    assert_eq!(lines.len(), 3);
+    assert!(lines
+        .iter()
+        .all(|l| l["finish_reason"] == "length" && l["output_ids"].as_array().unwrap().len() == 8));
+    let r = &check(
+        &python,
+        &["compare", arg(&model), arg(&prompts_jsonl), arg(&plain), "8"],
+    )[0];
+    assert_eq!(r["ids_equal"], true, "{r}");
+    assert_eq!(r["has_text"], true, "{r}");
+    assert_eq!(r["text_equal"], true, "{r}");
+    let layers = "model.layers.0,model.layers.1";
+    for mode in ["all", "generated"] {
+        let out = d.join(format!("steered-{mode}.jsonl"));
+        let acts = d.join(format!("acts-{mode}.npz"));
+        let steered = generate(&[
+            "--model",
+            arg(&model),
+            "--input",
+            arg(&prompts),
+            "--max-new-tokens",
+            "8",
+            "--out",
+            arg(&out),
+            "--steer",
+            &format!("model.layers.0={}@4", arg(&vec)),
+            "--intervene-on",
+            mode,
+            "--layers",
+            layers,
+            "--activations",
+            arg(&acts),
+        ]);
+        let r = &check(
+            &python,
+            &[
+                "compare",
+                arg(&model),
+                arg(&prompts_jsonl),
+                arg(&out),
+                "8",
+                arg(&acts),
+                layers,
+                "steer",
+                "model.layers.0",
+                arg(&vec),
+                "4",
+                mode,
+            ],
+        )[0];
+        assert_eq!(r["ids_equal"], true, "{mode}: {r}");
+        assert_eq!(r["text_equal"], true, "{mode}: {r}");
+        for layer in layers.split(',') {
+            let diff = r["max_diff"][layer].as_f64().unwrap();
+            assert!(diff < 1e-4, "{mode}: {layer} differs by {diff}");
+        }
+        // Not vacuous: the steered text is not the plain one.
+        let changed = steered
+            .iter()
+            .zip(&lines)
+            .filter(|(s, p)| s["output_ids"] != p["output_ids"])
+            .count();
+        assert!(changed >= 2, "{mode}: steering changed {changed} of 3 outputs");
+    }
+}
+
+/// Sampling: the first token's frequencies over 2,000 draws follow softmax(logits / T) (a
+/// chi-square test against transformers' logits); top-p never leaves the nucleus; the same seed
+/// gives the same output however batched; --top-k 1 and --temperature 0 are greedy.
+#[test]
+fn sampling_follows_the_models_distribution() {
+    let Some(python) = hooks_test_support::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = d.join("llama");
+    let script_ref = script("../hooks-models/tests/py/reference.py");
+    let _ = hooks_test_support::run_python(&python, &script_ref, &["build", "llama", arg(&model)]);
+    let prompt = "{\"input_ids\": [5, 17, 3, 88]}\n";
+    let one = d.join("one.jsonl");
+    std::fs::write(&one, prompt).unwrap();
+    let many = d.join("many.jsonl");
+    std::fs::write(&many, prompt.repeat(2000)).unwrap();
+    let draws = d.join("draws.jsonl");
+    let base = |out: &Path, input: &Path, n: &str| -> Vec<String> {
+        [
+            "--model",
+            arg(&model),
+            "--input",
+            arg(input),
+            "--max-new-tokens",
+            n,
+            "--out",
+            arg(out),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let with = |mut args: Vec<String>, more: &[&str]| {
+        args.extend(more.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let run = |args: Vec<String>| generate(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let _ = run(with(
+        base(&draws, &many, "1"),
+        &["--temperature", "1.5", "--seed", "11", "--batch-size", "500"],
+    ));
+    let r = &check(&python, &["sample", arg(&model), arg(&one), arg(&draws), "1.5", "1"])[0];
+    assert!(r["bins"].as_u64().unwrap() >= 5, "{r}");
+    assert!(r["chi2"].as_f64().unwrap() < r["critical"].as_f64().unwrap(), "{r}");
+
+    // Top-p: every token of every line inside its prefix's nucleus.
+    let nucleus = d.join("nucleus.jsonl");
+    let few = d.join("few.jsonl");
+    std::fs::write(&few, prompt.repeat(40)).unwrap();
+    let lines = run(with(
+        base(&nucleus, &few, "4"),
+        &["--top-p", "0.6", "--temperature", "1.2", "--seed", "3"],
+    ));
+    assert!(
+        lines.iter().any(|l| l["output_ids"] != lines[0]["output_ids"]),
+        "top-p 0.6 drew one sequence only"
+    );
+    let r = &check(
+        &python,
+        &["sample", arg(&model), arg(&one), arg(&nucleus), "1.2", "0.6"],
+    )[0];
+    assert_eq!(r["outside_nucleus"], 0, "{r}");
+
+    // The same seed, other batches: the same draws; another seed: others.
+    let again = d.join("again.jsonl");
+    let same = run(with(
+        base(&again, &few, "4"),
+        &[
+            "--top-p",
+            "0.6",
+            "--temperature",
+            "1.2",
+            "--seed",
+            "3",
+            "--batch-size",
+            "3",
+        ],
+    ));
+    assert_eq!(same, lines);
+    let other = run(with(
+        base(&again, &few, "4"),
+        &["--top-p", "0.6", "--temperature", "1.2", "--seed", "4"],
+    ));
+    assert_ne!(other, lines);
+
+    // Greedy three ways.
+    let greedy: Vec<Vec<Value>> = [&[][..], &["--temperature", "0"], &["--top-k", "1", "--seed", "9"]]
+        .iter()
+        .map(|more| {
+            let out = d.join("greedy.jsonl");
+            run(with(base(&out, &one, "6"), more))
+        })
+        .collect();
+    assert_eq!(greedy[0], greedy[1]);
+    assert_eq!(greedy[0], greedy[2]);
+}
+
+/// Each wrong input gets one line and no file.
+#[test]
+fn wrong_inputs_get_one_line_and_no_file() {
+    let Some(python) = hooks_test_support::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let script_ref = script("../hooks-models/tests/py/reference.py");
+    let _ = hooks_test_support::run_python(
+        &python,
+        &script_ref,
+        &[
+            "build",
+            "llama",
+            arg(&d.join("llama")),
+            "+",
+            "build",
+            "bert",
+            arg(&d.join("bert")),
+        ],
+    );
+    let input = d.join("in.jsonl");
+    std::fs::write(&input, "{\"input_ids\": [1, 2, 3]}\n").unwrap();
+    let long = d.join("long.jsonl");
+    let ids: Vec<usize> = (0..64).collect();
+    std::fs::write(&long, format!("{}\n", serde_json::json!({ "input_ids": ids }))).unwrap();
+    let vec = d.join("vec.npy");
+    vector(&python, &vec, 7, 1.0);
+    let out = d.join("out.jsonl");
+    let acts = d.join("acts.npz");
+    let llama = d.join("llama");
+    let steer = format!("model.layers.0={}@2", arg(&vec));
+    let base = |model: &Path, input: &Path| -> Vec<String> {
+        [
+            "generate",
+            "--model",
+            arg(model),
+            "--input",
+            arg(input),
+            "--out",
+            arg(&out),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let cases: Vec<(Vec<String>, Vec<&str>, &str)> = vec![
+        (base(&d.join("bert"), &input), vec![], "is not a causal language model"),
+        (
+            base(&llama, &input),
+            vec!["--max-new-tokens", "0"],
+            "`--max-new-tokens 0` generates nothing",
+        ),
+        (
+            base(&llama, &input),
+            vec!["--temperature", "-1"],
+            "`--temperature -1`: give 0 (greedy) or a positive number",
+        ),
+        (
+            base(&llama, &input),
+            vec!["--top-p", "0"],
+            "`--top-p 0`: give a value in (0, 1]",
+        ),
+        (
+            base(&llama, &input),
+            vec!["--top-p", "1.5"],
+            "`--top-p 1.5`: give a value in (0, 1]",
+        ),
+        (base(&llama, &input), vec!["--top-k", "0"], "`--top-k 0` keeps no token"),
+        (
+            base(&llama, &input),
+            vec!["--activations", arg(&acts)],
+            "needs --layers",
+        ),
+        (
+            base(&llama, &input),
+            vec!["--layers", "model.layers.0"],
+            "needs --activations",
+        ),
+        (
+            base(&llama, &long),
+            vec![],
+            "has 64 tokens, and the model takes 64 in all",
+        ),
+        (
+            base(&llama, &input),
+            vec!["--steer", &steer],
+            "holds 7 values, and `model.layers.0` has 48 features",
+        ),
+        (
+            base(&llama, &input),
+            vec![
+                "--layers",
+                "model.layers.0.self_attn.attn_weights",
+                "--activations",
+                arg(&acts),
+            ],
+            "not attention patterns",
+        ),
+    ];
+    for (mut args, more, needle) in cases {
+        if !more.contains(&"--max-new-tokens") {
+            args.extend(["--max-new-tokens".to_owned(), "4".to_owned()]);
+        }
+        args.extend(more.iter().map(|s| (*s).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = hooks_cmd(&args);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{args:?} succeeded");
+        assert_eq!(err.lines().count(), 1, "{args:?}: want one line, got:\n{err}");
+        assert!(err.starts_with("error: ") && err.contains(needle), "{args:?}: {err}");
+        assert!(!out.exists() && !acts.exists(), "{args:?} left a file");
+    }
+}

@@ -1,0 +1,203 @@
+"""transformers' side of the `hooks generate` tests. Steps, separated by `+`:
+
+    build-tokenized DIR      a random Llama over all-MiniLM-L6-v2's WordPiece vocabulary, with its
+                             tokenizer.json (so `text` can be decoded), saved to DIR
+    compare MODEL PROMPTS.jsonl OURS.jsonl MAX_NEW [ACTS.npz LAYERS] [STEER LAYER VEC.npy SCALE MODE]
+                             for each prompt alone: `generate(do_sample=False)` with the KV cache,
+                             with a forward hook on LAYER adding SCALE x VEC at every position
+                             (MODE `all`) or at positions at or past the prompt's length (MODE
+                             `generated`), then one forward over the final sequence with the same
+                             hook and a capture hook on each of LAYERS. Prints one JSON line: ids
+                             and text equal or not, the largest difference of each captured layer
+                             with ACTS.npz
+    sample MODEL PROMPTS.jsonl OURS.jsonl T TOP_P
+                             the first token of each line of OURS (the same prompt on every
+                             line), against softmax(logits / T) of that prompt: a chi-square
+                             statistic with its 0.1% critical value; and with TOP_P < 1 whether
+                             every token of every line lies in the nucleus of its own prefix
+"""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def build_tokenized(out_dir):
+    torch.manual_seed(0)
+    minilm = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts/verify_minilm.py")], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    config = LlamaConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        eos_token_id=None,
+        bos_token_id=None,
+    )
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    shutil.copy(os.path.join(minilm, "tokenizer.json"), out_dir)
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def steering_hook(vector, scale, mode, prompt_len):
+    seen = [0]
+
+    def hook(_module, _args, output):
+        tensor = output[0] if isinstance(output, tuple) else output
+        start = 0 if mode == "all" else max(0, prompt_len - seen[0])
+        seen[0] += tensor.shape[1]
+        changed = tensor.clone()
+        changed[:, start:] += scale * vector
+        return (changed,) + tuple(output[1:]) if isinstance(output, tuple) else changed
+
+    return hook
+
+
+def compare(model_dir, prompts_path, ours_path, max_new, *rest):
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.eval()
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    acts_path, layers, steer = None, [], None
+    rest = list(rest)
+    if rest and rest[0] != "steer":
+        acts_path, layers, rest = rest[0], rest[1].split(","), rest[2:]
+    if rest:
+        _, layer, vec_path, scale, mode = rest
+        steer = (layer, torch.tensor(np.load(vec_path)), float(scale), mode)
+    tokenizer = None
+    if os.path.exists(os.path.join(model_dir, "tokenizer.json")):
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=os.path.join(model_dir, "tokenizer.json"))
+    ours = read_jsonl(ours_path)
+    acts = np.load(acts_path) if acts_path else None
+    report = {"ids_equal": True, "text_equal": True, "has_text": "text" in ours[0], "max_diff": {}, "outputs": []}
+    prompts = read_jsonl(prompts_path)
+    for i, (prompt, line) in enumerate(zip(prompts, ours)):
+        ids = prompt["input_ids"] if "input_ids" in prompt else tokenizer(prompt["text"])["input_ids"]
+        handles = []
+        if steer:
+            layer, vector, scale, mode = steer
+            handles.append(model.get_submodule(layer).register_forward_hook(steering_hook(vector, scale, mode, len(ids))))
+        with torch.no_grad():
+            generated = model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                do_sample=False,
+                max_new_tokens=int(max_new),
+            )
+        for handle in handles:
+            handle.remove()
+        output = generated[0, len(ids) :].tolist()
+        report["outputs"].append(output)
+        if line["prompt_ids"] != ids or line["output_ids"] != output:
+            report["ids_equal"] = False
+        if tokenizer is not None and line.get("text") != tokenizer.decode(output, skip_special_tokens=True):
+            report["text_equal"] = False
+        if acts is not None:
+            captured = {}
+            handles = []
+            if steer:
+                layer, vector, scale, mode = steer
+                handles.append(
+                    model.get_submodule(layer).register_forward_hook(steering_hook(vector, scale, mode, len(ids)))
+                )
+            for name in layers:
+
+                def keep(_m, _a, out, name=name):
+                    captured[name] = (out[0] if isinstance(out, tuple) else out)[0]
+
+                handles.append(model.get_submodule(name).register_forward_hook(keep))
+            sequence = ids + output
+            with torch.no_grad():
+                model(input_ids=torch.tensor([sequence]))
+            for handle in handles:
+                handle.remove()
+            n = len(sequence)
+            for name in layers:
+                diff = float(np.abs(acts[name][i, :n] - captured[name].numpy()).max())
+                past = float(np.abs(acts[name][i, n:]).max()) if acts[name].shape[1] > n else 0.0
+                report["max_diff"][name] = max(report["max_diff"].get(name, 0.0), diff, past)
+            if acts["input_ids"][i, :n].tolist() != sequence or acts["attention_mask"][i].sum() != n:
+                report["ids_equal"] = False
+    print(json.dumps(report))
+
+
+def chi_square_critical(df, z=3.0902):
+    # Wilson-Hilferty: the 99.9th percentile of chi-square with df degrees of freedom.
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
+def sample(model_dir, prompts_path, ours_path, temperature, top_p):
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.eval()
+    prompt = read_jsonl(prompts_path)[0]["input_ids"]
+    ours = read_jsonl(ours_path)
+    t, top_p = float(temperature), float(top_p)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt])).logits[0, -1].double()
+    probs = torch.softmax(logits / t, -1).numpy()
+    counts = np.bincount([line["output_ids"][0] for line in ours], minlength=len(probs)).astype(float)
+    n = counts.sum()
+    expected = probs * n
+    big = expected >= 5
+    observed = np.append(counts[big], counts[~big].sum())
+    wanted = np.append(expected[big], expected[~big].sum())
+    if wanted[-1] < 5:
+        observed, wanted = observed[:-2].tolist() + [observed[-2:].sum()], wanted[:-2].tolist() + [wanted[-2:].sum()]
+    observed, wanted = np.array(observed), np.array(wanted)
+    statistic = float(((observed - wanted) ** 2 / wanted).sum())
+    critical = chi_square_critical(len(wanted) - 1) if len(wanted) > 1 else 1e300
+    report = {"chi2": statistic, "critical": critical, "bins": len(wanted), "outside_nucleus": 0}
+    if top_p < 1:
+        for line in ours:
+            sequence = prompt + line["output_ids"]
+            with torch.no_grad():
+                all_logits = model(input_ids=torch.tensor([sequence])).logits[0].double()
+            for k, token in enumerate(line["output_ids"]):
+                p = torch.softmax(all_logits[len(prompt) - 1 + k] / t, -1)
+                sorted_p, order = torch.sort(p, descending=True)
+                cumulative = torch.cumsum(sorted_p, 0)
+                # The smallest prefix whose mass reaches top_p (1e-9 of slack for rounding).
+                size = int((cumulative < top_p - 1e-9).sum()) + 1
+                if token not in order[:size].tolist():
+                    report["outside_nucleus"] += 1
+    print(json.dumps(report))
+
+
+STEPS = {"build-tokenized": build_tokenized, "compare": compare, "sample": sample}
+
+
+def main(argv):
+    step = []
+    for arg in argv + ["+"]:
+        if arg == "+":
+            if step:
+                STEPS[step[0]](*step[1:])
+            step = []
+        else:
+            step.append(arg)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
