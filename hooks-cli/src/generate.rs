@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use hooks::{save_activations, Activations, Pool as LibPool};
+use hooks::{save_activations, Activations, Item, Pool as LibPool};
 use hooks_models::generate::{eos_token_ids, generate, GenerateOptions, Generation, InterveneOn, Sampling};
-use hooks_models::{ModelError, Tokenizer};
+use hooks_models::{ChatTemplate, ModelError, Tokenizer};
 use serde_json::json;
 use tch::{Kind, Tensor};
 
@@ -80,6 +80,12 @@ pub struct GenerateArgs {
     /// the generated positions only.
     #[arg(long, value_enum, default_value_t = InterveneOnArg::All)]
     intervene_on: InterveneOnArg,
+    /// Read each input line as a conversation, `{"messages": [{"role": ..., "content": ...}]}`,
+    /// and prompt with the folder's chat template (`tokenizer_config.json`'s `chat_template`, or
+    /// `chat_template.jinja`) and the assistant's turn to follow, as transformers'
+    /// `apply_chat_template(messages, add_generation_prompt=True, tokenize=True)`.
+    #[arg(long)]
+    chat: bool,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -117,9 +123,13 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     check_outputs(args, &layers)?;
     let device = parse_device(&args.device)?;
     let edits = Edits::parse(&args.ablate, &args.steer, &[])?;
-    let input = input::read(Some(&args.input), args.input_format)?;
-    let samples = input.samples;
     let input_name = format!("`{}`", args.input.display());
+    let (items, note) = if args.chat {
+        (conversations(&args.input, &args.model)?, None)
+    } else {
+        let input = input::read(Some(&args.input), args.input_format)?;
+        (Vec::new(), Some(input))
+    };
     let model = hooks_models::load(&args.model, device, args.dtype.kind())?;
     if model.readout().is_none() {
         return Err(ModelError::NotCausal {
@@ -127,8 +137,13 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         }
         .into());
     }
-    check_vocabulary(&samples, &input_name, model.vocab_size())?;
-    let (items, _) = tokenize(&samples, &args.model, usize::MAX)?;
+    let (items, note) = match note {
+        Some(input) => {
+            check_vocabulary(&input.samples, &input_name, model.vocab_size())?;
+            (tokenize(&input.samples, &args.model, usize::MAX)?.0, input.note)
+        }
+        None => (items, None),
+    };
     let max = model.max_length();
     if let Some((i, item)) = items.iter().enumerate().find(|(_, item)| item.ids().len() >= max) {
         return Err(CliError::Input(format!(
@@ -188,13 +203,61 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         tokens as f64 / seconds.max(1e-9),
         args.out.display()
     )?;
-    if let Some(note) = input.note {
+    if let Some(note) = note {
         eprintln!("note: {note}");
     }
     if interrupt.raised() {
         return Err(interrupt.error("the files were written whole before stopping"));
     }
     Ok(())
+}
+
+/// `--chat`: each non-blank line's `messages` through the folder's chat template, tokenized.
+fn conversations(path: &Path, model_dir: &Path) -> Result<Vec<Item>, CliError> {
+    let template = ChatTemplate::from_dir(model_dir)?;
+    if !model_dir.join("tokenizer.json").is_file() {
+        return Err(CliError::Input(format!(
+            "`--chat`: `{}` has no tokenizer.json to tokenize the rendered conversation",
+            model_dir.display()
+        )));
+    }
+    let tokenizer = Tokenizer::from_dir(model_dir)?;
+    let name = format!("`{}`", path.display());
+    let bytes = std::fs::read(path).map_err(|e| CliError::Input(format!("cannot read {name}: {e}")))?;
+    let lines = input::non_blank_lines(&bytes, &name)?.lines;
+    if lines.is_empty() {
+        return Err(CliError::Input(format!(
+            "{name} has no conversations; give one JSON object per line"
+        )));
+    }
+    lines
+        .into_iter()
+        .map(|(line_no, line)| {
+            let bad = |why: &str| {
+                CliError::Input(format!(
+                    "{name}, line {line_no}: {why}; with --chat each line is {{\"messages\": [{{\"role\": \"user\", \"content\": \"...\"}}]}}"
+                ))
+            };
+            let value: serde_json::Value = serde_json::from_str(line).map_err(|_| bad("not JSON"))?;
+            let messages = match value.as_object() {
+                Some(object) if object.len() == 1 => object.get("messages").ok_or_else(|| bad("no `messages`"))?,
+                _ => return Err(bad("not an object with `messages` alone")),
+            };
+            let well_formed = messages.as_array().is_some_and(|list| {
+                !list.is_empty() && list.iter().all(|m| m.get("role").is_some_and(serde_json::Value::is_string))
+            });
+            if !well_formed {
+                return Err(bad("`messages` must be a non-empty list of objects with a `role`"));
+            }
+            let ids = template
+                .encode(messages, &tokenizer)
+                .map_err(|e| CliError::Input(format!("{name}, line {line_no}: {e}")))?;
+            if ids.is_empty() {
+                return Err(bad("the template renders it to no token"));
+            }
+            Ok(Item::new(ids))
+        })
+        .collect()
 }
 
 /// `--temperature`, `--top-k`, `--top-p`, checked.

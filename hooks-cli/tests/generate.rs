@@ -373,3 +373,91 @@ fn wrong_inputs_get_one_line_and_no_file() {
         assert!(!out.exists() && !acts.exists(), "{args:?} left a file");
     }
 }
+
+/// `--chat`: the prompt ids equal transformers' `apply_chat_template(messages,
+/// add_generation_prompt=True, tokenize=True)` with the folder's template, from
+/// `tokenizer_config.json` (special tokens, `trim`, a Python string method) or from
+/// `chat_template.jinja` (block tags on their own lines, `loop.first`); the rendered text is
+/// transformers' too. A role the template refuses, and a folder without a template, get one line.
+#[test]
+fn chat_prompts_equal_apply_chat_template() {
+    let Some(python) = hooks_test_support::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = d.join("tk");
+    let _ = check(
+        &python,
+        &["build-tokenized", arg(&model), "+", "chat-templates", arg(&model)],
+    );
+    let conversations = d.join("chat.jsonl");
+    std::fs::write(
+        &conversations,
+        concat!(
+            "{\"messages\": [{\"role\": \"system\", \"content\": \"  Be brief.  \"}, {\"role\": \"user\", \"content\": \" What is the capital of France? \"}]}\n",
+            "\n",
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello!\"}, {\"role\": \"user\", \"content\": \"How are you?\"}]}\n",
+        ),
+    )
+    .unwrap();
+    let jinja = d.join("tk-jinja");
+    for folder in [&model, &jinja] {
+        let out = d.join("chat-out.jsonl");
+        let lines = generate(&[
+            "--model",
+            arg(folder),
+            "--input",
+            arg(&conversations),
+            "--chat",
+            "--max-new-tokens",
+            "2",
+            "--out",
+            arg(&out),
+        ]);
+        let want = &check(&python, &["chat-ids", arg(folder), arg(&conversations)])[0];
+        let prompts: Vec<Value> = lines.iter().map(|l| l["prompt_ids"].clone()).collect();
+        assert_eq!(Value::from(prompts), want["ids"], "{}", folder.display());
+        let template = hooks_models::ChatTemplate::from_dir(folder).unwrap();
+        let text = std::fs::read_to_string(&conversations).unwrap();
+        let rendered: Vec<String> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let line: Value = serde_json::from_str(l).unwrap();
+                template.render(&line["messages"]).unwrap()
+            })
+            .collect();
+        assert_eq!(Value::from(rendered), want["text"], "{}", folder.display());
+    }
+    let out = d.join("refused.jsonl");
+    let tool = d.join("tool.jsonl");
+    std::fs::write(&tool, "{\"messages\": [{\"role\": \"tool\", \"content\": \"x\"}]}\n").unwrap();
+    let plain = d.join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    for name in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(model.join(name), plain.join(name)).unwrap();
+    }
+    for (folder, input, needle) in [
+        (&model, &tool, "Conversation roles must be system, user or assistant"),
+        (&plain, &conversations, "the folder has no chat template"),
+    ] {
+        let run = hooks_cmd(&[
+            "generate",
+            "--model",
+            arg(folder),
+            "--input",
+            arg(input),
+            "--chat",
+            "--max-new-tokens",
+            "2",
+            "--out",
+            arg(&out),
+        ]);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(!out.exists());
+    }
+}

@@ -39,6 +39,7 @@
 mod activation;
 mod attention;
 pub mod bert;
+mod chat;
 mod config;
 pub mod decoder;
 mod error;
@@ -70,6 +71,7 @@ use uninstrumented::{Hook, HookPoint};
 
 pub use activation::Activation;
 pub use bert::{Bert, BertConfig};
+pub use chat::ChatTemplate;
 pub use decoder::{CausalLm, DecoderConfig};
 pub use error::{ModelError, Result};
 pub use gemma::{Gemma, GemmaConfig};

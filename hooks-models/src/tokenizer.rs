@@ -131,6 +131,20 @@ impl Tokenizer {
         ))
     }
 
+    /// The ids of `text` with no special token added (what transformers' chat templates are
+    /// tokenized with: the template writes its own), uncut.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Tokenizer`] when the text cannot be encoded.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<i64>> {
+        let encoding = self.inner.encode(text, false).map_err(|e| ModelError::Tokenizer {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(encoding.get_ids().iter().map(|&id| i64::from(id)).collect())
+    }
+
     /// Each text's ids, unpadded, tokenized and cut to `max_length` as
     /// [`encode_batch`](Self::encode_batch) does; and how many texts were longer and were cut.
     ///

@@ -10,6 +10,12 @@
                              hook and a capture hook on each of LAYERS. Prints one JSON line: ids
                              and text equal or not, the largest difference of each captured layer
                              with ACTS.npz
+    chat-templates DIR       gives DIR (a tokenized folder) a chat template in `tokenizer_config.json`
+                             and copies DIR to DIR-jinja with another one in `chat_template.jinja`
+    chat-ids DIR CONVERSATIONS.jsonl
+                             prints one JSON line: the ids of `apply_chat_template(messages,
+                             add_generation_prompt=True, tokenize=True)` for each line, and the
+                             text (`tokenize=False`)
     sample MODEL PROMPTS.jsonl OURS.jsonl T TOP_P
                              the first token of each line of OURS (the same prompt on every
                              line), against softmax(logits / T) of that prompt: a chi-square
@@ -43,7 +49,7 @@ def build_tokenized(out_dir):
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=64,
+        max_position_embeddings=128,
         eos_token_id=None,
         bos_token_id=None,
     )
@@ -185,7 +191,76 @@ def sample(model_dir, prompts_path, ours_path, temperature, top_p):
     print(json.dumps(report))
 
 
-STEPS = {"build-tokenized": build_tokenized, "compare": compare, "sample": sample}
+# Llama-2-like, in tokenizer_config.json: special tokens, `trim`, a Python string method,
+# `raise_exception`.
+INST_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'system' %}<<SYS>>\n{{ message['content'] | trim }}\n<</SYS>>\n"
+    "{% elif message['role'] == 'user' %}[INST] {{ message['content'].strip() }} [/INST]\n"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}\n"
+    "{% else %}{{ raise_exception('Conversation roles must be system, user or assistant') }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+# ChatML, in chat_template.jinja: block tags on their own lines (trim_blocks and lstrip_blocks),
+# whitespace control, `loop.first`.
+CHATML_TEMPLATE = """{% for message in messages %}
+    {% if loop.first and message['role'] != 'system' %}
+<|im_start|>system
+You are helpful.<|im_end|>
+    {% endif %}
+<|im_start|>{{ message['role'] }}
+{{ message['content'] }}<|im_end|>
+{% endfor %}
+{% if add_generation_prompt %}
+<|im_start|>assistant
+{% endif %}
+"""
+
+
+def chat_templates(directory):
+    with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+        json.dump(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": "[CLS]",
+                "eos_token": {"__type": "AddedToken", "content": "[SEP]", "special": True},
+                "chat_template": INST_TEMPLATE,
+            },
+            f,
+        )
+    jinja = directory + "-jinja"
+    shutil.copytree(directory, jinja)
+    with open(os.path.join(jinja, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "[CLS]", "eos_token": "[SEP]"}, f)
+    with open(os.path.join(jinja, "chat_template.jinja"), "w") as f:
+        f.write(CHATML_TEMPLATE)
+
+
+def chat_ids(directory, conversations):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    result = {"ids": [], "text": []}
+    for line in read_jsonl(conversations):
+        ids = tokenizer.apply_chat_template(line["messages"], add_generation_prompt=True, tokenize=True)
+        if hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        result["ids"].append(list(ids))
+        result["text"].append(
+            tokenizer.apply_chat_template(line["messages"], add_generation_prompt=True, tokenize=False)
+        )
+    print(json.dumps(result))
+
+
+STEPS = {
+    "build-tokenized": build_tokenized,
+    "chat-templates": chat_templates,
+    "chat-ids": chat_ids,
+    "compare": compare,
+    "sample": sample,
+}
 
 
 def main(argv):
