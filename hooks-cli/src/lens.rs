@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use hooks::{save_npz, NpzArray};
+use hooks::{save_npz, Item, NpzArray};
 use hooks_models::lens::{logit_lens, Lens, LensOptions, Target};
 use hooks_models::{ModelError, Tokenizer};
 
@@ -12,7 +12,7 @@ use crate::compare::temp_beside;
 use crate::error::CliError;
 use crate::extract::{check_vocabulary, parse_device, tokenize, DType};
 use crate::heatmap::Heatmap;
-use crate::input::{self, InputFormat};
+use crate::input::{self, InputFormat, Sample};
 use crate::signals;
 
 /// Options of `hooks lens`.
@@ -99,12 +99,44 @@ pub fn run(args: &LensArgs) -> Result<(), CliError> {
         .max_length
         .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX))
         .min(model.max_length());
-    let (items, cut) = tokenize(&samples, &args.model, max_length)?;
-    let targets = args
-        .targets
-        .as_deref()
-        .map(|path| read_targets(path, samples.len()))
-        .transpose()?;
+    let (items, texts_cut) = tokenize(&samples, &args.model, max_length)?;
+    let mut notes: Vec<String> = input.note.into_iter().collect();
+    if let Some(asked) = args
+        .max_length
+        .filter(|&m| usize::try_from(m).map_or(true, |m| m > model.max_length()))
+    {
+        notes.push(format!(
+            "--max-length {asked} is past the model's {} positions; inputs were cut at {max_length}",
+            model.max_length()
+        ));
+    }
+    let ids_cut = samples
+        .iter()
+        .filter(|s| matches!(s, Sample::Ids { ids, .. } if ids.len() > max_length))
+        .count();
+    if texts_cut + ids_cut > 0 {
+        notes.push(format!(
+            "{} of {} inputs were longer than {max_length} tokens and were cut to it",
+            texts_cut + ids_cut,
+            samples.len()
+        ));
+    }
+    let targets = match args.targets.as_deref() {
+        Some(path) => {
+            // The input's line numbers, for messages (the reader skipped its blank lines).
+            let bytes = fs::read(&args.input).unwrap_or_default();
+            let input_lines = input::non_blank_lines(&bytes, &input_name)?.lines;
+            let lines: Vec<usize> = input_lines.iter().map(|(n, _)| *n).collect();
+            let (targets, cut) = read_targets(path, &items, &lines, max_length, vocab)?;
+            if cut > 0 {
+                notes.push(format!(
+                    "{cut} target lists were cut to their input's first {max_length} tokens, as the input was"
+                ));
+            }
+            Some(targets)
+        }
+        None => None,
+    };
     let layers: Vec<&str> = args
         .layers
         .as_deref()
@@ -113,6 +145,12 @@ pub fn run(args: &LensArgs) -> Result<(), CliError> {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
+    if args.layers.is_some() && layers.is_empty() {
+        return Err(CliError::Usage(
+            "`--layers` names no layer; leave it out for the default (the embedding and every block), or name some"
+                .into(),
+        ));
+    }
     let interrupt = signals::Interrupt::install()?;
     let options = LensOptions {
         top_k: usize::try_from(args.top_k).unwrap_or(usize::MAX),
@@ -123,12 +161,8 @@ pub fn run(args: &LensArgs) -> Result<(), CliError> {
     };
     let lens = match logit_lens(&*model, &items, &layers, &options) {
         Err(ModelError::Capture(hooks::Error::Interrupted)) => return Err(interrupt.error("nothing was written")),
-        Err(ModelError::InvalidArgument {
-            name: "targets",
-            reason,
-        }) => {
-            let file = args.targets.as_deref().unwrap_or(Path::new("")).display();
-            return Err(CliError::Input(format!("--targets `{file}`: {reason}")));
+        Err(ModelError::InvalidArgument { name: "layers", reason }) => {
+            return Err(CliError::Usage(format!("`--layers`: {reason}")))
         }
         other => other?,
     };
@@ -157,14 +191,8 @@ pub fn run(args: &LensArgs) -> Result<(), CliError> {
         start.elapsed().as_secs_f64(),
         written.display()
     )?;
-    if let Some(note) = input.note {
+    for note in notes {
         eprintln!("note: {note}");
-    }
-    if cut > 0 {
-        eprintln!(
-            "note: {cut} of {} texts were longer than {max_length} tokens and were cut to it",
-            samples.len()
-        );
     }
     if interrupt.raised() {
         return Err(interrupt.error("the file was written whole before stopping"));
@@ -172,58 +200,107 @@ pub fn run(args: &LensArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `--out` must be an `.npz` file, and `--plot` a `.png` of its own.
+/// `--out` must be an `.npz` file and `--plot` a `.png`, each a file path in a folder this run
+/// can write to (checked before any work, by making a temporary file there).
 fn check_outputs(args: &LensArgs) -> Result<(), CliError> {
-    let is = |path: &Path, ext: &str| path.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext));
-    if !is(&args.out, "npz") || args.out.is_dir() {
-        return Err(CliError::Usage(format!(
-            "`--out {}`: the lens writes one .npz file; give a file path ending in .npz",
-            args.out.display()
-        )));
-    }
-    if let Some(plot) = &args.plot {
-        if !is(plot, "png") || plot.is_dir() {
+    let outputs = std::iter::once(("--out", &args.out, "npz", "the lens writes one .npz file"))
+        .chain(args.plot.iter().map(|p| ("--plot", p, "png", "the figure is a PNG")));
+    for (flag, path, ext, what) in outputs {
+        if path.is_dir() {
             return Err(CliError::Usage(format!(
-                "`--plot {}`: the figure is a PNG; give a file path ending in .png",
-                plot.display()
+                "`{flag} {}` is a folder; give a file path ending in .{ext}",
+                path.display()
             )));
         }
+        if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext)) {
+            return Err(CliError::Usage(format!(
+                "`{flag} {}`: {what}; give a file path ending in .{ext}",
+                path.display()
+            )));
+        }
+        drop(temp_beside(path, ".tmp")?);
+    }
+    if args.plot.is_none() && args.plot_sample != 0 {
+        return Err(CliError::Usage(
+            "`--plot-sample` chooses the sample --plot draws; give --plot P.png too".into(),
+        ));
     }
     Ok(())
 }
 
-/// `--targets`: one line per non-blank input line, each a token id or a JSON list of ids.
-fn read_targets(path: &Path, samples: usize) -> Result<Vec<Target>, CliError> {
+/// `--targets`: one line per non-blank input line, each a token id or a JSON list of one id per
+/// token of `items` (whose input lines are `input_lines`), checked against the vocabulary; a list
+/// of an input's length before it was cut to `max_length` is cut with it. Returns the targets
+/// and how many lists were cut.
+fn read_targets(
+    path: &Path,
+    items: &[Item],
+    input_lines: &[usize],
+    max_length: usize,
+    vocab: usize,
+) -> Result<(Vec<Target>, usize), CliError> {
     let name = format!("--targets `{}`", path.display());
     let bytes = fs::read(path).map_err(|e| CliError::Input(format!("cannot read `{}`: {e}", path.display())))?;
     let lines = input::non_blank_lines(&bytes, &name)?.lines;
-    if lines.len() != samples {
+    if lines.len() != items.len() {
         return Err(CliError::Input(format!(
-            "{name} has {} non-blank lines for {samples} input samples; give one target per input line",
-            lines.len()
+            "{name} has {} non-blank lines for {} input samples; give one target per input line",
+            lines.len(),
+            items.len()
         )));
     }
-    lines
-        .into_iter()
-        .map(|(line_no, line)| {
-            let bad = || {
-                CliError::Input(format!(
-                    "{name}, line {line_no}: `{}` is neither a token id nor a JSON list of ids; write `42` or `[5, 17, 42]`",
-                    line.trim()
-                ))
-            };
-            match serde_json::from_str::<serde_json::Value>(line).map_err(|_| bad())? {
-                serde_json::Value::Number(n) => n.as_i64().map(Target::Every).ok_or_else(bad),
-                serde_json::Value::Array(ids) => ids
+    let mut cut = 0;
+    let mut targets = Vec::with_capacity(items.len());
+    for (i, (line_no, line)) in lines.into_iter().enumerate() {
+        let input_line = input_lines.get(i).copied().unwrap_or(i + 1);
+        let bad = |why: String| CliError::Input(format!("{name}, line {line_no}: {why}"));
+        let shape = || {
+            bad(format!(
+                "`{}` is neither a token id nor a JSON list of ids; write `42` or `[5, 17, 42]`",
+                line.trim()
+            ))
+        };
+        let target = match serde_json::from_str::<serde_json::Value>(line).map_err(|_| shape())? {
+            serde_json::Value::Number(n) => Target::Every(n.as_i64().ok_or_else(shape)?),
+            serde_json::Value::Array(ids) => {
+                let mut ids: Vec<i64> = ids
                     .iter()
                     .map(serde_json::Value::as_i64)
-                    .collect::<Option<Vec<i64>>>()
-                    .map(Target::PerPosition)
-                    .ok_or_else(bad),
-                _ => Err(bad()),
+                    .collect::<Option<_>>()
+                    .ok_or_else(shape)?;
+                let (given, tokens) = (items[i].ids().len(), items[i].ids().len().min(max_length));
+                if ids.len() == given && given > tokens {
+                    ids.truncate(tokens);
+                    cut += 1;
+                }
+                if ids.len() != tokens {
+                    let after = if given > tokens {
+                        format!(" (cut to {tokens} from {given})")
+                    } else {
+                        String::new()
+                    };
+                    return Err(bad(format!(
+                        "{} ids for the {tokens} tokens of input line {input_line}{after}; give one id per token",
+                        ids.len()
+                    )));
+                }
+                Target::PerPosition(ids)
             }
-        })
-        .collect()
+            _ => return Err(shape()),
+        };
+        let ids = match &target {
+            Target::Every(id) => std::slice::from_ref(id),
+            Target::PerPosition(ids) => ids.as_slice(),
+        };
+        if let Some(id) = ids
+            .iter()
+            .find(|&&id| usize::try_from(id).map_or(true, |id| id >= vocab))
+        {
+            return Err(bad(format!("the id {id} is outside the model's vocabulary 0..{vocab}")));
+        }
+        targets.push(target);
+    }
+    Ok((targets, cut))
 }
 
 /// The `.npz`, written atomically; returns its path.

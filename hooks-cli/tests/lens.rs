@@ -223,7 +223,7 @@ fn chosen_layers_are_read_and_named_in_order() {
         "--out",
         arg(&out),
         "--layers",
-        "model.layers.1, model.layers.0.self_attn",
+        "model.layers.1, model.norm, model.layers.1:input",
         "--top-k",
         "100",
     ]);
@@ -235,10 +235,10 @@ fn chosen_layers_are_read_and_named_in_order() {
     assert!(
         listing
             .lines()
-            .any(|l| l.starts_with("layers") && l.contains("<U24") && l.contains("[2]")),
+            .any(|l| l.starts_with("layers") && l.contains("<U20") && l.contains("[3]")),
         "{listing}"
     );
-    let layers = "model.layers.1,model.layers.0.self_attn";
+    let layers = "model.layers.1,model.norm,model.layers.1:input";
     let report = hooks_test_support::run_python(
         &python,
         &script("tests/py/lens_reference.py"),
@@ -247,9 +247,11 @@ fn chosen_layers_are_read_and_named_in_order() {
     let r: Value = serde_json::from_str(report.trim()).unwrap();
     assert_eq!(
         r["layers"],
-        serde_json::json!(["model.layers.1", "model.layers.0.self_attn"])
+        serde_json::json!(["model.layers.1", "model.norm", "model.layers.1:input"])
     );
-    assert_eq!(r["shapes"]["top_probs"], serde_json::json!([3, 2, 6, 100]));
+    assert_eq!(r["shapes"]["top_probs"], serde_json::json!([3, 3, 6, 100]));
+    // The final norm's output is the model's own distribution (read through the head alone).
+    assert!(r["max_kl_final_norm"].as_f64().unwrap() < 1e-5, "{r}");
     // The whole vocabulary, sorted: the probabilities of every token, each within 1e-4.
     assert!(r["max_top_probs_diff"].as_f64().unwrap() <= 1e-4, "{r}");
     assert!(r["max_entropy_diff"].as_f64().unwrap() <= 1e-4, "{r}");
@@ -386,11 +388,11 @@ fn wrong_inputs_get_one_line_and_no_file() {
         ),
         (
             lens(&["--model", arg(&llama), "--targets", arg(&wrong_length)]),
-            "input 1 has 4 tokens but its target list has 3",
+            "line 2: 3 ids for the 4 tokens of input line 2; give one id per token",
         ),
         (
             lens(&["--model", arg(&llama), "--targets", arg(&outside)]),
-            "outside the vocabulary 0..100",
+            "line 2: the id 100 is outside the model's vocabulary 0..100",
         ),
         (
             lens(&["--model", arg(&llama), "--targets", arg(&words)]),
@@ -398,7 +400,7 @@ fn wrong_inputs_get_one_line_and_no_file() {
         ),
         (
             lens(&["--model", arg(&llama), "--layers", "model.layers.0.mlp.gate_proj"]),
-            "not a residual",
+            "`model.layers.0.mlp.gate_proj` is not on the residual stream",
         ),
         (
             lens(&["--model", arg(&llama), "--layers", "model.layrs.0"]),
@@ -415,6 +417,22 @@ fn wrong_inputs_get_one_line_and_no_file() {
     ];
     for (args, needle) in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        refused(&args, needle, &[&out, &plot]);
+    }
+    // Folders, an unwritable place, and --plot-sample alone: refused before any work.
+    let npz_folder = d.join("folder.npz");
+    std::fs::create_dir(&npz_folder).unwrap();
+    for (extra, needle) in [
+        (
+            vec!["--out", arg(&npz_folder)],
+            "is a folder; give a file path ending in .npz",
+        ),
+        (vec!["--out", "/proc/hooks-lens-test/x.npz"], "cannot"),
+        (vec!["--out", arg(&out), "--plot-sample", "1"], "give --plot P.png too"),
+        (vec!["--out", arg(&out), "--layers", " , "], "`--layers` names no layer"),
+    ] {
+        let mut args = vec!["lens", "--model", arg(&llama), "--input", arg(&input)];
+        args.extend(extra);
         refused(&args, needle, &[&out, &plot]);
     }
     let folder_out = d.join("acts");

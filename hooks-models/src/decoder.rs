@@ -327,7 +327,12 @@ impl<C: DecoderConfig> TextModel for CausalLm<C> {
     /// `model.norm`, then `lm_head`.
     fn readout(&self) -> Option<Readout<'_>> {
         let head = self.lm_head.as_ref()?;
-        Some(Readout::new(self.model.module().norm.module(), head.module(), None))
+        Some(Readout::new(
+            self.model.module().norm.module(),
+            "model.norm",
+            head.module(),
+            None,
+        ))
     }
 
     /// `model.embed_tokens`, `model.layers.0`, ..., `model.layers.{N-1}`.

@@ -506,6 +506,7 @@ impl TextModel for Gpt2LmHead {
     fn readout(&self) -> Option<Readout<'_>> {
         Some(Readout::new(
             self.transformer.module().ln_f.module(),
+            "transformer.ln_f",
             self.lm_head.module(),
             None,
         ))

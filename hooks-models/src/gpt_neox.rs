@@ -320,6 +320,7 @@ impl TextModel for GptNeox {
         let head = self.lm_head.as_ref()?;
         Some(Readout::new(
             self.gpt_neox.module().final_layer_norm.module(),
+            "gpt_neox.final_layer_norm",
             head.module(),
             None,
         ))

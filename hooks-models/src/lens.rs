@@ -18,10 +18,11 @@
 //! vocab]` never exists: what a run holds grows with `top_k`, not with the vocabulary. Only real
 //! tokens are read out; padding positions cost nothing and hold zeros.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use hooks::{ActivationStore, CaptureMode, Item};
+use hooks::{ActivationStore, CaptureMode, Item, Site, Walker};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{ModelError, Result};
@@ -101,9 +102,10 @@ pub struct Lens {
 /// Runs `model` over `items` once and reads each of `layers` through the model's own
 /// [`Readout`]: the logit lens.
 ///
-/// `layers` are layer paths or globs whose outputs are residuals `[batch, tokens, hidden]`; empty,
-/// it reads [`TextModel::residual_layers`] (the embedding's output and each block's). The last
-/// block's distribution is the model's own next-token distribution.
+/// `layers` are paths or globs of the residual stream: the embedding's output, each block's
+/// output or input (`model.layers.3:input`), or the final norm's output, which is read through
+/// the unembedding alone; empty, it reads [`TextModel::residual_layers`] (the embedding's output
+/// and each block's). The last block's distribution is the model's own next-token distribution.
 ///
 /// ```no_run
 /// use hooks::Item;
@@ -122,7 +124,7 @@ pub struct Lens {
 /// [`ModelError::NoReadout`] for a model without an unembedding; [`ModelError::InvalidArgument`]
 /// for `top_k` of 0 or past the vocabulary, a `batch_size` of 0, no inputs or an empty one,
 /// targets whose count or lengths do not match the inputs or that lie outside the vocabulary, a
-/// layer whose output is not `[batch, tokens, hidden]` or that runs more than once per forward;
+/// layer off the residual stream or that runs more than once per forward;
 /// [`ModelError::Capture`] for an unknown layer (with suggestions) or an interruption; the
 /// forward's own errors.
 pub fn logit_lens<L: AsRef<str>>(
@@ -144,6 +146,7 @@ pub fn logit_lens<L: AsRef<str>>(
     };
     let store = ActivationStore::with_mode(model, &layers, CaptureMode::Every)?;
     let names = store.layer_names().to_vec();
+    let normed = classify(model, &readout, &names)?;
     let out = Output::new(
         plan.lengths.len(),
         names.len(),
@@ -166,7 +169,13 @@ pub fn logit_lens<L: AsRef<str>>(
         let last = model.forward(&inputs.ids, &inputs.mask)?;
         let residuals = names
             .iter()
-            .map(|name| one_residual(name, store.calls(name), &inputs, model.hidden_size()))
+            .zip(&normed)
+            .map(|(name, &normed)| {
+                Ok((
+                    one_residual(name, store.calls(name), &inputs, model.hidden_size())?,
+                    normed,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         read_batch(&readout, &last, &residuals, &inputs, &out, (vocab, options.top_k))?;
     }
@@ -314,6 +323,48 @@ struct Inputs {
     targets: Option<Tensor>,
 }
 
+/// Which of `names` (the store's, as given) are the final norm's output, read through the
+/// unembedding alone; every other must be on the residual stream: the embedding's output, a
+/// block's output or input (by any of its names). Anything else (a norm's output, a projection
+/// that happens to have the hidden width) would be normalised as if it were a residual: refused.
+fn classify(model: &dyn TextModel, readout: &Readout<'_>, names: &[String]) -> Result<Vec<bool>> {
+    let mut sites: HashMap<String, *const Site> = HashMap::new();
+    let mut visit = |path: &str, site: &Site| {
+        sites.entry(path.to_owned()).or_insert(std::ptr::from_ref(site));
+    };
+    model.walk(&mut Walker::with_inputs(&mut visit));
+    model.walk(&mut Walker::aliases(&mut visit));
+    let residual = model.residual_layers();
+    let blocks = residual.iter().skip(1).filter(|l| !l.ends_with(hooks::INPUT_SUFFIX));
+    let allowed: Vec<*const Site> = residual
+        .iter()
+        .cloned()
+        .chain(blocks.map(|l| format!("{l}{}", hooks::INPUT_SUFFIX)))
+        .filter_map(|l| sites.get(&l).copied())
+        .collect();
+    let norm = sites.get(readout.norm_layer()).copied();
+    names
+        .iter()
+        .map(|name| {
+            let site = sites.get(name.as_str()).copied();
+            if site.is_some() && site == norm {
+                Ok(true)
+            } else if site.is_some_and(|s| allowed.contains(&s)) {
+                Ok(false)
+            } else {
+                Err(ModelError::InvalidArgument {
+                    name: "layers",
+                    reason: format!(
+                        "`{name}` is not on the residual stream; the lens reads the embedding's output and each block's output or input (`{}`, ...), and the final norm `{}` through the unembedding alone",
+                        residual.get(1).map_or("", String::as_str),
+                        readout.norm_layer()
+                    ),
+                })
+            }
+        })
+        .collect()
+}
+
 /// The layer's one output of this forward, as rows `[R, hidden]` of the real tokens.
 fn one_residual(name: &str, calls: Vec<Tensor>, inputs: &Inputs, hidden: usize) -> Result<Tensor> {
     let invalid = |reason: String| ModelError::InvalidArgument { name: "layers", reason };
@@ -431,7 +482,7 @@ struct Reduced {
 fn read_batch(
     readout: &Readout<'_>,
     last: &Tensor,
-    residuals: &[Tensor],
+    residuals: &[(Tensor, bool)],
     inputs: &Inputs,
     out: &Output,
     (vocab, k): (usize, usize),
@@ -454,11 +505,14 @@ fn read_batch(
         // Σ p_final log p_final, once per chunk: KL = this − Σ p_final log p_layer.
         let final_neg_entropy = (&final_p * &final_logp).f_sum_dim_intlist(-1, false, Kind::Float)?;
         let targets = inputs.targets.as_ref().map(|t| t.narrow(0, start, len).unsqueeze(-1));
-        for (layer, residual) in residuals.iter().enumerate() {
-            let logp = readout
-                .logits(&residual.narrow(0, start, len))
-                .f_to_kind(Kind::Float)?
-                .f_log_softmax(-1, Kind::Float)?;
+        for (layer, (residual, normed)) in residuals.iter().enumerate() {
+            let rows = residual.narrow(0, start, len);
+            let logits = if *normed {
+                readout.logits_of_normed(&rows)
+            } else {
+                readout.logits(&rows)
+            };
+            let logp = logits.f_to_kind(Kind::Float)?.f_log_softmax(-1, Kind::Float)?;
             let reduced = reduce(&logp, &final_p, &final_neg_entropy, targets.as_ref(), k)?;
             out.put(inputs, (start, len), to_i64(layer), &reduced)?;
         }

@@ -232,6 +232,7 @@ pub(crate) fn check_step(
 /// shows up in a store or meets an intervention.
 pub struct Readout<'a> {
     norm: &'a dyn nn::Module,
+    norm_layer: &'static str,
     head: &'a nn::Linear,
     final_logit_softcapping: Option<f64>,
 }
@@ -239,7 +240,7 @@ pub struct Readout<'a> {
 impl fmt::Debug for Readout<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Readout")
-            .field("norm", &self.norm)
+            .field("norm", &self.norm_layer)
             .field("head", &self.head.ws.size())
             .field("final_logit_softcapping", &self.final_logit_softcapping)
             .finish()
@@ -247,13 +248,27 @@ impl fmt::Debug for Readout<'_> {
 }
 
 impl<'a> Readout<'a> {
-    /// The read-out through `norm`, then `head`, then the soft-cap `cap` when given.
-    pub(crate) fn new(norm: &'a dyn nn::Module, head: &'a nn::Linear, final_logit_softcapping: Option<f64>) -> Self {
+    /// The read-out through `norm` (the layer at path `norm_layer`), then `head`, then the
+    /// soft-cap `cap` when given.
+    pub(crate) fn new(
+        norm: &'a dyn nn::Module,
+        norm_layer: &'static str,
+        head: &'a nn::Linear,
+        final_logit_softcapping: Option<f64>,
+    ) -> Self {
         Readout {
             norm,
+            norm_layer,
             head,
             final_logit_softcapping,
         }
+    }
+
+    /// The path of the final norm's layer (`model.norm`): its output is already normalised, so
+    /// it is read through [`logits_of_normed`](Self::logits_of_normed).
+    #[must_use]
+    pub fn norm_layer(&self) -> &'static str {
+        self.norm_layer
     }
 
     /// The logits `[..., vocab]` of a residual `[..., hidden]`, in the model's kind: the final

@@ -88,6 +88,7 @@ def compare(model_dir, inputs, ours_path, k, layers, targets_path=None):
         "max_last_layer_kl": 0.0,
         "input_ids_equal": True,
         "min_kl_first_layer": float("inf"),
+        "max_kl_final_norm": 0.0,
     }
     for i, ids in enumerate(samples):
         n = len(ids)
@@ -113,7 +114,14 @@ def compare(model_dir, inputs, ours_path, k, layers, targets_path=None):
             final_logp = torch.log_softmax(logits, -1)
             final_p = final_logp.exp()
             for l, name in enumerate(layers):
-                layer_logits = head(norm(captured[name]))[0].double()
+                # The final norm's own output is normalised already: the head alone reads it.
+                is_norm = ":" not in name and model.get_submodule(name) is norm
+                read = head(captured[name]) if is_norm else head(norm(captured[name]))
+                layer_logits = read[0].double()
+                if is_norm:
+                    report["max_kl_final_norm"] = max(
+                        report["max_kl_final_norm"], float(np.abs(ours["kl_to_final"][i, l, :n]).max())
+                    )
                 logp = torch.log_softmax(layer_logits, -1)
                 p = logp.exp()
                 top_logp, top_ids = torch.topk(logp, k + 1 if k < logp.shape[-1] else k, -1)
