@@ -33,43 +33,102 @@ pub struct Edits {
     record: Vec<serde_json::Value>,
 }
 
-impl Edits {
-    /// Reads `--ablate LAYER`, `--steer LAYER=VEC.npy@SCALE` and `--patch LAYER=SRC.npz`.
-    pub fn parse(ablate: &[String], steer: &[String], patch: &[String]) -> Result<Edits, CliError> {
-        let mut edits = Edits::default();
-        for layer in ablate {
-            let layer = nonempty(layer, "--ablate", "LAYER")?;
-            edits.interventions.push((layer.to_owned(), Intervention::zero()));
-            edits.record.push(json!({"ablate": layer}));
+/// An intervention flag of the command line, in the order given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flag {
+    /// `--ablate`.
+    Ablate,
+    /// `--steer`.
+    Steer,
+}
+
+/// The order of the `--ablate` and `--steer` flags on the command line (clap keeps each flag's
+/// values apart, so their interleaving is read from its indices).
+pub fn order(matches: &clap::ArgMatches) -> Vec<Flag> {
+    let Some((_, sub)) = matches.subcommand() else {
+        return Vec::new();
+    };
+    let indices = |id: &str| -> Vec<usize> {
+        match sub.try_get_raw(id) {
+            Ok(Some(_)) => sub.indices_of(id).map(Iterator::collect).unwrap_or_default(),
+            _ => Vec::new(),
         }
-        for spec in steer {
-            let usage = "LAYER=VEC.npy@SCALE";
-            let (layer, rest) = split(spec, '=', "--steer", usage)?;
-            let (file, scale) = rest.rsplit_once('@').ok_or_else(|| {
+    };
+    let mut flags: Vec<(usize, Flag)> = indices("ablate")
+        .into_iter()
+        .map(|i| (i, Flag::Ablate))
+        .chain(indices("steer").into_iter().map(|i| (i, Flag::Steer)))
+        .collect();
+    flags.sort_unstable_by_key(|(i, _)| *i);
+    flags.into_iter().map(|(_, flag)| flag).collect()
+}
+
+impl Edits {
+    /// Reads `--ablate LAYER`, `--steer LAYER=VEC.npy@SCALE` and `--patch LAYER=SRC.npz`; the
+    /// ablations and steerings apply in `order`, the order of their flags on the command line
+    /// (ablations first when `order` does not cover them), patches after them.
+    pub fn parse(ablate: &[String], steer: &[String], patch: &[String], order: &[Flag]) -> Result<Edits, CliError> {
+        let mut edits = Edits::default();
+        let covered = order.iter().filter(|f| **f == Flag::Ablate).count() == ablate.len()
+            && order.iter().filter(|f| **f == Flag::Steer).count() == steer.len();
+        let default: Vec<Flag> = std::iter::repeat_n(Flag::Ablate, ablate.len())
+            .chain(std::iter::repeat_n(Flag::Steer, steer.len()))
+            .collect();
+        let (mut ablate, mut steer) = (ablate.iter(), steer.iter());
+        for flag in if covered { order } else { &default } {
+            match flag {
+                Flag::Ablate => {
+                    if let Some(layer) = ablate.next() {
+                        edits.ablate(layer)?;
+                    }
+                }
+                Flag::Steer => {
+                    if let Some(spec) = steer.next() {
+                        edits.steer(spec)?;
+                    }
+                }
+            }
+        }
+        edits.patches(patch)?;
+        Ok(edits)
+    }
+
+    fn ablate(&mut self, layer: &str) -> Result<(), CliError> {
+        let layer = nonempty(layer, "--ablate", "LAYER")?;
+        self.interventions.push((layer.to_owned(), Intervention::zero()));
+        self.record.push(json!({"ablate": layer}));
+        Ok(())
+    }
+
+    fn steer(&mut self, spec: &str) -> Result<(), CliError> {
+        let usage = "LAYER=VEC.npy@SCALE";
+        let (layer, rest) = split(spec, '=', "--steer", usage)?;
+        let (file, scale) = rest.rsplit_once('@').ok_or_else(|| {
+            CliError::Usage(format!(
+                "invalid `--steer {spec}`: no `@SCALE`; write {usage}, like h.6=happy.npy@4"
+            ))
+        })?;
+        let scale: f64 = scale
+            .trim()
+            .parse()
+            .ok()
+            .filter(|s: &f64| s.is_finite())
+            .ok_or_else(|| {
                 CliError::Usage(format!(
-                    "invalid `--steer {spec}`: no `@SCALE`; write {usage}, like h.6=happy.npy@4"
+                    "invalid `--steer {spec}`: the scale `{scale}` is not a finite number; write {usage}"
                 ))
             })?;
-            let scale: f64 = scale
-                .trim()
-                .parse()
-                .ok()
-                .filter(|s: &f64| s.is_finite())
-                .ok_or_else(|| {
-                    CliError::Usage(format!(
-                        "invalid `--steer {spec}`: the scale `{scale}` is not a finite number; write {usage}"
-                    ))
-                })?;
-            let path = PathBuf::from(file.trim());
-            let vector = read_vector(&path)?;
-            edits.steers.push((layer.to_owned(), vector.size()[0], path.clone()));
-            edits
-                .record
-                .push(json!({"steer": layer, "scale": scale, "vector": file_record(&path)?}));
-            edits
-                .interventions
-                .push((layer.to_owned(), Intervention::add(vector, scale)));
-        }
+        let path = PathBuf::from(file.trim());
+        let vector = read_vector(&path)?;
+        self.steers.push((layer.to_owned(), vector.size()[0], path.clone()));
+        self.record
+            .push(json!({"steer": layer, "scale": scale, "vector": file_record(&path)?}));
+        self.interventions
+            .push((layer.to_owned(), Intervention::add(vector, scale)));
+        Ok(())
+    }
+
+    fn patches(&mut self, patch: &[String]) -> Result<(), CliError> {
         for spec in patch {
             let (layer, file) = split(spec, '=', "--patch", "LAYER=SRC.npz")?;
             if layer.contains('*') {
@@ -77,19 +136,17 @@ impl Edits {
                     "invalid `--patch {spec}`: a patch names one layer, not a pattern; give one --patch per layer"
                 )));
             }
-            if edits.patches.iter().any(|p| p.layer == layer) {
+            if self.patches.iter().any(|p| p.layer == layer) {
                 return Err(CliError::Usage(format!(
                     "`--patch {layer}=...` is given twice; give one source per layer"
                 )));
             }
             let path = PathBuf::from(file.trim());
             let patch = read_patch(&path, layer)?;
-            edits
-                .record
-                .push(json!({"patch": layer, "source": file_record(&path)?}));
-            edits.patches.push(patch);
+            self.record.push(json!({"patch": layer, "source": file_record(&path)?}));
+            self.patches.push(patch);
         }
-        Ok(edits)
+        Ok(())
     }
 
     /// Whether there are none.

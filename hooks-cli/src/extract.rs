@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 
 use serde_json::json;
 
-use crate::edits::Edits;
+use crate::edits::{Edits, Flag};
 use crate::error::CliError;
 use crate::folder;
 use crate::input::{self, InputFormat, Sample};
@@ -321,7 +321,7 @@ fn aliases(model: &dyn LayerTree) -> Vec<(String, String)> {
 }
 
 /// `hooks extract`.
-pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
+pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
     let start = Instant::now();
     if folder::is_npz(&args.out) {
         let folder_only = [
@@ -338,7 +338,7 @@ pub fn run(args: &ExtractArgs) -> Result<(), CliError> {
     }
     let device = parse_device(&args.device)?;
     let dir = model_dir(args.model.as_deref())?;
-    let edits = Edits::parse(&args.ablate, &args.steer, &args.patch)?;
+    let edits = Edits::parse(&args.ablate, &args.steer, &args.patch, order)?;
     // Said on stderr once the file is written: a failed run prints its one error line only.
     let mut notes = Vec::new();
     let input = input::read(args.input.as_deref(), args.input_format)?;

@@ -13,7 +13,7 @@ use serde_json::json;
 use tch::{Kind, Tensor};
 
 use crate::compare::temp_beside;
-use crate::edits::Edits;
+use crate::edits::{Edits, Flag};
 use crate::error::CliError;
 use crate::extract::{check_vocabulary, parse_device, tokenize, DType};
 use crate::input::{self, InputFormat};
@@ -102,7 +102,7 @@ enum InterveneOnArg {
 }
 
 /// `hooks generate`.
-pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
+pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
     let start = Instant::now();
     let sampling = sampling(args)?;
     let max_new_tokens = usize::try_from(args.max_new_tokens).unwrap_or(usize::MAX);
@@ -122,7 +122,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         .collect();
     check_outputs(args, &layers)?;
     let device = parse_device(&args.device)?;
-    let edits = Edits::parse(&args.ablate, &args.steer, &[])?;
+    let edits = Edits::parse(&args.ablate, &args.steer, &[], order)?;
     let input_name = format!("`{}`", args.input.display());
     let (items, note) = if args.chat {
         (conversations(&args.input, &args.model)?, None)

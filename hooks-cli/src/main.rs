@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::error::CliError;
 
@@ -78,17 +78,21 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => return usage_error(&e),
     };
+    let order = edits::order(&matches);
     let result: Result<(), CliError> = match cli.command {
         Command::Layers { model } => extract::layers(model.as_deref()),
-        Command::Extract(args) => extract::run(&args),
+        Command::Extract(args) => extract::run(&args, &order),
         Command::Merge { out, shards } => folder::merge(&out, &shards),
         Command::Inspect { path } => inspect::run(&path),
         Command::Lens(args) => lens::run(&args),
-        Command::Generate(args) => generate::run(&args),
+        Command::Generate(args) => generate::run(&args, &order),
         Command::Compare(args) => compare::run(&args),
     };
     match result {

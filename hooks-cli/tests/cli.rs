@@ -1000,3 +1000,50 @@ fn refused_command_lines_are_one_line() {
         stdout(&help)
     );
 }
+
+/// `--ablate` and `--steer` apply in the order given on the command line: ablating a layer then
+/// steering it leaves the steering vector at every position; the other way round leaves zeros.
+#[test]
+fn interventions_apply_in_the_order_given() {
+    let Some(python) = hooks_test_support::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("llama");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hooks-models/tests/py/reference.py");
+    let _ = hooks_test_support::run_python(&python, &script, &["build", "llama", model.to_str().unwrap()]);
+    let input = dir.path().join("ids.jsonl");
+    std::fs::write(&input, "{\"input_ids\": [5, 17, 3]}\n{\"input_ids\": [8, 2]}\n").unwrap();
+    let vec = dir.path().join("vec.npy");
+    let values: Vec<f32> = (0..48).map(|i| i as f32 / 8.0 - 3.0).collect();
+    Tensor::from_slice(&values).write_npy(&vec).unwrap();
+    let steer = format!("model.layers.0={}@2", vec.display());
+    let layer = "model.layers.0";
+    let (model_s, input_s) = (model.to_str().unwrap(), input.to_str().unwrap());
+    let run = |name: &str, edits: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "extract", "--model", model_s, "--input", input_s, "--layers", layer, "--out",
+        ];
+        let out_s = out.to_str().unwrap().to_owned();
+        args.push(&out_s);
+        args.extend(edits);
+        let run = hooks_cmd(&args);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        load_activations(&out).unwrap().get(layer).unwrap().shallow_clone()
+    };
+    let want = Tensor::from_slice(&values) * 2.0;
+    let steered_last = run("a.npz", &["--ablate", layer, "--steer", &steer]);
+    for (row, len) in [(0, 3), (1, 2)] {
+        for t in 0..len {
+            let diff = (steered_last.get(row).get(t) - &want).abs().max().double_value(&[]);
+            assert!(diff < 1e-6, "ablate then steer: row {row} token {t} differs by {diff}");
+        }
+    }
+    let ablated_last = run("b.npz", &["--steer", &steer, "--ablate", layer]);
+    assert_eq!(
+        ablated_last.abs().max().double_value(&[]),
+        0.0,
+        "steer then ablate leaves zeros"
+    );
+}
