@@ -262,6 +262,11 @@ fn sentence_transformers_max_length(dir: &Path) -> Result<Option<usize>, CliErro
     }
 }
 
+/// The names of a comma-separated `--layers` list, trimmed, empty ones dropped.
+pub(crate) fn layer_list(list: &str) -> Vec<&str> {
+    list.split(',').map(str::trim).filter(|l| !l.is_empty()).collect()
+}
+
 /// `hooks layers`.
 pub fn layers(model: Option<&Path>) -> Result<(), CliError> {
     let dir = model_dir(model)?;
@@ -380,12 +385,7 @@ pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
             samples.len()
         ));
     }
-    let layers: Vec<&str> = args
-        .layers
-        .split(',')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let layers = layer_list(&args.layers);
     let pooling = Pooling::resolve(args.pool, &dir)?;
     let selected = ActivationStore::new(&*model, &layers)?;
     for reserved in ["input_ids", "attention_mask"] {

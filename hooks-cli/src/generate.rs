@@ -15,7 +15,7 @@ use tch::{Kind, Tensor};
 use crate::compare::temp_beside;
 use crate::edits::{Edits, Flag};
 use crate::error::CliError;
-use crate::extract::{check_vocabulary, parse_device, tokenize, DType};
+use crate::extract::{check_vocabulary, layer_list, parse_device, tokenize, DType};
 use crate::input::{self, InputFormat};
 use crate::pool::Pool;
 use crate::signals;
@@ -111,13 +111,8 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
             "`--max-new-tokens 0` generates nothing; give at least 1".into(),
         ));
     }
-    let layers: Vec<String> = args
-        .layers
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
+    let layers: Vec<String> = layer_list(args.layers.as_deref().unwrap_or(""))
+        .into_iter()
         .map(str::to_owned)
         .collect();
     check_outputs(args, &layers)?;

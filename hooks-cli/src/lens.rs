@@ -10,7 +10,7 @@ use hooks_models::{ModelError, Tokenizer};
 
 use crate::compare::temp_beside;
 use crate::error::CliError;
-use crate::extract::{check_vocabulary, parse_device, tokenize, DType};
+use crate::extract::{check_vocabulary, layer_list, parse_device, tokenize, DType};
 use crate::heatmap::Heatmap;
 use crate::input::{self, InputFormat, Sample};
 use crate::signals;
@@ -137,14 +137,7 @@ pub fn run(args: &LensArgs) -> Result<(), CliError> {
         }
         None => None,
     };
-    let layers: Vec<&str> = args
-        .layers
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let layers = layer_list(args.layers.as_deref().unwrap_or(""));
     if args.layers.is_some() && layers.is_empty() {
         return Err(CliError::Usage(
             "`--layers` names no layer; leave it out for the default (the embedding and every block), or name some"

@@ -24,7 +24,7 @@ use crate::error::Result;
 use crate::layers::{linear, Init, RmsNorm, TokenEmbedding};
 use crate::rope::Rotation;
 use crate::text_model::{
-    check_inputs, check_step, has_head, load_as, to_usize, KvCache, Pretrained, Readout, TextModel,
+    check_inputs, check_step, has_head, load_as, residual_stream, to_usize, KvCache, Pretrained, Readout, TextModel,
 };
 use crate::weights::Checkpoint;
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
@@ -294,8 +294,7 @@ impl<C: DecoderConfig> TextModel for CausalLm<C> {
         )?;
         let _no_grad = tch::no_grad_guard();
         let kind = self.vs.kind();
-        let (key_positions, key_valid) = cache.advance(&positions, &valid)?;
-        let mask = attention::positions_mask(&positions, &key_positions, &key_valid, spec.sliding_window, kind);
+        let mask = cache.step_mask(&positions, &valid, spec.sliding_window, kind)?;
         let hidden = self.model.call_with(&ids, |m, ids| {
             let rotation = Rotation::at(&m.inv_freq, &positions, kind);
             m.run(ids, &rotation, &mask, Some(cache.slots(m.layers.len())))
@@ -337,8 +336,7 @@ impl<C: DecoderConfig> TextModel for CausalLm<C> {
 
     /// `model.embed_tokens`, `model.layers.0`, ..., `model.layers.{N-1}`.
     fn residual_layers(&self) -> Vec<String> {
-        let blocks = (0..self.model.module().layers.len()).map(|i| format!("model.layers.{i}"));
-        std::iter::once("model.embed_tokens".to_owned()).chain(blocks).collect()
+        residual_stream("model.embed_tokens", "model.layers", self.model.module().layers.len())
     }
 }
 

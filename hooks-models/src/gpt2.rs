@@ -471,8 +471,7 @@ impl TextModel for Gpt2LmHead {
             gpt2.config.vocab_size,
             gpt2.vs.device(),
         )?;
-        let (key_positions, key_valid) = cache.advance(&positions, &valid)?;
-        let mask = attention::positions_mask(&positions, &key_positions, &key_valid, None, gpt2.vs.kind());
+        let mask = cache.step_mask(&positions, &valid, None, gpt2.vs.kind())?;
         let hidden = self.transformer.call_with(&ids, |m, ids| {
             m.run_at(ids, &positions, &mask, Some(cache.slots(m.h.len())))
         });

@@ -23,7 +23,7 @@ use crate::error::Result;
 use crate::layers::{embedding, layer_norm, linear, Init};
 use crate::rope::{RopeParameters, Rotation};
 use crate::text_model::{
-    check_inputs, check_step, has_head, load_as, to_usize, KvCache, Pretrained, Readout, TextModel,
+    check_inputs, check_step, has_head, load_as, residual_stream, to_usize, KvCache, Pretrained, Readout, TextModel,
 };
 use crate::weights::Checkpoint;
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
@@ -285,8 +285,7 @@ impl TextModel for GptNeox {
         )?;
         let _no_grad = tch::no_grad_guard();
         let kind = self.vs.kind();
-        let (key_positions, key_valid) = cache.advance(&positions, &valid)?;
-        let mask = attention::positions_mask(&positions, &key_positions, &key_valid, None, kind);
+        let mask = cache.step_mask(&positions, &valid, None, kind)?;
         let hidden = self.gpt_neox.call_with(&ids, |m, ids| {
             let rotation = Rotation::at(&m.inv_freq, &positions, kind);
             m.run(ids, &rotation, &mask, Some(cache.slots(m.layers.len())))
@@ -328,8 +327,11 @@ impl TextModel for GptNeox {
 
     /// `gpt_neox.embed_in`, `gpt_neox.layers.0`, ..., `gpt_neox.layers.{N-1}`.
     fn residual_layers(&self) -> Vec<String> {
-        let blocks = (0..self.gpt_neox.module().layers.len()).map(|i| format!("gpt_neox.layers.{i}"));
-        std::iter::once("gpt_neox.embed_in".to_owned()).chain(blocks).collect()
+        residual_stream(
+            "gpt_neox.embed_in",
+            "gpt_neox.layers",
+            self.gpt_neox.module().layers.len(),
+        )
     }
 }
 

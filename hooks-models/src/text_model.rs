@@ -8,7 +8,7 @@ use hooks::LayerTree;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
-use crate::attention::KvSlot;
+use crate::attention::{self, KvSlot, Mask};
 use crate::config::ConfigFile;
 use crate::error::{ModelError, Result};
 use crate::weights::Checkpoint;
@@ -182,11 +182,37 @@ impl KvCache {
         Ok(out)
     }
 
+    /// Appends a step's columns (as [`advance`](Self::advance)) and returns the step's attention
+    /// mask over every column so far: by position, with an optional sliding `window`.
+    pub(crate) fn step_mask(
+        &mut self,
+        positions: &Tensor,
+        valid: &Tensor,
+        window: Option<i64>,
+        kind: Kind,
+    ) -> Result<Mask> {
+        let (key_positions, key_valid) = self.advance(positions, valid)?;
+        Ok(attention::positions_mask(
+            positions,
+            &key_positions,
+            &key_valid,
+            window,
+            kind,
+        ))
+    }
+
     /// The slots of a model's `layers` attention layers, in order.
     pub(crate) fn slots(&mut self, layers: usize) -> &mut [KvSlot] {
         self.slots.resize_with(layers, KvSlot::default);
         &mut self.slots
     }
+}
+
+/// A residual stream's layer names: `embedding`, then `blocks.0` to `blocks.{count - 1}`.
+pub(crate) fn residual_stream(embedding: &str, blocks: &str, count: usize) -> Vec<String> {
+    std::iter::once(embedding.to_owned())
+        .chain((0..count).map(|i| format!("{blocks}.{i}")))
+        .collect()
 }
 
 /// Validates a cached step (as [`check_inputs`], and positions within `max_length`) and moves it
