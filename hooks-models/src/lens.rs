@@ -146,7 +146,7 @@ pub fn logit_lens<L: AsRef<str>>(
     };
     let store = ActivationStore::with_mode(model, &layers, CaptureMode::Every)?;
     let names = store.layer_names().to_vec();
-    let normed = classify(model, &readout, &names)?;
+    let is_final = classify(model, &readout, &names)?;
     let out = Output::new(
         plan.lengths.len(),
         names.len(),
@@ -169,11 +169,11 @@ pub fn logit_lens<L: AsRef<str>>(
         let last = model.forward(&inputs.ids, &inputs.mask)?;
         let residuals = names
             .iter()
-            .zip(&normed)
-            .map(|(name, &normed)| {
+            .zip(&is_final)
+            .map(|(name, &is_final)| {
                 Ok((
                     one_residual(name, store.calls(name), &inputs, model.hidden_size())?,
-                    normed,
+                    is_final,
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -323,10 +323,12 @@ struct Inputs {
     targets: Option<Tensor>,
 }
 
-/// Which of `names` (the store's, as given) are the final norm's output, read through the
-/// unembedding alone; every other must be on the residual stream: the embedding's output, a
-/// block's output or input (by any of its names). Anything else (a norm's output, a projection
-/// that happens to have the hidden width) would be normalised as if it were a residual: refused.
+/// Which of `names` (the store's, as given) read as the model's own distribution: the final
+/// norm's output, whose unembedding is the model's logits, and the last block's output, which the
+/// final norm turns into exactly that (so its read-out is not computed twice). Every other must
+/// be on the residual stream: the embedding's output, a block's output or input (by any of its
+/// names). Anything else (a norm's output, a projection that happens to have the hidden width)
+/// would be normalised as if it were a residual: refused.
 fn classify(model: &dyn TextModel, readout: &Readout<'_>, names: &[String]) -> Result<Vec<bool>> {
     let mut sites: HashMap<String, *const Site> = HashMap::new();
     let mut visit = |path: &str, site: &Site| {
@@ -343,11 +345,12 @@ fn classify(model: &dyn TextModel, readout: &Readout<'_>, names: &[String]) -> R
         .filter_map(|l| sites.get(&l).copied())
         .collect();
     let norm = sites.get(readout.norm_layer()).copied();
+    let last = residual.last().and_then(|l| sites.get(l)).copied();
     names
         .iter()
         .map(|name| {
             let site = sites.get(name.as_str()).copied();
-            if site.is_some() && site == norm {
+            if site.is_some() && (site == norm || site == last) {
                 Ok(true)
             } else if site.is_some_and(|s| allowed.contains(&s)) {
                 Ok(false)
@@ -505,14 +508,15 @@ fn read_batch(
         // Σ p_final log p_final, once per chunk: KL = this − Σ p_final log p_layer.
         let final_neg_entropy = (&final_p * &final_logp).f_sum_dim_intlist(-1, false, Kind::Float)?;
         let targets = inputs.targets.as_ref().map(|t| t.narrow(0, start, len).unsqueeze(-1));
-        for (layer, (residual, normed)) in residuals.iter().enumerate() {
-            let rows = residual.narrow(0, start, len);
-            let logits = if *normed {
-                readout.logits_of_normed(&rows)
+        for (layer, (residual, is_final)) in residuals.iter().enumerate() {
+            let logp = if *is_final {
+                final_logp.shallow_clone()
             } else {
-                readout.logits(&rows)
+                readout
+                    .logits(&residual.narrow(0, start, len))
+                    .f_to_kind(Kind::Float)?
+                    .f_log_softmax(-1, Kind::Float)?
             };
-            let logp = logits.f_to_kind(Kind::Float)?.f_log_softmax(-1, Kind::Float)?;
             let reduced = reduce(&logp, &final_p, &final_neg_entropy, targets.as_ref(), k)?;
             out.put(inputs, (start, len), to_i64(layer), &reduced)?;
         }
