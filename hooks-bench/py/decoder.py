@@ -49,12 +49,51 @@ def make(args):
     model.save_pretrained(args.out, safe_serialization=True)
 
 
+def read_rows(path):
+    """The token-id lists of an IDS.jsonl (`{"input_ids": [...]}` a line)."""
+    with open(path) as f:
+        return [json.loads(line)["input_ids"] for line in f if line.strip()]
+
+
+def batches(rows, batch_size):
+    """The batches `hooks extract` (and `hooks lens`) make: `rows` sorted by length, longest first
+    (stable), cut into batches of `batch_size`, each right-padded to its own longest. Yields
+    (the rows' indices in `rows`, ids, attention mask), both `[batch, width]` int64."""
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    for first in range(0, len(order), batch_size):
+        index = order[first : first + batch_size]
+        width = max(len(rows[i]) for i in index)
+        ids = torch.zeros(len(index), width, dtype=torch.int64)
+        mask = torch.zeros(len(index), width, dtype=torch.int64)
+        for j, i in enumerate(index):
+            ids[j, : len(rows[i])] = torch.tensor(rows[i])
+            mask[j, : len(rows[i])] = 1
+        yield index, ids, mask
+
+
+def in_input_order(arrays, order):
+    """`arrays` (row k from input row `order[k]`) with their rows put back in input order."""
+    if order == sorted(order):
+        return arrays
+    inverse = torch.empty(len(order), dtype=torch.int64)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
+    return {name: a[inverse] for name, a in arrays.items()}
+
+
+def save(path, arrays):
+    """`numpy.savez` of `arrays` (tensors or numpy arrays), fsynced, as `hooks` syncs its files."""
+    arrays = {k: a.numpy() if isinstance(a, torch.Tensor) else a for k, a in arrays.items()}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def extract(args):
     from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(args.threads)
-    with open(args.input) as f:
-        rows = [json.loads(line)["input_ids"] for line in f if line.strip()]
+    rows = read_rows(args.input)
     model = AutoModelForCausalLM.from_pretrained(args.model).eval()
     names = [f"model.layers.{i}" for i in range(model.config.num_hidden_layers)]
     modules = dict(model.named_modules())
@@ -70,15 +109,9 @@ def extract(args):
     for name in names:
         modules[name].register_forward_hook(hook(name))
 
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
-    for first in range(0, len(order), args.batch_size):
-        chunk = [rows[i] for i in order[first : first + args.batch_size]]
-        width = max(len(r) for r in chunk)
-        ids = torch.zeros(len(chunk), width, dtype=torch.int64)
-        mask = torch.zeros(len(chunk), width, dtype=torch.int64)
-        for i, r in enumerate(chunk):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
+    order = []
+    for index, ids, mask in batches(rows, args.batch_size):
+        order += index
         with torch.no_grad():
             model.model(input_ids=ids, attention_mask=mask, use_cache=False)
         if args.pool == "mean":
@@ -86,20 +119,12 @@ def extract(args):
             for name in names:
                 out = kept[name][-1]
                 kept[name][-1] = (out * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        elif any(len(r) != width for r in chunk):
+        elif not bool(mask.all()):
             raise SystemExit("--pool none needs inputs of one length")
 
-    arrays = {name: torch.cat(kept[name]) for name in names}
-    if order != sorted(order):
-        # Back to input order: row k of the concatenation is row `order[k]` of the input.
-        inverse = torch.empty(len(order), dtype=torch.int64)
-        inverse[torch.tensor(order)] = torch.arange(len(order))
-        arrays = {name: a[inverse] for name, a in arrays.items()}
-    arrays = {name: a.numpy() for name, a in arrays.items()}
-    with open(args.out, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
+    # Row k of each concatenation is row `order[k]` of the input.
+    arrays = in_input_order({name: torch.cat(kept[name]) for name in names}, order)
+    save(args.out, arrays)
 
 
 def main():

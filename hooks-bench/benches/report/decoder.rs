@@ -30,16 +30,58 @@ const START_UP_LEN: i64 = 8;
 
 /// The model's shape: `decoder.py make`'s flags.
 #[derive(Clone, Copy)]
-struct Arch {
-    hidden: i64,
-    intermediate: i64,
-    layers: usize,
-    heads: i64,
-    kv_heads: i64,
-    vocab: i64,
+pub struct Arch {
+    pub hidden: i64,
+    pub intermediate: i64,
+    pub layers: usize,
+    pub heads: i64,
+    pub kv_heads: i64,
+    pub vocab: i64,
 }
 
 impl Arch {
+    /// The benchmark's Llama shape (a real run), or a toy one with the same vocabulary (the smoke
+    /// run).
+    pub fn llama(full: bool) -> Arch {
+        if full {
+            Arch {
+                hidden: 512,
+                intermediate: 1536,
+                layers: 8,
+                heads: 8,
+                kv_heads: 2,
+                vocab: 32_000,
+            }
+        } else {
+            Arch {
+                hidden: 64,
+                intermediate: 128,
+                layers: 2,
+                heads: 4,
+                kv_heads: 2,
+                vocab: 32_000,
+            }
+        }
+    }
+
+    /// `LlamaForCausalLM(LlamaConfig(...))` with these fields, as the section texts name it.
+    pub fn describe(&self) -> String {
+        format!(
+            "`LlamaForCausalLM(LlamaConfig(hidden_size={}, intermediate_size={}, \
+             num_hidden_layers={}, num_attention_heads={}, num_key_value_heads={}, vocab_size={}))`",
+            self.hidden, self.intermediate, self.layers, self.heads, self.kv_heads, self.vocab
+        )
+    }
+
+    /// Makes the model in `dir` with `decoder.py make` (seeded random weights, f32 safetensors);
+    /// the size of its weights file.
+    pub fn make(&self, ctx: &Ctx, dir: &Path) -> BenchResult<u64> {
+        let mut make = crate::python::command(&ctx.python, ctx.cfg.threads);
+        make.arg(script()).arg("make").arg("--out").arg(dir).args(self.flags());
+        timed(make, "decoder.py make")?;
+        Ok(std::fs::metadata(dir.join("model.safetensors"))?.len())
+    }
+
     fn flags(&self) -> Vec<String> {
         [
             ("--hidden", self.hidden),
@@ -108,7 +150,7 @@ fn script() -> PathBuf {
 }
 
 /// Runs `cmd` to its end: the seconds from spawning it to its exit, as a user waits for it.
-fn timed(mut cmd: Command, what: &str) -> BenchResult<f64> {
+pub fn timed(mut cmd: Command, what: &str) -> BenchResult<f64> {
     let start = Instant::now();
     let out = cmd.output()?;
     let seconds = start.elapsed().as_secs_f64();
@@ -118,8 +160,41 @@ fn timed(mut cmd: Command, what: &str) -> BenchResult<f64> {
     Ok(seconds)
 }
 
-/// `hooks extract` of `work` into `out`, at `threads` intra-op threads (libtorch reads
-/// `OMP_NUM_THREADS`, as torch does).
+/// The command line of `hooks extract`: `layers` of each input of `input` (JSONL), pooled by
+/// `pool`, in batches of `batch`, into `out`.
+pub fn extract_argv(
+    hooks: &Path,
+    model: &Path,
+    input: &Path,
+    layers: &str,
+    pool: &str,
+    batch: usize,
+    out: &Path,
+) -> Vec<String> {
+    let path = |p: &Path| p.display().to_string();
+    [
+        path(hooks),
+        "extract".into(),
+        "--model".into(),
+        path(model),
+        "--input".into(),
+        path(input),
+    ]
+    .into_iter()
+    .chain(["--input-format", "jsonl", "--layers", layers, "--pool", pool].map(str::to_owned))
+    .chain(["--batch-size".into(), batch.to_string(), "--out".into(), path(out)])
+    .collect()
+}
+
+/// `argv` as a command at `threads` intra-op threads (libtorch reads `OMP_NUM_THREADS`, as torch
+/// does).
+pub fn command(argv: &[String], threads: i32) -> Command {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).env("OMP_NUM_THREADS", threads.to_string());
+    cmd
+}
+
+/// `hooks extract` of `work` into `out`, at `threads`.
 fn hooks_extract(
     hooks: &Path,
     model: &Path,
@@ -128,25 +203,31 @@ fn hooks_extract(
     threads: i32,
     out: &Path,
 ) -> BenchResult<f64> {
-    let mut cmd = Command::new(hooks);
-    cmd.env("OMP_NUM_THREADS", threads.to_string())
-        .arg("extract")
+    let argv = extract_argv(hooks, model, &work.input, "model.layers.*", work.pool, batch, out);
+    timed(command(&argv, threads), "hooks extract")
+}
+
+/// `SCRIPT SUB --model MODEL --input INPUT --out OUT --batch-size B --threads N` at `threads`, as
+/// the Python sides of sections 8 and 9 take their work; the caller adds its own flags.
+pub fn python_side(
+    ctx: &Ctx,
+    script: &Path,
+    sub: &str,
+    [model, input, out]: [&Path; 3],
+    batch: usize,
+    threads: i32,
+) -> Command {
+    let mut cmd = crate::python::command(&ctx.python, threads);
+    cmd.arg(script)
+        .arg(sub)
         .arg("--model")
         .arg(model)
         .arg("--input")
-        .arg(&work.input)
-        .args([
-            "--input-format",
-            "jsonl",
-            "--layers",
-            "model.layers.*",
-            "--pool",
-            work.pool,
-        ])
-        .args(["--batch-size", &batch.to_string()])
+        .arg(input)
         .arg("--out")
         .arg(out);
-    timed(cmd, "hooks extract")
+    cmd.args(["--batch-size", &batch.to_string(), "--threads", &threads.to_string()]);
+    cmd
 }
 
 /// `decoder.py extract` of `work` into `out`, at `threads`.
@@ -158,17 +239,8 @@ fn python_extract(
     threads: i32,
     out: &Path,
 ) -> BenchResult<f64> {
-    let mut cmd = crate::python::command(&ctx.python, threads);
-    cmd.arg(script())
-        .arg("extract")
-        .arg("--model")
-        .arg(model)
-        .arg("--input")
-        .arg(&work.input)
-        .args(["--batch-size", &batch.to_string(), "--pool", work.pool])
-        .args(["--threads", &threads.to_string()])
-        .arg("--out")
-        .arg(out);
+    let mut cmd = python_side(ctx, &script(), "extract", [model, &work.input, out], batch, threads);
+    cmd.args(["--pool", work.pool]);
     timed(cmd, "decoder.py extract")
 }
 
@@ -208,25 +280,7 @@ fn compare(ours: &Path, theirs: &Path, layers: usize) -> BenchResult<Agreement> 
 
 pub fn run(ctx: &mut Ctx) -> BenchResult<Decoder> {
     let full = ctx.cfg.full;
-    let arch = if full {
-        Arch {
-            hidden: 512,
-            intermediate: 1536,
-            layers: 8,
-            heads: 8,
-            kv_heads: 2,
-            vocab: 32_000,
-        }
-    } else {
-        Arch {
-            hidden: 64,
-            intermediate: 128,
-            layers: 2,
-            heads: 4,
-            kv_heads: 2,
-            vocab: 32_000,
-        }
-    };
+    let arch = Arch::llama(full);
     // Per thread count: a warm-up, then `rounds` of each workload. Every Python process pays
     // seconds of imports, so the smoke run does one round of the corpus (the workload that takes
     // more of each side's code: padding, pooling, reordering) at one thread count, no warm-up.
@@ -239,14 +293,7 @@ pub fn run(ctx: &mut Ctx) -> BenchResult<Decoder> {
     }
 
     let model = ctx.path("llama");
-    let mut make = crate::python::command(&ctx.python, ctx.cfg.threads);
-    make.arg(script())
-        .arg("make")
-        .arg("--out")
-        .arg(&model)
-        .args(arch.flags());
-    timed(make, "decoder.py make")?;
-    let model_bytes = std::fs::metadata(model.join("model.safetensors"))?.len();
+    let model_bytes = arch.make(ctx, &model)?;
     // In process, before the processes below, at the report's thread count.
     let patterns = crate::patterns::run(ctx, &model, arch.layers)?;
 
@@ -389,9 +436,7 @@ impl Decoder {
             "## 8. A decoder (Llama-shaped)\n\n\
              `make bench` (section 8 of the report; `HOOKS_BENCH_SECTIONS=8` runs it alone; \
              Python: `hooks-bench/py/decoder.py`)\n\n\
-             The model: transformers' `LlamaForCausalLM(LlamaConfig(hidden_size={}, \
-             intermediate_size={}, num_hidden_layers={}, num_attention_heads={}, \
-             num_key_value_heads={}, vocab_size={}))` with seeded random weights, made by \
+             The model: transformers' {} with seeded random weights, made by \
              `decoder.py make` in this run and saved with `save_pretrained`: f32 safetensors of \
              {:.1} MB, no tokenizer, so both sides read token ids.\n\n\
              Each side is timed as a whole command, from process start to the file synced on \
@@ -422,12 +467,7 @@ impl Decoder {
              model, and writing a small file.\n\n\
              A run fails when any pair of files differs by more than {AGREEMENT:e} of a layer's \
              largest |value|: the sides would not be computing the same thing.\n",
-            a.hidden,
-            a.intermediate,
-            a.layers,
-            a.heads,
-            a.kv_heads,
-            a.vocab,
+            a.describe(),
             self.model_bytes as f64 / 1e6,
             self.batch,
             self.rounds,

@@ -16,6 +16,7 @@ mod capture;
 mod decoder;
 mod engine;
 mod folder;
+mod lens;
 mod machine;
 mod memory;
 mod patterns;
@@ -355,6 +356,11 @@ fn run(cfg: Config) -> BenchResult<()> {
         let decoder = decoder::run(&mut ctx)?;
         parts.push((8, decoder.markdown(), decoder.targets()));
     }
+    if wants(9) {
+        step("9. the logit lens");
+        let lens = lens::run(&mut ctx)?;
+        parts.push((9, lens.markdown(), lens.targets()));
+    }
     let elapsed = started.elapsed().as_secs_f64();
     step("done");
 
@@ -388,7 +394,9 @@ fn run(cfg: Config) -> BenchResult<()> {
     } else {
         // The smoke run checks that each section produced its table, not what is in it.
         let text = std::fs::read_to_string(&path)?;
-        for heading in ["## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7.", "## 8."] {
+        for heading in [
+            "## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7.", "## 8.", "## 9.",
+        ] {
             if !text.contains(heading) {
                 return Err(format!("the report lacks `{heading}`").into());
             }
