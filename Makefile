@@ -51,8 +51,9 @@ test: $(STAMP)
 
 # Benchmarks, not tests (`make test` runs each once at toy sizes; nothing here fails on timing):
 # capture cost, Rust against the Python reference, writing, memory, the extraction engine, the
-# dataset folder, analysis, and `hooks extract` against transformers on a Llama-shaped decoder.
-# Builds in release, then about 38 minutes on 2 cores (see the README); writes BENCHMARKS.md,
+# dataset folder, analysis, `hooks extract` against transformers on a Llama-shaped decoder, and
+# `hooks lens` against the same lens in transformers.
+# Builds in release, then about 51 minutes on 2 cores (see the README); writes BENCHMARKS.md,
 # keeping its hand-written notes. HOOKS_BENCH_SECTIONS=5,8 runs only those sections.
 bench: $(STAMP)
 	cargo build --release -p hooks-cli
