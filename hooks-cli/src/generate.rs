@@ -1,7 +1,7 @@
 //! `hooks generate`: what a (steered) causal LM says, one JSON line per prompt, and optionally
 //! the activations of every prompt and generated token.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -166,7 +166,21 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
         layers,
     };
     let mut tokens = 0usize;
-    let generations = match generate(&*model, &items, &options, &mut |_, _| tokens += 1) {
+    // On a terminal, a progress line: tokens so far and their rate.
+    let terminal = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut on_token = |_, _| {
+        tokens += 1;
+        if terminal && tokens % 8 == 0 {
+            let rate = tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            eprint!("\r{tokens} tokens, {rate:.1} tokens/s");
+        }
+    };
+    let generated = generate(&*model, &items, &options, &mut on_token);
+    if terminal {
+        eprint!("\r\x1b[K");
+    }
+    let generations = match generated {
         Err(ModelError::Capture(hooks::Error::Interrupted)) => return Err(interrupt.error("nothing was written")),
         other => other?,
     };
