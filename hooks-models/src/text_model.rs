@@ -160,7 +160,7 @@ impl KvCache {
     }
 
     /// Appends a step's columns and returns every key column's position and validity so far.
-    pub(crate) fn advance(&mut self, positions: &Tensor, valid: &Tensor) -> Result<(Tensor, Tensor)> {
+    fn advance(&mut self, positions: &Tensor, valid: &Tensor) -> Result<(Tensor, Tensor)> {
         let valid = valid.f_ne(0)?;
         let columns = match &self.columns {
             None => (positions.shallow_clone(), valid),
