@@ -463,3 +463,60 @@ fn wrong_inputs_get_one_line_and_no_file() {
     ]);
     assert!(run.status.success(), "{}", stderr(&run));
 }
+
+/// Odd input reads as the clean prompts it holds: a byte-order mark, CRLF line ends, a blank line,
+/// and a row given with its own right-padded `attention_mask`; the values are transformers' on the
+/// real ids alone.
+#[test]
+fn odd_input_reads_as_its_real_tokens() {
+    let Some(python) = hooks_test_support::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("llama");
+    let _ = hooks_test_support::run_python(
+        &python,
+        &script("../hooks-models/tests/py/reference.py"),
+        &["build", "llama", arg(&model)],
+    );
+    let odd = dir.path().join("odd.jsonl");
+    std::fs::write(
+        &odd,
+        "\u{feff}{\"input_ids\": [5, 17, 3, 88]}\r\n\r\n{\"input_ids\": [9, 2, 0, 0, 0], \"attention_mask\": [1, 1, 0, 0, 0]}\r\n{\"input_ids\": [41]}\r\n",
+    )
+    .unwrap();
+    let clean = dir.path().join("clean.jsonl");
+    std::fs::write(
+        &clean,
+        "{\"input_ids\": [5, 17, 3, 88]}\n{\"input_ids\": [9, 2]}\n{\"input_ids\": [41]}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("lens.npz");
+    let run = hooks_cmd(&[
+        "lens",
+        "--model",
+        arg(&model),
+        "--input",
+        arg(&odd),
+        "--out",
+        arg(&out),
+        "--top-k",
+        "4",
+        "--batch-size",
+        "3",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let report = hooks_test_support::run_python(
+        &python,
+        &script("tests/py/lens_reference.py"),
+        &["compare", arg(&model), arg(&clean), arg(&out), "4", "-"],
+    );
+    let r: Value = serde_json::from_str(report.trim()).unwrap();
+    assert_eq!(r["shapes"]["top_ids"], serde_json::json!([3, 3, 4, 4]), "{r}");
+    assert_eq!(r["input_ids_equal"], true, "{r}");
+    assert_eq!(r["top_ids_mismatch"], 0, "{r}");
+    assert_eq!(r["nonzero_past_length"], 0, "{r}");
+    for key in ["max_top_probs_diff", "max_entropy_diff", "max_kl_diff"] {
+        assert!(r[key].as_f64().unwrap() <= 1e-4, "{key}: {r}");
+    }
+}
