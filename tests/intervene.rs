@@ -233,7 +233,8 @@ fn errors_name_the_layer_and_the_fix() {
     let edits = Interventions::new(&net, [("resid", Intervention::zero().at_positions([2]))]).unwrap();
     let err = edits.run(|| net.forward(&x())).unwrap_err();
     assert!(
-        err.to_string().contains("position 2 is out of range for 2 tokens"),
+        err.to_string()
+            .contains("position 2 is out of range for a sample of 2 tokens"),
         "{err}"
     );
     drop(edits);

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hooks::{ActivationStore, Extractor, Intervention, Item};
+use hooks::{ActivationStore, Extractor, Intervention, Item, Positions, TokenPositions};
 use hooks_models::TextModel;
 use serde_json::json;
 use tch::{Kind, Tensor};
@@ -20,13 +20,39 @@ struct Patch {
     path: PathBuf,
 }
 
+/// The interventions of `extract` and `generate`, in the order given on the command line.
+#[derive(Debug, Default, clap::Args)]
+pub struct EditArgs {
+    /// Replace LAYER's output with zeros (zero-ablation); repeatable, globs allowed,
+    /// `LAYER:input` for a module's input. Captures see the changed tensors.
+    #[arg(long, value_name = "LAYER")]
+    pub ablate: Vec<String>,
+    /// Replace LAYER's output with MEAN (mean-ablation): a float32 vector of the layer's width,
+    /// broadcast to every position (numpy: `np.save(path, acts.mean(axis=(0, 1)))`). Repeatable.
+    #[arg(long, value_name = "LAYER=MEAN.npy")]
+    pub mean_ablate: Vec<String>,
+    /// Multiply LAYER's output by F, at POSITIONS only when given (see --steer). Repeatable.
+    #[arg(long, value_name = "LAYER@F[:POSITIONS]", allow_hyphen_values = true)]
+    pub scale: Vec<String>,
+    /// Add SCALE x VEC to LAYER's output (steering); VEC.npy holds a float32 vector of the
+    /// layer's width. POSITIONS limits it to some tokens, as Python indexes and slices of each
+    /// sample counted from 0 (`-1` its last token, `3:` the fourth on, `0,-1`); in `generate` they run
+    /// over the prompt and then the generated tokens, negatives counting from the prompt's end.
+    /// Repeatable.
+    #[arg(long, value_name = "LAYER=VEC.npy@SCALE[:POSITIONS]", allow_hyphen_values = true)]
+    pub steer: Vec<String>,
+}
+
 /// The interventions of one run.
 #[derive(Default)]
 pub struct Edits {
-    /// `--ablate` and `--steer`, in the order given (ablations first).
+    /// `--ablate`, `--mean-ablate`, `--scale` and `--steer`, in the order given.
     interventions: Vec<(String, Intervention)>,
-    /// `--steer`: the layer and the vector's length, checked against the layer.
-    steers: Vec<(String, i64, PathBuf)>,
+    /// The vectors given (steering, means): the flag, the layer and the vector's length,
+    /// checked against the layer.
+    vectors: Vec<(&'static str, String, i64, PathBuf)>,
+    /// The position-limited ones: the flag's text and the positions, checked against the inputs.
+    positioned: Vec<(String, Positions)>,
     /// `--patch`.
     patches: Vec<Patch>,
     /// What a dataset folder records, so that a resume must use the same interventions.
@@ -38,12 +64,39 @@ pub struct Edits {
 pub enum Flag {
     /// `--ablate`.
     Ablate,
+    /// `--mean-ablate`.
+    MeanAblate,
+    /// `--scale`.
+    Scale,
     /// `--steer`.
     Steer,
 }
 
-/// The order of the `--ablate` and `--steer` flags on the command line (clap keeps each flag's
-/// values apart, so their interleaving is read from its indices).
+impl Flag {
+    const ALL: [Flag; 4] = [Flag::Ablate, Flag::MeanAblate, Flag::Scale, Flag::Steer];
+
+    /// The argument's id in clap.
+    fn id(self) -> &'static str {
+        match self {
+            Flag::Ablate => "ablate",
+            Flag::MeanAblate => "mean_ablate",
+            Flag::Scale => "scale",
+            Flag::Steer => "steer",
+        }
+    }
+
+    fn values(self, args: &EditArgs) -> &[String] {
+        match self {
+            Flag::Ablate => &args.ablate,
+            Flag::MeanAblate => &args.mean_ablate,
+            Flag::Scale => &args.scale,
+            Flag::Steer => &args.steer,
+        }
+    }
+}
+
+/// The order of the intervention flags on the command line (clap keeps each flag's values apart,
+/// so their interleaving is read from its indices).
 pub fn order(matches: &clap::ArgMatches) -> Vec<Flag> {
     let Some((_, sub)) = matches.subcommand() else {
         return Vec::new();
@@ -54,39 +107,39 @@ pub fn order(matches: &clap::ArgMatches) -> Vec<Flag> {
             _ => Vec::new(),
         }
     };
-    let mut flags: Vec<(usize, Flag)> = indices("ablate")
+    let mut flags: Vec<(usize, Flag)> = Flag::ALL
         .into_iter()
-        .map(|i| (i, Flag::Ablate))
-        .chain(indices("steer").into_iter().map(|i| (i, Flag::Steer)))
+        .flat_map(|flag| indices(flag.id()).into_iter().map(move |i| (i, flag)))
         .collect();
     flags.sort_unstable_by_key(|(i, _)| *i);
     flags.into_iter().map(|(_, flag)| flag).collect()
 }
 
 impl Edits {
-    /// Reads `--ablate LAYER`, `--steer LAYER=VEC.npy@SCALE` and `--patch LAYER=SRC.npz`; the
-    /// ablations and steerings apply in `order`, the order of their flags on the command line
-    /// (ablations first when `order` does not cover them), patches after them.
-    pub fn parse(ablate: &[String], steer: &[String], patch: &[String], order: &[Flag]) -> Result<Edits, CliError> {
+    /// Reads the interventions of `args` and `--patch LAYER=SRC.npz`: the interventions apply
+    /// in `order`, the order of their flags on the command line (flag by flag, as listed in
+    /// [`Flag`], when `order` does not cover them), patches after them.
+    pub fn parse(args: &EditArgs, patch: &[String], order: &[Flag]) -> Result<Edits, CliError> {
         let mut edits = Edits::default();
-        let covered = order.iter().filter(|f| **f == Flag::Ablate).count() == ablate.len()
-            && order.iter().filter(|f| **f == Flag::Steer).count() == steer.len();
-        let default: Vec<Flag> = std::iter::repeat_n(Flag::Ablate, ablate.len())
-            .chain(std::iter::repeat_n(Flag::Steer, steer.len()))
+        let covered = Flag::ALL
+            .iter()
+            .all(|flag| order.iter().filter(|f| *f == flag).count() == flag.values(args).len());
+        let default: Vec<Flag> = Flag::ALL
+            .iter()
+            .flat_map(|&flag| std::iter::repeat_n(flag, flag.values(args).len()))
             .collect();
-        let (mut ablate, mut steer) = (ablate.iter(), steer.iter());
-        for flag in if covered { order } else { &default } {
+        let mut next = [0usize; 4];
+        for &flag in if covered { order } else { &default } {
+            let i = Flag::ALL.iter().position(|&f| f == flag).unwrap_or(0);
+            let Some(spec) = flag.values(args).get(next[i]) else {
+                continue;
+            };
+            next[i] += 1;
             match flag {
-                Flag::Ablate => {
-                    if let Some(layer) = ablate.next() {
-                        edits.ablate(layer)?;
-                    }
-                }
-                Flag::Steer => {
-                    if let Some(spec) = steer.next() {
-                        edits.steer(spec)?;
-                    }
-                }
+                Flag::Ablate => edits.ablate(spec)?,
+                Flag::MeanAblate => edits.mean_ablate(spec)?,
+                Flag::Scale => edits.scale(spec)?,
+                Flag::Steer => edits.steer(spec)?,
             }
         }
         edits.patches(patch)?;
@@ -100,31 +153,60 @@ impl Edits {
         Ok(())
     }
 
+    fn mean_ablate(&mut self, spec: &str) -> Result<(), CliError> {
+        let (layer, file) = split(spec, '=', "--mean-ablate", "LAYER=MEAN.npy")?;
+        let path = PathBuf::from(file.trim());
+        let mean = read_vector(&path, "--mean-ablate")?;
+        self.vectors
+            .push(("--mean-ablate", layer.to_owned(), mean.size()[0], path.clone()));
+        self.record
+            .push(json!({"mean_ablate": layer, "mean": file_record(&path)?}));
+        self.interventions.push((layer.to_owned(), Intervention::mean(mean)));
+        Ok(())
+    }
+
+    fn scale(&mut self, spec: &str) -> Result<(), CliError> {
+        let usage = "LAYER@F[:POSITIONS]";
+        let (layer, rest) = spec
+            .rsplit_once('@')
+            .filter(|(layer, _)| !layer.trim().is_empty())
+            .ok_or_else(|| CliError::Usage(format!("invalid `--scale {spec}`; write {usage}, like h.3.mlp@0.5")))?;
+        let (factor, positions) = number_and_positions(spec, "--scale", rest, usage)?;
+        let layer = layer.trim();
+        let mut intervention = Intervention::scale(factor);
+        let mut record = json!({"scale": layer, "factor": factor});
+        if let Some(positions) = positions {
+            record["positions"] = json!(positions.to_string());
+            intervention = intervention.at_positions(positions.clone());
+            self.positioned.push((format!("--scale {spec}"), positions));
+        }
+        self.record.push(record);
+        self.interventions.push((layer.to_owned(), intervention));
+        Ok(())
+    }
+
     fn steer(&mut self, spec: &str) -> Result<(), CliError> {
-        let usage = "LAYER=VEC.npy@SCALE";
+        let usage = "LAYER=VEC.npy@SCALE[:POSITIONS]";
         let (layer, rest) = split(spec, '=', "--steer", usage)?;
-        let (file, scale) = rest.rsplit_once('@').ok_or_else(|| {
+        let (file, tail) = rest.rsplit_once('@').ok_or_else(|| {
             CliError::Usage(format!(
                 "invalid `--steer {spec}`: no `@SCALE`; write {usage}, like h.6=happy.npy@4"
             ))
         })?;
-        let scale: f64 = scale
-            .trim()
-            .parse()
-            .ok()
-            .filter(|s: &f64| s.is_finite())
-            .ok_or_else(|| {
-                CliError::Usage(format!(
-                    "invalid `--steer {spec}`: the scale `{scale}` is not a finite number; write {usage}"
-                ))
-            })?;
+        let (scale, positions) = number_and_positions(spec, "--steer", tail, usage)?;
         let path = PathBuf::from(file.trim());
-        let vector = read_vector(&path)?;
-        self.steers.push((layer.to_owned(), vector.size()[0], path.clone()));
-        self.record
-            .push(json!({"steer": layer, "scale": scale, "vector": file_record(&path)?}));
-        self.interventions
-            .push((layer.to_owned(), Intervention::add(vector, scale)));
+        let vector = read_vector(&path, "--steer")?;
+        self.vectors
+            .push(("--steer", layer.to_owned(), vector.size()[0], path.clone()));
+        let mut record = json!({"steer": layer, "scale": scale, "vector": file_record(&path)?});
+        let mut intervention = Intervention::add(vector, scale);
+        if let Some(positions) = positions {
+            record["positions"] = json!(positions.to_string());
+            intervention = intervention.at_positions(positions.clone());
+            self.positioned.push((format!("--steer {spec}"), positions));
+        }
+        self.record.push(record);
+        self.interventions.push((layer.to_owned(), intervention));
         Ok(())
     }
 
@@ -162,7 +244,8 @@ impl Edits {
     /// Checks everything that can fail against `model` and `items` before a file is written:
     /// the layers exist and fire, steering vectors have the layer's width, patches have one row
     /// per item with the item's length and the layer's shape past its token axis, and a patched
-    /// layer has a batch axis unless each batch holds one item (`batch_size`). Runs a batch of the
+    /// layer has a batch axis unless each batch holds one item (`batch_size`), and positions fall
+    /// inside every item (`generating`: inside or past every prompt). Runs a batch of the
     /// shortest item twice, without interventions.
     pub fn check(
         &self,
@@ -170,11 +253,13 @@ impl Edits {
         items: &[Item],
         max_length: usize,
         batch_size: usize,
+        generating: bool,
     ) -> Result<(), CliError> {
         if self.is_empty() {
             return Ok(());
         }
         let lengths: Vec<usize> = items.iter().map(|i| i.ids().len().min(max_length)).collect();
+        self.check_positions(&lengths, generating)?;
         for patch in &self.patches {
             check_patch_rows(patch, &lengths)?;
         }
@@ -208,14 +293,14 @@ impl Edits {
         if !never.is_empty() {
             return Err(hooks::Error::NeverApplied { layers: never }.into());
         }
-        for (layer, width, path) in &self.steers {
+        for (flag, layer, width, path) in &self.vectors {
             let names = ActivationStore::new(model, [layer])?.layer_names().to_vec();
             for name in names {
                 let shape = store.get(&name).map(|t| t.size()).unwrap_or_default();
                 if shape.last() != Some(width) {
                     let features = shape.last().copied().unwrap_or(0);
                     return Err(CliError::Usage(format!(
-                        "`--steer`: `{}` holds {width} values, and `{name}` has {features} features (its last dim); give a float32 vector of {features} values",
+                        "`{flag}`: `{}` holds {width} values, and `{name}` has {features} features (its last dim); give a float32 vector of {features} values",
                         path.display()
                     )));
                 }
@@ -241,6 +326,29 @@ impl Edits {
                 return Err(CliError::Usage(format!(
                     "`--patch`: `{layer}` has no batch axis (one `{shape:?}` for a whole batch), so each sample's rows cannot replace it in a batch of several; pass --batch-size 1, or patch a layer after it"
                 )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each position-limited intervention's positions against each item of `lengths` tokens:
+    /// an index must fall inside it, or (`generating`) not before a prompt's start.
+    fn check_positions(&self, lengths: &[usize], generating: bool) -> Result<(), CliError> {
+        for (flag, positions) in &self.positioned {
+            for (i, &len) in lengths.iter().enumerate() {
+                let len = i64::try_from(len).unwrap_or(i64::MAX);
+                let layout = if generating {
+                    TokenPositions::continuing(Vec::new(), 0, &[len])?
+                } else {
+                    TokenPositions::right_padded(&[len], len)
+                };
+                if let Err(hooks::Error::InvalidArgument { reason, .. }) = layout.mask(positions) {
+                    let what = if generating { "prompt" } else { "input" };
+                    return Err(CliError::Input(format!(
+                        "`{flag}`: {what} {}: {reason}; give positions that every {what} has",
+                        i + 1
+                    )));
+                }
             }
         }
         Ok(())
@@ -273,6 +381,34 @@ impl Edits {
     }
 }
 
+/// `F` or `F:POSITIONS` after a flag's `@`: a finite number, and the positions if given.
+fn number_and_positions(spec: &str, flag: &str, tail: &str, usage: &str) -> Result<(f64, Option<Positions>), CliError> {
+    let (number, positions) = match tail.split_once(':') {
+        Some((number, positions)) => (number, Some(positions)),
+        None => (tail, None),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite())
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "invalid `{flag} {spec}`: `{number}` is not a finite number; write {usage}"
+            ))
+        })?;
+    let positions = positions
+        .map(|p| {
+            p.parse::<Positions>().map_err(|_| {
+                CliError::Usage(format!(
+                    "invalid `{flag} {spec}`: the positions `{p}` are not Python indexes and slices; write them like -1, 3:, :5 or 0,-1"
+                ))
+            })
+        })
+        .transpose()?;
+    Ok((value, positions))
+}
+
 fn nonempty<'a>(s: &'a str, flag: &str, usage: &str) -> Result<&'a str, CliError> {
     let s = s.trim();
     if s.is_empty() {
@@ -294,11 +430,11 @@ fn file_record(path: &Path) -> Result<serde_json::Value, CliError> {
     Ok(json!({"path": path.canonicalize().unwrap_or_else(|_| path.to_owned()), "sha256": crate::folder::sha256(path)?}))
 }
 
-/// A steering vector: a float32 `.npy` of one dim, every value finite.
-fn read_vector(path: &Path) -> Result<Tensor, CliError> {
+/// A steering vector or a mean (`flag`): a float32 `.npy` of one dim, every value finite.
+fn read_vector(path: &Path, flag: &str) -> Result<Tensor, CliError> {
     let bad = |why: String| {
         CliError::Input(format!(
-            "`--steer`: `{}` {why}; give a float32 .npy vector of the layer's width (numpy: np.save(path, v.astype(np.float32)))",
+            "`{flag}`: `{}` {why}; give a float32 .npy vector of the layer's width (numpy: np.save(path, v.astype(np.float32)))",
             path.display()
         ))
     };

@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 
 use serde_json::json;
 
-use crate::edits::{Edits, Flag};
+use crate::edits::{EditArgs, Edits, Flag};
 use crate::error::CliError;
 use crate::folder;
 use crate::input::{self, InputFormat, Sample};
@@ -36,14 +36,8 @@ pub struct ExtractArgs {
     /// captures the module's first input instead of its output (a forward pre-hook's view).
     #[arg(long, value_name = "LIST", required = true)]
     layers: String,
-    /// Replace LAYER's output with zeros (zero-ablation); repeatable, globs allowed,
-    /// `LAYER:input` for a module's input. Captures see the changed tensors.
-    #[arg(long, value_name = "LAYER")]
-    ablate: Vec<String>,
-    /// Add SCALE x VEC at every position of LAYER's output (steering); VEC.npy holds a float32
-    /// vector of the layer's width. Repeatable.
-    #[arg(long, value_name = "LAYER=VEC.npy@SCALE")]
-    steer: Vec<String>,
+    #[command(flatten)]
+    edits: EditArgs,
     /// Replace LAYER's output with the array of that name in SRC.npz (activation patching),
     /// written by an earlier `--pool none` run over inputs of the same token lengths, in the
     /// same order (the clean prompts, say). Repeatable, one per layer.
@@ -343,7 +337,7 @@ pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
     }
     let device = parse_device(&args.device)?;
     let dir = model_dir(args.model.as_deref())?;
-    let edits = Edits::parse(&args.ablate, &args.steer, &args.patch, order)?;
+    let edits = Edits::parse(&args.edits, &args.patch, order)?;
     // Said on stderr once the file is written: a failed run prints its one error line only.
     let mut notes = Vec::new();
     let input = input::read(args.input.as_deref(), args.input_format)?;
@@ -401,6 +395,7 @@ pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
         &items,
         max_length,
         usize::try_from(args.batch_size).unwrap_or(usize::MAX),
+        false,
     )?;
     let interrupt = signals::Interrupt::install()?;
     let extractor = Extractor::new()

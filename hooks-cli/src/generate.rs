@@ -13,7 +13,7 @@ use serde_json::json;
 use tch::{Kind, Tensor};
 
 use crate::compare::temp_beside;
-use crate::edits::{Edits, Flag};
+use crate::edits::{EditArgs, Edits, Flag};
 use crate::error::CliError;
 use crate::extract::{check_vocabulary, layer_list, parse_device, tokenize, DType};
 use crate::input::{self, InputFormat};
@@ -69,15 +69,10 @@ pub struct GenerateArgs {
     /// Reduce the token axis of --activations: none, mean, max, first, last (over real tokens).
     #[arg(long, value_enum, default_value_t = Pool::None)]
     pool: Pool,
-    /// Replace LAYER's output with zeros while generating; repeatable, globs allowed.
-    #[arg(long, value_name = "LAYER")]
-    ablate: Vec<String>,
-    /// Add SCALE x VEC to LAYER's output while generating; VEC.npy holds a float32 vector of the
-    /// layer's width. Repeatable.
-    #[arg(long, value_name = "LAYER=VEC.npy@SCALE")]
-    steer: Vec<String>,
-    /// Where --ablate and --steer apply: every position (the prompt's and each new token's), or
-    /// the generated positions only.
+    #[command(flatten)]
+    edits: EditArgs,
+    /// Where the interventions apply: every position (the prompt's and each new token's), or
+    /// the generated positions only (within the POSITIONS of one that names some).
     #[arg(long, value_enum, default_value_t = InterveneOnArg::All)]
     intervene_on: InterveneOnArg,
     /// Read each input line as a conversation, `{"messages": [{"role": ..., "content": ...}]}`,
@@ -117,7 +112,7 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
         .collect();
     check_outputs(args, &layers)?;
     let device = parse_device(&args.device)?;
-    let edits = Edits::parse(&args.ablate, &args.steer, &[], order)?;
+    let edits = Edits::parse(&args.edits, &[], order)?;
     let input_name = format!("`{}`", args.input.display());
     let (items, note) = if args.chat {
         (conversations(&args.input, &args.model)?, None)
@@ -148,7 +143,7 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
         )));
     }
     let batch_size = usize::try_from(args.batch_size).unwrap_or(usize::MAX);
-    edits.check(&*model, &items, max, batch_size)?;
+    edits.check(&*model, &items, max, batch_size, true)?;
     let interventions = edits.bind(&*model)?.map(Arc::new);
     let interrupt = signals::Interrupt::install()?;
     let options = GenerateOptions {

@@ -788,6 +788,52 @@ fn interventions_match_transformers_hooks_on_each_sample_alone() {
     assert!(moved > 0.1, "the patch changed what follows it ({moved})");
 }
 
+/// `--mean-ablate`, `--scale` and `--steer` limited to positions, interleaved, on
+/// all-MiniLM-L6-v2 in padded batches of mixed lengths: positions count within each sample (`-1`
+/// is its last real token, never padding), as Python indexes each sample alone, and the flags
+/// apply in the order given.
+#[test]
+fn positioned_interventions_count_within_each_sample() {
+    let Some(model) = minilm() else { return };
+    let python = hooks_test_support::python().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let texts = dir.path().join("texts.jsonl");
+    let jsonl: String = format!("{SENTENCES}Hi.\nTwo words\n")
+        .lines()
+        .map(|t| format!("{}\n", serde_json::json!({ "text": t })))
+        .collect();
+    std::fs::write(&texts, jsonl).unwrap();
+    let (vector, mean) = (path("steer.npy"), path("mean.npy"));
+    let _ = hooks_test_support::run_python(
+        &python,
+        Path::new("-c"),
+        &[&format!(
+            "import numpy as np; r = np.random.default_rng(1); np.save('{vector}', r.normal(size=384).astype(np.float32)); np.save('{mean}', r.normal(size=384).astype(np.float32))"
+        )],
+    );
+    let layers = ["encoder.layer.3.output", "encoder.layer.5.output"];
+    let flags = [
+        "--scale=encoder.layer.1.output@-0.5:0,-1".to_owned(),
+        format!("--steer=encoder.layer.2.output={vector}@3:-1"),
+        format!("--mean-ablate=encoder.layer.2.attention={mean}"),
+        format!("--steer=encoder.layer.2.output={vector}@-2:2:"),
+        "--scale=encoder.layer.3.output@2:-2:".to_owned(),
+    ];
+    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    args.extend(["--batch-size", "3"]);
+    let ours = extract(&model, &texts, &layers.join(","), &dir.path().join("edited.npz"), &args);
+    let options: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let alone = each_alone_with(&model, &texts, 256, &options, &layers, dir.path());
+    assert_rows_match(&ours, &alone, &layers, "positioned interventions");
+    let plain = extract(&model, &texts, &layers.join(","), &dir.path().join("plain.npz"), &[]);
+    let moved = (ours.get(layers[1]).unwrap() - plain.get(layers[1]).unwrap())
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(moved > 0.1, "the interventions changed the last layer ({moved})");
+}
+
 /// Every bad `--ablate`, `--steer` and `--patch`: one line naming the problem, exit 1, and no
 /// output file or folder.
 #[test]
@@ -798,12 +844,12 @@ fn bad_interventions_get_one_line_and_no_output() {
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     let texts = dir.path().join("texts.txt");
     std::fs::write(&texts, SENTENCES).unwrap();
-    let (short, wide) = (path("short.npy"), path("f64.npy"));
+    let (short, wide, good) = (path("short.npy"), path("f64.npy"), path("good.npy"));
     let _ = hooks_test_support::run_python(
         &python,
         Path::new("-c"),
         &[&format!(
-            "import numpy as np; np.save('{short}', np.ones(300, np.float32)); np.save('{wide}', np.ones(384))"
+            "import numpy as np; np.save('{short}', np.ones(300, np.float32)); np.save('{wide}', np.ones(384)); np.save('{good}', np.ones(384, np.float32))"
         )],
     );
     let model_s = model.to_str().unwrap();
@@ -893,6 +939,40 @@ fn bad_interventions_get_one_line_and_no_output() {
         (
             vec!["--steer".into(), format!("{layer}={}@1", dir.path().display())],
             "is a folder",
+        ),
+        (
+            vec!["--steer".into(), format!("{layer}={good}@2:99")],
+            "input 1: position 99 is out of range for a sample of",
+        ),
+        (
+            vec!["--steer".into(), format!("{layer}={good}@2:-99")],
+            "position -99 is out of range",
+        ),
+        (
+            vec!["--steer".into(), format!("{layer}={good}@2:1:2:3")],
+            "the positions `1:2:3` are not Python indexes and slices",
+        ),
+        (
+            vec!["--scale".into(), layer.into()],
+            "invalid `--scale encoder.layer.3.output`",
+        ),
+        (
+            vec!["--scale".into(), format!("{layer}@x")],
+            "`x` is not a finite number",
+        ),
+        (
+            vec!["--scale".into(), format!("{layer}@2:")],
+            "the positions `` are not",
+        ),
+        (
+            vec!["--mean-ablate".into(), format!("{layer}={short}")],
+            "`--mean-ablate`: `",
+        ),
+        (vec!["--mean-ablate".into(), layer.into()], "invalid `--mean-ablate"),
+        // `[1, T, H]` for a whole batch of 3: its positions are not any one sample's.
+        (
+            vec!["--scale".into(), format!("{positions}@2:0")],
+            "positions count over the batch's 3 samples",
         ),
     ];
     for (args, needle) in &cases {

@@ -107,9 +107,15 @@ fn generate_matches_transformers_steered_or_not() {
     assert_eq!(r["has_text"], true, "{r}");
     assert_eq!(r["text_equal"], true, "{r}");
     let layers = "model.layers.0,model.layers.1";
-    for mode in ["all", "generated"] {
-        let out = d.join(format!("steered-{mode}.jsonl"));
-        let acts = d.join(format!("acts-{mode}.npz"));
+    // Every position, the generated ones, and positions over the prompt then its output: the
+    // prompt's last token onwards, and two prompt positions alone.
+    for (i, mode) in ["all", "generated", "-1:", "0,-2"].into_iter().enumerate() {
+        let out = d.join(format!("steered-{i}.jsonl"));
+        let acts = d.join(format!("acts-{i}.npz"));
+        let (steer, on) = match mode {
+            "all" | "generated" => (format!("model.layers.0={}@4", arg(&vec)), mode),
+            positions => (format!("model.layers.0={}@4:{positions}", arg(&vec)), "all"),
+        };
         let steered = generate(&[
             "--model",
             arg(&model),
@@ -120,9 +126,9 @@ fn generate_matches_transformers_steered_or_not() {
             "--out",
             arg(&out),
             "--steer",
-            &format!("model.layers.0={}@4", arg(&vec)),
+            &steer,
             "--intervene-on",
-            mode,
+            on,
             "--layers",
             layers,
             "--activations",

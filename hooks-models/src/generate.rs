@@ -17,7 +17,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use hooks::{ActivationStore, CaptureMode, Interventions, Item};
+use hooks::{ActivationStore, CaptureMode, Interventions, Item, TokenPositions};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
@@ -179,8 +179,11 @@ impl PartialEq for Generation {
 /// Capture sites and interventions fire on every step: a store bound to the model sees the
 /// prefill (`[B, T, ...]`) and then one `[B, 1, ...]` call per token; an enabled
 /// [`Interventions`](hooks::Interventions) list changes every call, so it applies at every
-/// position, prompt and generated alike (a position-limited intervention counts positions within
-/// each call).
+/// position, prompt and generated alike. A position-limited intervention
+/// ([`Intervention::at_positions`](hooks::Intervention::at_positions)) counts over each
+/// sequence, the prompt then its generated tokens: `3:` is position 3 onwards, every generated
+/// token included, and a negative position counts from the prompt's end (`-1` is its last
+/// token, `-1:` that token and everything generated after it).
 ///
 /// ```no_run
 /// use hooks::{ActivationStore, CaptureMode, Interventions, Item};
@@ -239,6 +242,7 @@ pub fn generate(
     })();
     // The list is left as it came, whatever `intervene_on` did to it.
     if let (Some(edits), Some(enabled)) = (&options.interventions, enabled) {
+        edits.set_positions(None);
         if enabled {
             edits.enable();
         } else {
@@ -357,6 +361,14 @@ impl Run<'_> {
             edits.disable();
         }
         let mut cache = KvCache::new();
+        let positioned = edits.filter(|edits| edits.uses_positions());
+        if let Some(edits) = positioned {
+            let at = (0..rows as usize)
+                .flat_map(|r| (0..width).map(move |t| (r, t)))
+                .map(|(r, t)| if t < lengths[r] { t } else { -1 })
+                .collect();
+            edits.set_positions(Some(TokenPositions::continuing(at, width as usize, &lengths)?));
+        }
         let hidden = self.step(&ids, &positions, &valid, &mut cache)?;
         if let (Some(edits), true) = (edits, generated_only) {
             edits.enable();
@@ -413,6 +425,14 @@ impl Run<'_> {
             let done = finished.iter().all(Option::is_some);
             if done && self.store.is_none() {
                 break;
+            }
+            if let Some(edits) = positioned {
+                let at = step_positions
+                    .iter()
+                    .zip(&step_valid)
+                    .map(|(&p, &v)| if v == 1 { p } else { -1 })
+                    .collect();
+                edits.set_positions(Some(TokenPositions::continuing(at, 1, &lengths)?));
             }
             let ids = Tensor::from_slice(&step_ids).view([rows, 1]);
             let positions = Tensor::from_slice(&step_positions).view([rows, 1]);

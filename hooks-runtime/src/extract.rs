@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::hookable::{LayerTree, Walker};
 use crate::intervene::{Intervention, Interventions};
 use crate::pool::{normalize, zero_padding, Pool};
+use crate::positions::TokenPositions;
 use crate::stop::{catch_failure, run_stoppable};
 use crate::store::{ActivationStore, Activations, CaptureMode};
 
@@ -388,8 +389,9 @@ impl Extractor {
 
     /// Applies `intervention` at `layer` (a path or glob; `PATH:input` for a module's input) in
     /// every forward of the run, as [`Interventions`] binds it; repeatable. Captures downstream,
-    /// and at `layer` itself, see the changed tensor. Positions count within each padded batch
-    /// (right padding: position `p` is the item's `p`-th token).
+    /// and at `layer` itself, see the changed tensor. Positions count within each item: `-1`
+    /// is each item's last real token, however its batch is padded, and an index past an
+    /// item's end fails the run.
     ///
     /// An intervention that does not fit (a vector of another width) fails the run before any
     /// row is handed over; one that never applies in a whole forward fails it with
@@ -771,6 +773,7 @@ impl<'a, M: BatchForward + ?Sized> Session<'a, M> {
                 let (ids, mask) = feed.batch(&[shortest])?;
                 let _no_grad = tch::no_grad_guard();
                 session.set_patches(&[settings.patch_offset + shortest], ids.size()[1])?;
+                session.set_layout(&[shortest], &lengths, ids.size()[1]);
                 session.store.enable();
                 let forward = Instant::now();
                 let result = catch_failure(|| model.forward_batch(&ids, &mask));
@@ -811,6 +814,18 @@ impl<'a, M: BatchForward + ?Sized> Session<'a, M> {
             edits.set(layer, Intervention::replace(value).exact())?;
         }
         Ok(())
+    }
+
+    /// Tells position-limited interventions where `members`' tokens sit in a right-padded batch
+    /// of `width` columns: positions count within each item.
+    fn set_layout(&self, members: &[usize], lengths: &[usize], width: i64) {
+        if let Some(edits) = self.edits.as_ref().filter(|edits| edits.uses_positions()) {
+            let lengths: Vec<i64> = members
+                .iter()
+                .map(|&i| i64::try_from(lengths[i]).unwrap_or(i64::MAX))
+                .collect();
+            edits.set_positions(Some(TokenPositions::right_padded(&lengths, width)));
+        }
     }
 
     /// After a whole forward: every intervention applied.
@@ -861,6 +876,7 @@ impl<'a, M: BatchForward + ?Sized> Session<'a, M> {
             let width = ids.size()[1];
             let whole: Vec<usize> = members.iter().map(|&i| settings.patch_offset + first + i).collect();
             self.set_patches(&whole, width)?;
+            self.set_layout(members, &lengths, width);
             store.stop_after(self.needed.as_deref().filter(|_| !store.shares_sites(self.model)));
             let forward = Instant::now();
             let result = run_stoppable(|| self.model.forward_batch(&ids, &mask));

@@ -16,6 +16,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::hookable::{walk_bindable, LayerTree};
+use crate::positions::{Positions, TokenPositions};
 use crate::select::resolve;
 use crate::site::Editor;
 use crate::switch;
@@ -80,7 +81,7 @@ impl Clone for Edit {
 #[derive(Clone)]
 pub struct Intervention {
     edit: Edit,
-    positions: Option<Vec<i64>>,
+    positions: Option<Positions>,
     features: Option<Range<i64>>,
     /// The given tensor must have the site's shape exactly, not just broadcast to it (a patch).
     exact: bool,
@@ -158,11 +159,18 @@ impl Intervention {
         Self::of(Edit::Map(Arc::new(f)))
     }
 
-    /// Limits the change to these token positions: indices along dim 1 of a
-    /// `[batch, tokens, ...]` tensor, negative ones counting from the end as in Python. Applying
-    /// it to a tensor with fewer than 3 dims, or with a position out of range, fails the forward.
+    /// Limits the change to these token positions along dim 1 of a `[batch, tokens, ...]`
+    /// tensor: Python indexes and slices ([`Positions`]; a list of `i64` is a list of indexes),
+    /// negative ones counting from the end.
+    ///
+    /// The positions count within each sample when the run says where its samples sit
+    /// ([`Interventions::set_positions`]): the extraction engine does, so `-1` is each item's
+    /// last real token however its batch is padded, and generation does, so positions run over
+    /// the prompt and then the generated tokens. A forward called directly counts within the
+    /// tensor. Applying it to a tensor with fewer than 3 dims, or with an index out of range,
+    /// fails the forward.
     #[must_use]
-    pub fn at_positions(mut self, positions: impl Into<Vec<i64>>) -> Self {
+    pub fn at_positions(mut self, positions: impl Into<Positions>) -> Self {
         self.positions = Some(positions.into());
         self
     }
@@ -213,7 +221,13 @@ impl Intervention {
 
     /// The tensor that flows on in place of `x`; `given` is [`given`](Self::given), converted to
     /// `x`'s dtype and device.
-    fn apply(&self, x: &Tensor, given: Option<&Tensor>, layer: &str) -> Result<Tensor> {
+    fn apply(
+        &self,
+        x: &Tensor,
+        given: Option<&Tensor>,
+        layout: Option<&TokenPositions>,
+        layer: &str,
+    ) -> Result<Tensor> {
         let shape = x.size();
         let mismatch = |reason: String| Error::EditMismatch {
             layer: layer.to_owned(),
@@ -254,14 +268,20 @@ impl Intervention {
                 unreachable!("the editor passes the given tensor of every kind that has one")
             }
         };
-        match self.region(x, &shape).map_err(mismatch)? {
+        match self.region(x, &shape, layout).map_err(mismatch)? {
             Some(region) => Ok(edited.f_where_self(&region, x)?),
             None => Ok(edited),
         }
     }
 
     /// Where the change applies, as a mask that broadcasts to `shape`; `None` for everywhere.
-    fn region(&self, x: &Tensor, shape: &[i64]) -> std::result::Result<Option<Tensor>, String> {
+    /// Positions count in `layout` when given, else in the tensor's dim 1.
+    fn region(
+        &self,
+        x: &Tensor,
+        shape: &[i64],
+        layout: Option<&TokenPositions>,
+    ) -> std::result::Result<Option<Tensor>, String> {
         if self.positions.is_none() && self.features.is_none() {
             return Ok(None);
         }
@@ -274,17 +294,27 @@ impl Intervention {
                     "positions need a `[batch, tokens, ...]` tensor, and this one has {dims} dims; leave positions out"
                 ));
             }
-            let tokens = shape[1];
-            let mut keep = vec![false; usize::try_from(tokens).unwrap_or(0)];
-            for &p in positions {
-                let at = if p < 0 { p + tokens } else { p };
-                match usize::try_from(at).ok().and_then(|at| keep.get_mut(at)) {
-                    Some(slot) => *slot = true,
-                    None => return Err(format!("position {p} is out of range for {tokens} tokens")),
+            let whole;
+            let layout = match layout {
+                Some(layout) => layout,
+                None => {
+                    whole = TokenPositions::whole(usize::try_from(shape[0]).unwrap_or(0), shape[1]);
+                    &whole
                 }
+            };
+            let (rows, columns) = layout.shape();
+            if i64::try_from(rows).ok() != Some(shape[0]) || i64::try_from(columns).ok() != Some(shape[1]) {
+                return Err(format!(
+                    "positions count over the batch's {rows} samples of {columns} tokens, and this tensor's first dims are not those (a layer without a batch axis, say); leave positions out, or limit a layer after it"
+                ));
             }
+            let keep = layout.mask(positions).map_err(|e| match e {
+                Error::InvalidArgument { reason, .. } => reason,
+                other => other.to_string(),
+            })?;
             let mut view = vec![1i64; dims];
-            view[1] = tokens;
+            view[0] = shape[0];
+            view[1] = shape[1];
             mask = Tensor::from_slice(&keep).to_device(device).view(view.as_slice());
         }
         if let Some(range) = &self.features {
@@ -362,6 +392,8 @@ struct Edits {
     /// The layer of each slot (a glob gives one slot per match).
     layers: Vec<String>,
     slots: Vec<Mutex<Slot>>,
+    /// Where the samples of the forwards to come sit, for position-limited interventions.
+    layout: Mutex<Option<TokenPositions>>,
 }
 
 #[derive(Debug)]
@@ -427,6 +459,7 @@ impl Interventions {
             enabled: AtomicBool::new(false),
             layers,
             slots,
+            layout: Mutex::new(None),
         });
         let editor: Arc<dyn Editor> = shared.clone();
         let weak: Weak<dyn Editor> = Arc::downgrade(&editor);
@@ -474,6 +507,23 @@ impl Interventions {
         } else {
             Err(crate::select::unknown(layer, &self.shared.layers))
         }
+    }
+
+    /// Says where each column of the next forwards' `[batch, tokens, ...]` tensors sits in its
+    /// own sequence, so that positions ([`Intervention::at_positions`]) count within each sample;
+    /// `None` (the default) counts them within each tensor. The extraction engine sets it for
+    /// every batch, and generation for every step.
+    pub fn set_positions(&self, layout: Option<TokenPositions>) {
+        *lock(&self.shared.layout) = layout;
+    }
+
+    /// Whether any of them is limited to positions.
+    #[must_use]
+    pub fn uses_positions(&self) -> bool {
+        self.shared
+            .slots
+            .iter()
+            .any(|slot| lock(slot).intervention.positions.is_some())
     }
 
     /// Applies the interventions to every later forward of the model. New lists start enabled.
@@ -557,7 +607,8 @@ impl Editor for Edits {
             }
             None => None,
         };
-        let out = slot.intervention.apply(x, given.as_ref(), layer)?;
+        let layout = lock(&self.layout);
+        let out = slot.intervention.apply(x, given.as_ref(), layout.as_ref(), layer)?;
         slot.applied += 1;
         Ok(Some(out))
     }

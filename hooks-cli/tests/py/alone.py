@@ -13,9 +13,15 @@ Interventions, as forward hooks that return the changed output (registered befor
 hooks, so captures see the change):
 
     --ablate=NAME               NAME's output becomes zeros
-    --steer=NAME=VEC.npy@SCALE  SCALE * VEC is added to NAME's output
+    --mean-ablate=NAME=MEAN.npy NAME's output becomes MEAN at every position
+    --scale=NAME@F[:POS]        NAME's output is multiplied by F
+    --steer=NAME=VEC.npy@SCALE[:POS]
+                                SCALE * VEC is added to NAME's output
     --patch=NAME=CLEAN_JSONL    NAME's output becomes NAME's output on line i of CLEAN_JSONL,
                                 run alone first (activation patching)
+
+POS limits a change to some token positions of each sample: Python indexes and slices separated
+by commas (`-1`, `3:`, `0,-1`), resolved by Python's own indexing of `range(len(sample))`.
 """
 import json
 import sys
@@ -72,16 +78,57 @@ for option in options:
         handle.remove()
         patches[name] = sources
 
+def selected(n, spec):
+    """The positions of a sample of n tokens that `spec` names, by Python's own indexing."""
+    if spec is None:
+        return list(range(n))
+    chosen = set()
+    for entry in spec.split(","):
+        if ":" in entry:
+            start, stop = (int(e) if e.strip() else None for e in entry.split(":"))
+            chosen.update(range(n)[start:stop])
+        else:
+            chosen.add(range(n)[int(entry)])
+    return sorted(chosen)
+
+
+def edit_at(change, spec):
+    """A forward hook applying `change` to the output at the positions of `spec`."""
+
+    def hook(_module, _args, output):
+        x = first(output)
+        at = selected(x.shape[1], spec)
+        changed = x.clone()
+        changed[:, at] = change(x[:, at])
+        return with_first(output, changed)
+
+    return hook
+
+
+def number_and_positions(tail):
+    number, _, spec = tail.partition(":")
+    return float(number), (spec or None)
+
+
 current = {"i": 0}
 for option in options:
     kind, spec = option[2:].split("=", 1)
     if kind == "ablate":
         named[spec].register_forward_hook(lambda _m, _a, o: with_first(o, torch.zeros_like(first(o))))
+    elif kind == "mean-ablate":
+        name, path = spec.split("=", 1)
+        mean = torch.from_numpy(np.load(path))
+        named[name].register_forward_hook(edit_at(lambda x, m=mean: torch.zeros_like(x) + m, None))
+    elif kind == "scale":
+        name, tail = spec.rsplit("@", 1)
+        factor, at = number_and_positions(tail)
+        named[name].register_forward_hook(edit_at(lambda x, f=factor: x * f, at))
     elif kind == "steer":
         name, rest_ = spec.split("=", 1)
-        path, scale = rest_.rsplit("@", 1)
-        vector = torch.from_numpy(np.load(path)) * float(scale)
-        named[name].register_forward_hook(lambda _m, _a, o, v=vector: with_first(o, first(o) + v))
+        path, tail = rest_.rsplit("@", 1)
+        scale, at = number_and_positions(tail)
+        vector = torch.from_numpy(np.load(path)) * scale
+        named[name].register_forward_hook(edit_at(lambda x, v=vector: x + v, at))
     elif kind == "patch":
         name = spec.split("=", 1)[0]
         named[name].register_forward_hook(lambda _m, _a, o, n=name: with_first(o, patches[n][current["i"]]))

@@ -5,8 +5,8 @@
     compare MODEL PROMPTS.jsonl OURS.jsonl MAX_NEW [ACTS.npz LAYERS] [STEER LAYER VEC.npy SCALE MODE]
                              for each prompt alone: `generate(do_sample=False)` with the KV cache,
                              with a forward hook on LAYER adding SCALE x VEC at every position
-                             (MODE `all`) or at positions at or past the prompt's length (MODE
-                             `generated`), then one forward over the final sequence with the same
+                             (MODE `all`), at positions at or past the prompt's length (MODE
+                             `generated`) or at positions MODE (`-1:`, `1,3`), then one forward over the final sequence with the same
                              hook and a capture hook on each of LAYERS. Prints one JSON line: ids
                              and text equal or not, the largest difference of each captured layer
                              with ACTS.npz
@@ -66,15 +66,37 @@ def read_jsonl(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def in_positions(p, prompt_len, spec):
+    """Whether sequence position p is in `spec` (Python indexes and slices over the prompt then the
+    generated tokens, negative ones counting from the prompt's end), as `hooks generate` documents."""
+    resolve = lambda i: i if i >= 0 else prompt_len + i
+    for entry in spec.split(","):
+        if ":" in entry:
+            start, stop = (int(e) if e.strip() else None for e in entry.split(":"))
+            lo = 0 if start is None else max(0, resolve(start))
+            if p >= lo and (stop is None or p < resolve(stop)):
+                return True
+        elif p == resolve(int(entry)):
+            return True
+    return False
+
+
 def steering_hook(vector, scale, mode, prompt_len):
+    """MODE `all`, `generated` (positions at or past the prompt's length) or a positions spec."""
     seen = [0]
 
     def hook(_module, _args, output):
         tensor = output[0] if isinstance(output, tuple) else output
-        start = 0 if mode == "all" else max(0, prompt_len - seen[0])
+        columns = range(seen[0], seen[0] + tensor.shape[1])
         seen[0] += tensor.shape[1]
+        if mode == "all":
+            at = [True for _ in columns]
+        elif mode == "generated":
+            at = [p >= prompt_len for p in columns]
+        else:
+            at = [in_positions(p, prompt_len, mode) for p in columns]
         changed = tensor.clone()
-        changed[:, start:] += scale * vector
+        changed[:, torch.tensor(at)] += scale * vector
         return (changed,) + tuple(output[1:]) if isinstance(output, tuple) else changed
 
     return hook
