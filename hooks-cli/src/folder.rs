@@ -54,7 +54,7 @@ pub struct Request<'a> {
 impl Request<'_> {
     /// The manifest's `config`: the model folder and its files' sha256, the resolved layers,
     /// the settings (`--max-samples` among them), the input file's sha256, hooks' version.
-    fn config(&self, model: &dyn TextModel) -> Result<serde_json::Value, CliError> {
+    pub fn config(&self, model: &dyn TextModel) -> Result<serde_json::Value, CliError> {
         let store = hooks::ActivationStore::new(model, self.layers)?;
         let mut weights = serde_json::Map::new();
         let mut entries: Vec<PathBuf> = std::fs::read_dir(self.model_dir)

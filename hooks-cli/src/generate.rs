@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use hooks::{save_activations, Activations, Item, Pool as LibPool};
+use hooks::{save_activations, Activations, DatasetWriter, Item, Pool as LibPool};
 use hooks_models::generate::{eos_token_ids, generate, GenerateOptions, Generation, InterveneOn, Sampling};
-use hooks_models::{ChatTemplate, ModelError, Tokenizer};
+use hooks_models::{ChatTemplate, ModelError, TextModel, Tokenizer};
 use serde_json::json;
 use tch::{Kind, Tensor};
 
@@ -16,6 +16,7 @@ use crate::compare::temp_beside;
 use crate::edits::{EditArgs, Edits, Flag};
 use crate::error::CliError;
 use crate::extract::{check_vocabulary, layer_list, parse_device, tokenize, DType};
+use crate::folder::{is_npz, Request};
 use crate::input::{self, InputFormat};
 use crate::pool::Pool;
 use crate::signals;
@@ -63,9 +64,18 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "LIST")]
     layers: Option<String>,
     /// Where --layers go: an .npz with `input_ids` (prompt + output, right-padded),
-    /// `attention_mask` and one array per layer.
-    #[arg(long, value_name = "ACTS.npz")]
+    /// `attention_mask` and one array per layer; or any other path for a dataset folder, written
+    /// window by window as generation goes (as `extract --out DIR` writes one).
+    #[arg(long, value_name = "ACTS.npz|DIR")]
     activations: Option<PathBuf>,
+    /// Prompts per window of a dataset folder (--activations DIR; default 64): generated, then
+    /// written and synced, before the next window starts.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    window: Option<u32>,
+    /// Replace the dataset folder --activations names when it holds a run (a generation folder
+    /// is never resumed).
+    #[arg(long)]
+    overwrite: bool,
     /// Reduce the token axis of --activations: none, mean, max, first, last (over real tokens).
     #[arg(long, value_enum, default_value_t = Pool::None)]
     pool: Pool,
@@ -150,6 +160,7 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
         max_new_tokens,
         sampling,
         seed: args.seed,
+        first_index: 0,
         eos: eos_token_ids(&args.model)?,
         batch_size,
         interrupt: Some(interrupt.flag()),
@@ -171,27 +182,83 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
             eprint!("\r{tokens} tokens, {rate:.1} tokens/s");
         }
     };
-    let generated = generate(&*model, &items, &options, &mut on_token);
+    let pool = lib_pool(args.pool)?;
+    let folder = args.activations.as_deref().filter(|p| !is_npz(p));
+    let mut writer = match folder {
+        Some(dir) => Some(open_folder(args, &*model, &edits, &options, items.len(), dir)?),
+        None => None,
+    };
+    // A folder is written window by window; anything else is one window.
+    let window = match &writer {
+        Some(_) => usize::try_from(args.window.unwrap_or(64)).unwrap_or(usize::MAX),
+        None => items.len(),
+    };
+    let mut generations = Vec::with_capacity(items.len());
+    let mut outcome = Ok(());
+    for (w, part) in items.chunks(window).enumerate() {
+        let options = GenerateOptions {
+            first_index: w * window,
+            ..options.clone()
+        };
+        let generated = match generate(&*model, part, &options, &mut on_token) {
+            Ok(generated) => generated,
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        };
+        if let Some(writer) = &mut writer {
+            let (acts, ids, mask) = captured(&generated, pool, model.pad_token_id())?;
+            let chunk = hooks::Chunk {
+                first: w * window,
+                activations: &acts,
+                input_ids: &ids,
+                attention_mask: &mask,
+            };
+            hooks::ActivationSink::write(writer, &chunk)?;
+            generations.extend(generated.into_iter().map(|mut g| {
+                g.activations.clear();
+                g
+            }));
+        } else {
+            generations.extend(generated);
+        }
+    }
     if terminal {
         eprint!("\r\x1b[K");
     }
-    let generations = match generated {
-        Err(ModelError::Capture(hooks::Error::Interrupted)) => return Err(interrupt.error("nothing was written")),
-        other => other?,
+    let kept = match &writer {
+        Some(writer) => format!(
+            "the folder `{}` holds the first {} prompts' captures; run again with --overwrite",
+            folder.map(Path::display).map(|d| d.to_string()).unwrap_or_default(),
+            writer.done_samples()
+        ),
+        None => "nothing was written".to_owned(),
     };
+    match outcome {
+        Err(ModelError::Capture(hooks::Error::Interrupted)) => return Err(interrupt.error(&kept)),
+        Err(e) => {
+            if let Some(writer) = writer {
+                let _ = writer.discard_if_empty();
+            }
+            return Err(e.into());
+        }
+        Ok(()) => {}
+    }
     let tokenizer = if args.model.join("tokenizer.json").is_file() {
         Some(Tokenizer::from_dir(&args.model)?)
     } else {
         None
     };
-    // Both files are made beside their paths first: a failure leaves neither.
+    // The files are made beside their paths first: a failure leaves none of them.
     let lines = write_lines(&generations, tokenizer.as_ref(), &args.out)?;
-    let acts = match &args.activations {
-        Some(path) => Some((
-            path,
-            write_activations(&generations, args.pool, model.pad_token_id(), path)?,
-        )),
-        None => None,
+    let acts = match (&args.activations, &mut writer) {
+        (Some(path), None) => Some((path, write_activations(&generations, pool, model.pad_token_id(), path)?)),
+        (_, Some(writer)) => {
+            writer.finish()?;
+            None
+        }
+        (None, None) => None,
     };
     lines
         .persist(&args.out)
@@ -292,20 +359,33 @@ fn check_outputs(args: &GenerateArgs, layers: &[String]) -> Result<(), CliError>
             args.out.display()
         )));
     }
+    if args.activations.is_none() && (args.window.is_some() || args.overwrite) {
+        return Err(CliError::Usage(
+            "`--window` and `--overwrite` are for a dataset folder: give --layers and --activations DIR".into(),
+        ));
+    }
     match (&args.activations, layers.is_empty()) {
         (Some(path), true) => Err(CliError::Usage(format!(
             "`--activations {}` needs --layers: name the layers to capture",
             path.display()
         ))),
         (None, false) => Err(CliError::Usage(
-            "`--layers` needs --activations ACTS.npz: the file the captures go to".into(),
+            "`--layers` needs --activations ACTS.npz|DIR: where the captures go".into(),
         )),
-        (Some(path), false) if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz")) || path.is_dir() => {
+        (Some(path), false) if is_npz(path) && path.is_dir() => Err(CliError::Usage(format!(
+            "`--activations {}` is a folder; give a file path ending in .npz, or a folder path without .npz",
+            path.display()
+        ))),
+        (Some(path), false) if !is_npz(path) && path.join("manifest.json").is_file() && !args.overwrite => {
             Err(CliError::Usage(format!(
-                "`--activations {}`: generation writes its captures to one .npz; give a file path ending in .npz",
+                "`--activations {}` already holds a dataset folder, and generation does not resume one; pass --overwrite to replace it, or choose a new folder",
                 path.display()
             )))
         }
+        (Some(path), false) if is_npz(path) && (args.window.is_some() || args.overwrite) => Err(CliError::Usage(format!(
+            "`--window` and `--overwrite` are for a dataset folder, and `{}` is one .npz; give a folder path, or leave them out",
+            path.display()
+        ))),
         (Some(path), false) if path == &args.out => Err(CliError::Usage(format!(
             "`--out` and `--activations` are both `{}`; give each its own file",
             path.display()
@@ -344,27 +424,69 @@ fn write_lines(
     Ok(temp)
 }
 
-/// Every prompt's and output's captures as `extract` writes them: `[N, T, ...]` right-padded
-/// with zeros (or pooled over real tokens), with `input_ids` and `attention_mask` `[N, T]`; in a
-/// temporary `.npz` beside `path`.
-fn write_activations(
-    generations: &[Generation],
-    pool: Pool,
-    pad_id: i64,
-    path: &Path,
-) -> Result<tempfile::NamedTempFile, CliError> {
-    let pool =
-        match pool {
-            Pool::None => LibPool::None,
-            Pool::Mean => LibPool::Mean,
-            Pool::Max => LibPool::Max,
-            Pool::First => LibPool::First,
-            Pool::Last => LibPool::Last,
-            Pool::Model => return Err(CliError::Usage(
+/// `--pool`, as generation takes it.
+fn lib_pool(pool: Pool) -> Result<LibPool, CliError> {
+    Ok(match pool {
+        Pool::None => LibPool::None,
+        Pool::Mean => LibPool::Mean,
+        Pool::Max => LibPool::Max,
+        Pool::First => LibPool::First,
+        Pool::Last => LibPool::Last,
+        Pool::Model => {
+            return Err(CliError::Usage(
                 "`--pool model` is a sentence-transformers pipeline; generation takes none, mean, max, first or last"
                     .into(),
-            )),
-        };
+            ))
+        }
+    })
+}
+
+/// The dataset folder `dir` for `samples` prompts' captures, its request recording everything
+/// that shapes the bytes. A generation folder is never resumed: its request holds the time it
+/// started, so an earlier folder never matches it and `--overwrite` replaces it.
+fn open_folder(
+    args: &GenerateArgs,
+    model: &dyn TextModel,
+    edits: &Edits,
+    options: &GenerateOptions,
+    samples: usize,
+    dir: &Path,
+) -> Result<DatasetWriter, CliError> {
+    let layers: Vec<&str> = options.layers.iter().map(String::as_str).collect();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let request = Request {
+        model_dir: &args.model,
+        input: Some(&args.input),
+        layers: &layers,
+        settings: json!({
+            "command": "generate",
+            "started_ns": started.to_string(),
+            "pool": format!("{:?}", args.pool).to_lowercase(),
+            "max_new_tokens": options.max_new_tokens,
+            "temperature": options.sampling.temperature,
+            "top_k": options.sampling.top_k,
+            "top_p": options.sampling.top_p,
+            "seed": options.seed,
+            "eos": options.eos,
+            "batch_size": options.batch_size,
+            "window": args.window.unwrap_or(64),
+            "chat": args.chat,
+            "interventions": edits.record(),
+            "intervene_on": format!("{:?}", options.intervene_on).to_lowercase(),
+            "dtype": format!("{:?}", args.dtype).to_lowercase(),
+            "device": args.device,
+        }),
+    };
+    let config = request.config(model)?;
+    Ok(DatasetWriter::create(dir, config, None, samples, true)?)
+}
+
+/// The captures of `generations` as `extract` writes them: `[N, T, ...]` right-padded with zeros
+/// (or pooled over real tokens) per layer; and `input_ids` and `attention_mask` `[N, T]` (prompt
+/// + output, right-padded).
+fn captured(generations: &[Generation], pool: LibPool, pad_id: i64) -> Result<(Activations, Tensor, Tensor), CliError> {
     let sequences: Vec<Vec<i64>> = generations
         .iter()
         .map(|g| g.prompt_ids.iter().chain(&g.output_ids).copied().collect())
@@ -381,6 +503,7 @@ fn write_activations(
         i64::try_from(longest).unwrap_or(0),
     ];
     let mask = Tensor::from_slice(&mask).reshape(shape);
+    let ids = Tensor::from_slice(&ids).reshape(shape);
     let mut acts = Activations::new();
     let names: Vec<String> = generations
         .first()
@@ -405,7 +528,18 @@ fn write_activations(
         let stacked = Tensor::f_stack(&rows, 0).map_err(hooks::Error::from)?;
         acts.insert(name.clone(), pool.apply(&stacked, &mask)?);
     }
-    acts.insert("input_ids", Tensor::from_slice(&ids).reshape(shape));
+    Ok((acts, ids, mask))
+}
+
+/// Every prompt's and output's captures ([`captured`]) in a temporary `.npz` beside `path`.
+fn write_activations(
+    generations: &[Generation],
+    pool: LibPool,
+    pad_id: i64,
+    path: &Path,
+) -> Result<tempfile::NamedTempFile, CliError> {
+    let (mut acts, ids, mask) = captured(generations, pool, pad_id)?;
+    acts.insert("input_ids", ids);
     acts.insert("attention_mask", mask);
     let temp = temp_beside(path, ".npz")?;
     save_activations(&acts, temp.path())?;

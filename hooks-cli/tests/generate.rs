@@ -298,6 +298,10 @@ fn wrong_inputs_get_one_line_and_no_file() {
     let acts = d.join("acts.npz");
     let llama = d.join("llama");
     let steer = format!("model.layers.0={}@2", arg(&vec));
+    let wide = d.join("wide.npy");
+    vector(&python, &wide, 48, 1.0);
+    let before_start = format!("model.layers.0={}@2:-4", arg(&wide));
+    let folder = d.join("acts-dir");
     let base = |model: &Path, input: &Path| -> Vec<String> {
         [
             "generate",
@@ -364,6 +368,34 @@ fn wrong_inputs_get_one_line_and_no_file() {
             ],
             "not attention patterns",
         ),
+        (
+            base(&llama, &input),
+            vec![
+                "--layers",
+                "model.layers.0.self_attn.attn_weights",
+                "--activations",
+                arg(&folder),
+            ],
+            "not attention patterns",
+        ),
+        (
+            base(&llama, &input),
+            vec![
+                "--layers",
+                "model.layers.0",
+                "--activations",
+                arg(&acts),
+                "--window",
+                "2",
+            ],
+            "are for a dataset folder",
+        ),
+        (base(&llama, &input), vec!["--overwrite"], "are for a dataset folder"),
+        (
+            base(&llama, &input),
+            vec!["--steer", &before_start],
+            "prompt 1: position -4 counts back past the start of a prompt of 3 tokens",
+        ),
     ];
     for (mut args, more, needle) in cases {
         if !more.contains(&"--max-new-tokens") {
@@ -376,7 +408,10 @@ fn wrong_inputs_get_one_line_and_no_file() {
         assert!(!run.status.success(), "{args:?} succeeded");
         assert_eq!(err.lines().count(), 1, "{args:?}: want one line, got:\n{err}");
         assert!(err.starts_with("error: ") && err.contains(needle), "{args:?}: {err}");
-        assert!(!out.exists() && !acts.exists(), "{args:?} left a file");
+        assert!(
+            !out.exists() && !acts.exists() && !folder.exists(),
+            "{args:?} left a file"
+        );
     }
 }
 
@@ -466,4 +501,201 @@ fn chat_prompts_equal_apply_chat_template() {
         assert!(err.contains(needle), "{err}");
         assert!(!out.exists());
     }
+}
+
+/// `examples/contrastive_steering.sh`, run as the README runs it: its vector equals the
+/// difference of transformers' last-token means over the two sets, its steered continuations equal
+/// `generate` with a forward hook adding that vector, and they differ from the plain ones.
+#[test]
+fn the_contrastive_steering_example_steers_with_the_mean_difference() {
+    let Some(python) = hooks_test_support::python() else {
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = d.join("llama");
+    let _ = check(&python, &["build-tokenized", arg(&model)]);
+    let out = d.join("steering");
+    let layer = "model.layers.0";
+    let run = std::process::Command::new(root.join("examples/contrastive_steering.sh"))
+        .args([arg(&model), layer, "8", arg(&out)])
+        .env("HOOKS", env!("CARGO_BIN_EXE_hooks"))
+        .env("PYTHON", &python)
+        .env("NEW_TOKENS", "8")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(stdout.matches("steered x8:").count(), 4, "{stdout}");
+
+    let data = root.join("data/steering");
+    let theirs = d.join("theirs.npy");
+    let _ = check(
+        &python,
+        &[
+            "contrast",
+            arg(&model),
+            arg(&data.join("happy.txt")),
+            arg(&data.join("sad.txt")),
+            layer,
+            arg(&theirs),
+        ],
+    );
+    let ours = tch::Tensor::read_npy(out.join("vector.npy")).unwrap();
+    let theirs = tch::Tensor::read_npy(&theirs).unwrap();
+    let diff = (&ours - &theirs).abs().max().double_value(&[]);
+    let norm = theirs.norm().double_value(&[]);
+    assert!(
+        diff < 1e-5 * norm.max(1.0),
+        "the vector differs by {diff} (norm {norm})"
+    );
+
+    let prompts = d.join("prompts.jsonl");
+    let text = std::fs::read_to_string(data.join("prompts.txt")).unwrap();
+    let jsonl: String = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("{}\n", serde_json::json!({ "text": l })))
+        .collect();
+    std::fs::write(&prompts, jsonl).unwrap();
+    let vector = out.join("vector.npy");
+    let steered = out.join("steered.jsonl");
+    let r = &check(
+        &python,
+        &[
+            "compare",
+            arg(&model),
+            arg(&prompts),
+            arg(&steered),
+            "8",
+            "steer",
+            layer,
+            arg(&vector),
+            "8",
+            "all",
+        ],
+    )[0];
+    assert_eq!(r["ids_equal"], true, "{r}");
+    assert_eq!(r["text_equal"], true, "{r}");
+    let read = |path: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (plain, steered) = (read(&out.join("plain.jsonl")), read(&steered));
+    let changed = plain
+        .iter()
+        .zip(&steered)
+        .filter(|(p, s)| p["output_ids"] != s["output_ids"])
+        .count();
+    assert!(changed >= 2, "steering changed {changed} of 4 outputs");
+}
+
+/// `--activations DIR`: a dataset folder written window by window holds what the `.npz` of one
+/// window holds (numpy reads both; ids exactly, activations within 1e-5, since the windows batch
+/// the prompts differently), sampled outputs do not depend on the windows (each prompt
+/// keeps its random stream), and a folder already there is refused unless `--overwrite`.
+#[test]
+fn activations_into_a_dataset_folder_equal_the_npz() {
+    let Some(python) = hooks_test_support::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = d.join("llama");
+    let _ = check(&python, &["build-tokenized", arg(&model)]);
+    let prompts = d.join("prompts.txt");
+    std::fs::write(
+        &prompts,
+        "The cat sat on the mat.\nWhy?\nWater boils at a lower temperature on a mountaintop.\nA dog.\nOne more line here.\n",
+    )
+    .unwrap();
+    let layers = "model.layers.0,model.layers.1.mlp";
+    let common = [
+        "--model",
+        arg(&model),
+        "--input",
+        arg(&prompts),
+        "--max-new-tokens",
+        "6",
+        "--top-k",
+        "20",
+        "--seed",
+        "7",
+        "--batch-size",
+        "2",
+        "--layers",
+        layers,
+    ];
+    let (npz, folder) = (d.join("acts.npz"), d.join("acts"));
+    let (one, windows) = (d.join("one.jsonl"), d.join("windows.jsonl"));
+    let mut args = common.to_vec();
+    args.extend(["--out", arg(&one), "--activations", arg(&npz)]);
+    let whole = generate(&args);
+    let mut args = common.to_vec();
+    args.extend(["--out", arg(&windows), "--activations", arg(&folder), "--window", "2"]);
+    let windowed = generate(&args);
+    assert_eq!(whole, windowed, "windows of 2 prompts give what one window gives");
+
+    let code = format!(
+        r#"
+import json, numpy as np
+a = np.load({npz:?})
+lengths = a["attention_mask"].sum(1)
+report = {{}}
+for name in {layers:?}.split(",") + ["input_ids"]:
+    rows = np.concatenate([a[name][i, :n] for i, n in enumerate(lengths)])
+    f = np.load({folder:?} + "/" + name + ".npy", mmap_mode="r")
+    report[name] = [list(f.shape) == list(rows.shape), float(np.abs(f - rows).max())]
+offsets = np.load({folder:?} + "/offsets.npy")
+report["offsets"] = offsets.tolist() == [0] + np.cumsum(lengths).tolist()
+print(json.dumps(report))
+"#,
+        npz = arg(&npz),
+        folder = arg(&folder),
+    );
+    let out = hooks_test_support::python_command(&python)
+        .args(["-c", &code])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for name in layers.split(',').chain(["input_ids"]) {
+        assert_eq!(report[name][0], true, "{name}: shapes, {report}");
+        // The windows batch the prompts differently, so the padded widths differ: float noise.
+        let diff = report[name][1].as_f64().unwrap();
+        let limit = if name == "input_ids" { 0.0 } else { 1e-5 };
+        assert!(diff <= limit, "{name}: values differ by {diff}, {report}");
+    }
+    assert_eq!(report["offsets"], true, "{report}");
+
+    // A folder already there: refused without --overwrite (nothing changes), replaced with it.
+    let mut args = vec!["generate"];
+    args.extend(common);
+    args.extend(["--out", arg(&windows), "--activations", arg(&folder)]);
+    let before = std::fs::read(folder.join("manifest.json")).unwrap();
+    let refused = hooks_cmd(&args);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("already holds a dataset folder") && stderr.contains("--overwrite"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(folder.join("manifest.json")).unwrap(), before);
+    args.push("--overwrite");
+    let replaced = hooks_cmd(&args);
+    assert!(
+        replaced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replaced.stderr)
+    );
+    assert_ne!(std::fs::read(folder.join("manifest.json")).unwrap(), before);
 }

@@ -65,6 +65,10 @@ pub struct GenerateOptions {
     pub sampling: Sampling,
     /// The seed of every prompt's random stream (sampling only). Default 0.
     pub seed: u64,
+    /// The index of the first prompt in the whole input, when it is generated in parts: each
+    /// prompt draws from the random stream of its index in the whole input, so the parts give
+    /// what one call over it gives. Default 0.
+    pub first_index: usize,
     /// End-of-sequence ids: a prompt stops after emitting one ([`eos_token_ids`] reads a
     /// folder's). Default none.
     pub eos: Vec<i64>,
@@ -89,6 +93,7 @@ impl Default for GenerateOptions {
             max_new_tokens: 32,
             sampling: Sampling::default(),
             seed: 0,
+            first_index: 0,
             eos: Vec::new(),
             batch_size: 8,
             interrupt: None,
@@ -386,7 +391,7 @@ impl Run<'_> {
             .iter()
             .map(|&i| {
                 let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-                rng.set_stream(u64::try_from(i).unwrap_or(u64::MAX));
+                rng.set_stream(u64::try_from(options.first_index + i).unwrap_or(u64::MAX));
                 rng
             })
             .collect();
