@@ -16,6 +16,10 @@
                              prints one JSON line: the ids of `apply_chat_template(messages,
                              add_generation_prompt=True, tokenize=True)` for each line, and the
                              text (`tokenize=False`)
+    contrast MODEL A.txt B.txt LAYER OUT.npy
+                             the mean over A's lines of LAYER's output at each line's last
+                             token, less the same over B's (each line tokenized and run alone,
+                             a forward hook keeping the output): a contrastive steering vector
     sample MODEL PROMPTS.jsonl OURS.jsonl T TOP_P
                              the first token of each line of OURS (the same prompt on every
                              line), against softmax(logits / T) of that prompt: a chi-square
@@ -171,6 +175,26 @@ def compare(model_dir, prompts_path, ours_path, max_new, *rest):
     print(json.dumps(report))
 
 
+def contrast(model_dir, a_path, b_path, layer, out):
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=os.path.join(model_dir, "tokenizer.json"))
+    kept = []
+    model.get_submodule(layer).register_forward_hook(
+        lambda _m, _a, out: kept.append((out[0] if isinstance(out, tuple) else out)[0, -1].detach().double())
+    )
+
+    def mean_last(path):
+        kept.clear()
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    with torch.no_grad():
+                        model(input_ids=torch.tensor([tokenizer(line.strip())["input_ids"]]))
+        return torch.stack(kept).mean(0)
+
+    np.save(out, (mean_last(a_path) - mean_last(b_path)).float().numpy())
+
+
 def chi_square_critical(df, z=3.0902):
     # Wilson-Hilferty: the 99.9th percentile of chi-square with df degrees of freedom.
     return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
@@ -281,6 +305,7 @@ STEPS = {
     "chat-templates": chat_templates,
     "chat-ids": chat_ids,
     "compare": compare,
+    "contrast": contrast,
     "sample": sample,
 }
 
