@@ -32,14 +32,14 @@ pub struct EditArgs {
     #[arg(long, value_name = "LAYER=MEAN.npy")]
     pub mean_ablate: Vec<String>,
     /// Multiply LAYER's output by F, at POSITIONS only when given (see --steer). Repeatable.
-    #[arg(long, value_name = "LAYER@F[:POSITIONS]", allow_hyphen_values = true)]
+    #[arg(long, value_name = "LAYER@F[:POSITIONS]")]
     pub scale: Vec<String>,
     /// Add SCALE x VEC to LAYER's output (steering); VEC.npy holds a float32 vector of the
     /// layer's width. POSITIONS limits it to some tokens, as Python indexes and slices of each
     /// sample counted from 0 (`-1` its last token, `3:` the fourth on, `0,-1`); in `generate` they run
     /// over the prompt and then the generated tokens, negatives counting from the prompt's end.
     /// Repeatable.
-    #[arg(long, value_name = "LAYER=VEC.npy@SCALE[:POSITIONS]", allow_hyphen_values = true)]
+    #[arg(long, value_name = "LAYER=VEC.npy@SCALE[:POSITIONS]")]
     pub steer: Vec<String>,
 }
 
