@@ -16,6 +16,7 @@ mod capture;
 mod decoder;
 mod engine;
 mod folder;
+mod generation;
 mod lens;
 mod machine;
 mod memory;
@@ -361,6 +362,11 @@ fn run(cfg: Config) -> BenchResult<()> {
         let lens = lens::run(&mut ctx)?;
         parts.push((9, lens.markdown(), lens.targets()));
     }
+    if wants(10) {
+        step("10. generation");
+        let generation = generation::run(&mut ctx)?;
+        parts.push((10, generation.markdown(), generation.targets()));
+    }
     let elapsed = started.elapsed().as_secs_f64();
     step("done");
 
@@ -395,7 +401,7 @@ fn run(cfg: Config) -> BenchResult<()> {
         // The smoke run checks that each section produced its table, not what is in it.
         let text = std::fs::read_to_string(&path)?;
         for heading in [
-            "## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7.", "## 8.", "## 9.",
+            "## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7.", "## 8.", "## 9.", "## 10.",
         ] {
             if !text.contains(heading) {
                 return Err(format!("the report lacks `{heading}`").into());
