@@ -14,8 +14,10 @@
 //! (ChaCha8, seeded by `seed`, stream = the prompt's index), so the same seed gives the same
 //! output whatever the batching.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hooks::{ActivationStore, CaptureMode, Interventions, Item, TokenPositions};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -177,6 +179,24 @@ impl PartialEq for Generation {
     }
 }
 
+/// Where the time of a [`generate_timed`] call went. On a CUDA device kernels run
+/// asynchronously, so their time lands in the next part that waits for them (the choice, which
+/// copies the ids to the host).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GenerateStats {
+    /// The prefills and decode steps through the KV cache, capture sites and interventions
+    /// included.
+    pub forward: Duration,
+    /// The read-out (final norm and `lm_head`) of each step's last positions.
+    pub readout: Duration,
+    /// Choosing each token (the arg-max, or a draw) and copying it to the host.
+    pub choice: Duration,
+    /// Assembling each prompt's captures over its sequence.
+    pub captures: Duration,
+    /// Forwards through the cache after the prefills.
+    pub steps: usize,
+}
+
 /// Generates from each of `prompts` with `model`'s KV cache, calling `on_token(prompt, id)` for
 /// every token as it is chosen (for streaming), and returns one [`Generation`] per prompt, in
 /// order.
@@ -215,6 +235,20 @@ pub fn generate(
     options: &GenerateOptions,
     on_token: &mut dyn FnMut(usize, i64),
 ) -> Result<Vec<Generation>> {
+    generate_timed(model, prompts, options, on_token).map(|(generations, _)| generations)
+}
+
+/// [`generate`], and where its time went.
+///
+/// # Errors
+///
+/// As [`generate`].
+pub fn generate_timed(
+    model: &dyn TextModel,
+    prompts: &[Item],
+    options: &GenerateOptions,
+    on_token: &mut dyn FnMut(usize, i64),
+) -> Result<(Vec<Generation>, GenerateStats)> {
     let readout = model.readout().ok_or(ModelError::NoReadout {
         model_type: model.model_type(),
     })?;
@@ -234,6 +268,7 @@ pub fn generate(
         readout: &readout,
         options,
         store: store.as_ref(),
+        stats: Cell::new(GenerateStats::default()),
     };
     let enabled = options.interventions.as_ref().map(|edits| edits.is_enabled());
     let outcome = (|| {
@@ -255,7 +290,7 @@ pub fn generate(
         }
     }
     outcome?;
-    Ok(results.into_iter().flatten().collect())
+    Ok((results.into_iter().flatten().collect(), run.stats.get()))
 }
 
 /// What every batch of one [`generate`] call shares.
@@ -264,6 +299,7 @@ struct Run<'a> {
     readout: &'a Readout<'a>,
     options: &'a GenerateOptions,
     store: Option<&'a ActivationStore>,
+    stats: Cell<GenerateStats>,
 }
 
 fn check_options(model: &dyn TextModel, prompts: &[Item], options: &GenerateOptions) -> Result<()> {
@@ -322,10 +358,30 @@ fn check_options(model: &dyn TextModel, prompts: &[Item], options: &GenerateOpti
 impl Run<'_> {
     /// One step through the cache, inside the interventions' checks when there are any.
     fn step(&self, ids: &Tensor, positions: &Tensor, valid: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        match &self.options.interventions {
-            Some(edits) => edits.run(|| self.model.forward_cached(ids, positions, valid, cache))?,
-            None => self.model.forward_cached(ids, positions, valid, cache),
+        let prefill = cache.is_empty();
+        let out = self.timed(
+            |s| &mut s.forward,
+            || match &self.options.interventions {
+                Some(edits) => edits.run(|| self.model.forward_cached(ids, positions, valid, cache))?,
+                None => self.model.forward_cached(ids, positions, valid, cache),
+            },
+        );
+        if !prefill {
+            let mut stats = self.stats.get();
+            stats.steps += 1;
+            self.stats.set(stats);
         }
+        out
+    }
+
+    /// Runs `f`, adding its time to the part of the stats `part` names.
+    fn timed<R>(&self, part: fn(&mut GenerateStats) -> &mut Duration, f: impl FnOnce() -> R) -> R {
+        let start = Instant::now();
+        let out = f();
+        let mut stats = self.stats.get();
+        *part(&mut stats) += start.elapsed();
+        self.stats.set(stats);
+        out
     }
 
     /// One batch of prompts (indices into `prompts`), decoded to the end.
@@ -365,6 +421,7 @@ impl Run<'_> {
         if let (Some(edits), true) = (edits, generated_only) {
             edits.disable();
         }
+        let _no_grad = tch::no_grad_guard();
         let mut cache = KvCache::new();
         let positioned = edits.filter(|edits| edits.uses_positions());
         if let Some(edits) = positioned {
@@ -398,13 +455,15 @@ impl Run<'_> {
         let mut outputs: Vec<Vec<i64>> = vec![Vec::new(); batch.len()];
         let mut finished: Vec<Option<FinishReason>> = vec![None; batch.len()];
         let max_length = i64::try_from(model.max_length()).unwrap_or(i64::MAX);
-        let _no_grad = tch::no_grad_guard();
         loop {
             if options.interrupt.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
                 return Err(hooks::Error::Interrupted.into());
             }
-            let logits = self.readout.logits_of_normed(&state).f_to_kind(Kind::Float)?;
-            let chosen = choose(&logits, &options.sampling, &mut rngs)?;
+            let logits = self.timed(
+                |s| &mut s.readout,
+                || self.readout.logits_of_normed(&state).f_to_kind(Kind::Float),
+            )?;
+            let chosen = self.timed(|s| &mut s.choice, || choose(&logits, &options.sampling, &mut rngs))?;
             let (mut step_ids, mut step_positions, mut step_valid) = (Vec::new(), Vec::new(), Vec::new());
             for (row, &id) in chosen.iter().enumerate() {
                 if finished[row].is_some() {
@@ -448,7 +507,7 @@ impl Run<'_> {
             }
         }
         let activations = match self.store {
-            Some(store) => rows_of(store, &lengths, &outputs)?,
+            Some(store) => self.timed(|s| &mut s.captures, || rows_of(store, &lengths, &outputs))?,
             None => std::iter::repeat_with(Vec::new).take(batch.len()).collect(),
         };
         Ok(batch
@@ -494,14 +553,23 @@ fn rows_of(store: &ActivationStore, lengths: &[i64], outputs: &[Vec<i64>]) -> Re
                 )));
             }
         }
+        // Every step's column side by side, `[batch, steps, ...]`, in one copy.
+        let generated = if steps > 0 {
+            Some(Tensor::f_cat(&calls[1..], 1)?)
+        } else {
+            None
+        };
         for (row, (&len, output)) in lengths.iter().zip(outputs).enumerate() {
             let r = i64::try_from(row).unwrap_or(0);
-            let mut parts = vec![calls[0].f_get(r)?.f_narrow(0, 0, len)?];
-            for call in &calls[1..=output.len()] {
-                parts.push(call.f_get(r)?);
-            }
-            let sequence = Tensor::f_cat(&parts, 0)?.f_to_device(tch::Device::Cpu)?;
-            rows[row].push((name.clone(), sequence));
+            let prompt = calls[0].f_get(r)?.f_narrow(0, 0, len)?;
+            let sequence = match &generated {
+                Some(generated) => {
+                    let fed = i64::try_from(output.len()).unwrap_or(0);
+                    Tensor::f_cat(&[prompt, generated.f_get(r)?.f_narrow(0, 0, fed)?], 0)?
+                }
+                None => prompt,
+            };
+            rows[row].push((name.clone(), sequence.f_to_device(tch::Device::Cpu)?));
         }
     }
     Ok(rows)

@@ -7,11 +7,11 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
-use hooks::Item;
-use hooks_models::generate::{generate, GenerateOptions};
-use hooks_models::KvCache;
+use hooks::{Intervention, Interventions, Item};
+use hooks_models::generate::{generate_timed, GenerateOptions, GenerateStats};
 use tch::{Device, Kind, Tensor};
 
 use crate::decoder::{command, timed, Arch};
@@ -64,8 +64,12 @@ pub struct Breakdown {
     readout: f64,
     /// The arg-max and the chosen ids' copy to the host.
     choice: f64,
-    /// The same `generate` capturing every block output.
+    /// The same call capturing every block output, and the part of it spent assembling each
+    /// prompt's captures.
     captured: f64,
+    assembling: f64,
+    /// The same call steering the middle block.
+    steered: f64,
     /// The cache at the end: bytes, on the device.
     cache_bytes: i64,
 }
@@ -269,90 +273,58 @@ pub fn run(ctx: &mut Ctx) -> BenchResult<GenerationBench> {
     Ok(result)
 }
 
-/// Where the time of `generate` goes, in this process: the whole call, then its parts replayed
-/// with the same ids (the forwards through the cache, the read-out, the choice), then the call
-/// capturing every block output. The best of three of each.
+/// Where the time of `generate` goes, in this process: `generate_timed` plain (its own timers
+/// split the call), capturing every block output, and steering the middle block; the best of
+/// three of each.
 fn breakdown(arch: &Arch, dir: &Path, prompts: &[Vec<i64>], new_tokens: usize) -> BenchResult<Breakdown> {
     let kv_values = i64::try_from(arch.layers)? * arch.kv_heads * (arch.hidden / arch.heads);
     let model = hooks_models::load(dir, Device::Cpu, Kind::Float)?;
-    let readout = model.readout().ok_or("the model has no read-out")?;
     let items: Vec<Item> = prompts.iter().map(|p| Item::new(p.clone())).collect();
     let options = GenerateOptions {
         max_new_tokens: new_tokens,
+        batch_size: items.len(),
         ..GenerateOptions::default()
     };
-    let best = |f: &mut dyn FnMut() -> BenchResult<()>| -> BenchResult<f64> {
-        let mut best = f64::INFINITY;
+    let best = |options: &GenerateOptions| -> BenchResult<(f64, GenerateStats)> {
+        let mut best = (f64::INFINITY, GenerateStats::default());
         for _ in 0..3 {
             let start = Instant::now();
-            f()?;
-            best = best.min(start.elapsed().as_secs_f64());
+            let (_, stats) = generate_timed(&*model, &items, options, &mut |_, _| {})?;
+            let seconds = start.elapsed().as_secs_f64();
+            if seconds < best.0 {
+                best = (seconds, stats);
+            }
         }
         Ok(best)
     };
-    let mut outputs = Vec::new();
-    let total = best(&mut || {
-        outputs = generate(&*model, &items, &options, &mut |_, _| {})?;
-        Ok(())
-    })?;
-    let captured_options = GenerateOptions {
+    let (total, stats) = best(&options)?;
+    let captured = best(&GenerateOptions {
         layers: vec!["model.layers.*".into()],
         ..options.clone()
-    };
-    let captured = best(&mut || {
-        generate(&*model, &items, &captured_options, &mut |_, _| {})?;
-        Ok(())
     })?;
-    // The replay: the prompts (one length, no padding), then each step's chosen ids.
-    let rows = i64::try_from(items.len())?;
-    let width = i64::try_from(prompts[0].len())?;
-    let ids = Tensor::from_slice(&prompts.concat()).view([rows, width]);
-    let steps: Vec<Tensor> = (0..new_tokens)
-        .map(|t| Tensor::from_slice(&outputs.iter().map(|g| g.output_ids[t]).collect::<Vec<_>>()).view([rows, 1]))
-        .collect();
-    let _no_grad = tch::no_grad_guard();
-    let mut states = Vec::new();
-    let mut cache_bytes = 0;
-    let forward = best(&mut || {
-        states.clear();
-        let mut cache = KvCache::new();
-        let positions = Tensor::arange(width, (Kind::Int64, Device::Cpu))
-            .unsqueeze(0)
-            .expand([rows, width], false);
-        let hidden = model.forward_cached(&ids, &positions, &ids.ones_like(), &mut cache)?;
-        states.push(hidden.select(1, width - 1));
-        for (t, step) in steps.iter().enumerate() {
-            let position = Tensor::full([rows, 1], width + i64::try_from(t)?, (Kind::Int64, Device::Cpu));
-            let hidden = model.forward_cached(step, &position, &step.ones_like(), &mut cache)?;
-            states.push(hidden.select(1, 0));
-        }
-        // Keys and values, f32: 2 × layers × B × kv heads × tokens × head dim.
-        cache_bytes = 2 * kv_values * rows * i64::try_from(cache.len())? * 4;
-        Ok(())
+    let vector = Tensor::randn([arch.hidden], (Kind::Float, Device::Cpu));
+    let steering = Interventions::new(
+        &*model,
+        [(
+            format!("model.layers.{}", arch.layers / 2),
+            Intervention::add(vector, 4.0),
+        )],
+    )?;
+    let steered = best(&GenerateOptions {
+        interventions: Some(Arc::new(steering)),
+        ..options.clone()
     })?;
-    // The last state predicts nothing: generation stops before reading it out.
-    states.pop();
-    let mut logits = Vec::new();
-    let readout_s = best(&mut || {
-        logits = states
-            .iter()
-            .map(|s| readout.logits_of_normed(s).to_kind(Kind::Float))
-            .collect();
-        Ok(())
-    })?;
-    let choice = best(&mut || {
-        for l in &logits {
-            let _ = Vec::<i64>::try_from(l.argmax(-1, false))?;
-        }
-        Ok(())
-    })?;
+    let tokens = i64::try_from(prompts[0].len() + new_tokens)?;
     Ok(Breakdown {
         total,
-        forward,
-        readout: readout_s,
-        choice,
-        captured,
-        cache_bytes,
+        forward: stats.forward.as_secs_f64(),
+        readout: stats.readout.as_secs_f64(),
+        choice: stats.choice.as_secs_f64(),
+        captured: captured.0,
+        assembling: captured.1.captures.as_secs_f64(),
+        steered: steered.0,
+        // Keys and values, f32: 2 × layers × B × kv heads × tokens × head dim.
+        cache_bytes: 2 * kv_values * i64::try_from(items.len())? * tokens * 4,
     })
 }
 
@@ -481,10 +453,10 @@ impl GenerationBench {
             let steps = self.new_tokens as f64;
             let _ = write!(
                 s,
-                "\n**Where a decode step goes** (in process, `generate` of one prompt alone and of the \
-                 {} prompts in one batch, {} thread(s); the parts replayed with the same ids; best of \
+                "\n**Where a decode step goes** (in process, `generate_timed` of one prompt alone and of \
+                 the {} prompts in one batch, {} thread(s), its own timers splitting the call; best of \
                  three each), in ms per step of the {} (the prefill spread over them) and as a share \
-                 of the whole call:\n\n| part |",
+                 of the plain call:\n\n| part |",
                 self.prompts, self.breakdown_threads, self.new_tokens,
             );
             for (batch, _) in &self.breakdown {
@@ -493,7 +465,7 @@ impl GenerationBench {
             s.push_str("\n|---|");
             s.push_str(&"---|---|".repeat(self.breakdown.len()));
             s.push('\n');
-            let parts: [(&str, Part); 6] = [
+            let parts: [(&str, Part); 8] = [
                 (
                     "the forward through the KV cache (prefill and steps; the cache's growth included)",
                     |b| b.forward,
@@ -511,6 +483,10 @@ impl GenerationBench {
                     "capturing every block output (the same call with `layers`), added",
                     |b| b.captured - b.total,
                 ),
+                ("… of which assembling each prompt's captures", |b| b.assembling),
+                ("steering the middle block (`Intervention::add`), added", |b| {
+                    b.steered - b.total
+                }),
             ];
             for (name, part) in parts {
                 let _ = write!(s, "| {name} |");
