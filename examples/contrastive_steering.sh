@@ -22,6 +22,12 @@ if [ $# -lt 3 ]; then
     exit 2
 fi
 model=$1 layer=$2 scale=$3 out=${4:-out/steering}
+case $layer in
+    *[*,]*) echo "error: LAYER is one layer name, like model.layers.6; \`$layer\` is a pattern or a list" >&2; exit 2 ;;
+esac
+case $layer in
+    *[*,]*) echo "error: LAYER is one layer name, like model.layers.6; \`$layer\` is a pattern or a list" >&2; exit 2 ;;
+esac
 here=$(cd "$(dirname "$0")" && pwd)
 data=${DATA:-$here/../data/steering}
 hooks=${HOOKS:-hooks}

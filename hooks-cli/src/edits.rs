@@ -28,7 +28,8 @@ pub struct EditArgs {
     #[arg(long, value_name = "LAYER")]
     pub ablate: Vec<String>,
     /// Replace LAYER's output with MEAN (mean-ablation): a float32 vector of the layer's width,
-    /// broadcast to every position (numpy: `np.save(path, acts.mean(axis=(0, 1)))`). Repeatable.
+    /// broadcast to every position, say the mean of each sample's mean over a corpus (numpy, on a
+    /// `--pool mean` run: `np.save(path, np.load(acts)[LAYER].mean(0))`). Repeatable.
     #[arg(long, value_name = "LAYER=MEAN.npy")]
     pub mean_ablate: Vec<String>,
     /// Multiply LAYER's output by F, at POSITIONS only when given (see --steer). Repeatable.

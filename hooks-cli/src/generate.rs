@@ -194,56 +194,47 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
         None => items.len(),
     };
     let mut generations = Vec::with_capacity(items.len());
-    let mut outcome = Ok(());
-    for (w, part) in items.chunks(window).enumerate() {
-        let options = GenerateOptions {
-            first_index: w * window,
-            ..options.clone()
-        };
-        let generated = match generate(&*model, part, &options, &mut on_token) {
-            Ok(generated) => generated,
-            Err(e) => {
-                outcome = Err(e);
-                break;
-            }
-        };
-        if let Some(writer) = &mut writer {
-            let (acts, ids, mask) = captured(&generated, pool, model.pad_token_id())?;
-            let chunk = hooks::Chunk {
-                first: w * window,
-                activations: &acts,
-                input_ids: &ids,
-                attention_mask: &mask,
+    let mut windows = || -> Result<(), CliError> {
+        for (w, part) in items.chunks(window).enumerate() {
+            let options = GenerateOptions {
+                first_index: w * window,
+                ..options.clone()
             };
-            hooks::ActivationSink::write(writer, &chunk)?;
-            generations.extend(generated.into_iter().map(|mut g| {
-                g.activations.clear();
-                g
-            }));
-        } else {
-            generations.extend(generated);
+            let generated = generate(&*model, part, &options, &mut on_token).map_err(|e| match e {
+                ModelError::Capture(hooks::Error::Interrupted) => interrupt.error("nothing was written"),
+                e => e.into(),
+            })?;
+            match &mut writer {
+                Some(writer) => {
+                    let (acts, ids, mask) = captured(&generated, pool, model.pad_token_id())?;
+                    let chunk = hooks::Chunk {
+                        first: w * window,
+                        activations: &acts,
+                        input_ids: &ids,
+                        attention_mask: &mask,
+                    };
+                    hooks::ActivationSink::write(writer, &chunk)?;
+                    generations.extend(generated.into_iter().map(|mut g| {
+                        g.activations.clear();
+                        g
+                    }));
+                }
+                None => generations.extend(generated),
+            }
         }
-    }
+        Ok(())
+    };
+    let outcome = windows();
     if terminal {
         eprint!("\r\x1b[K");
     }
-    let kept = match &writer {
-        Some(writer) => format!(
-            "the folder `{}` holds the first {} prompts' captures; run again with --overwrite",
-            folder.map(Path::display).map(|d| d.to_string()).unwrap_or_default(),
-            writer.done_samples()
-        ),
-        None => "nothing was written".to_owned(),
-    };
-    match outcome {
-        Err(ModelError::Capture(hooks::Error::Interrupted)) => return Err(interrupt.error(&kept)),
-        Err(e) => {
-            if let Some(writer) = writer {
-                let _ = writer.discard_if_empty();
-            }
-            return Err(e.into());
+    if let Err(e) = outcome {
+        // A generation folder cannot be resumed, and its JSON lines are written at the end: a
+        // run that stops part-way takes its folder away, as an `.npz` run writes nothing.
+        if let Some(Err(cleanup)) = writer.map(DatasetWriter::discard) {
+            eprintln!("note: {cleanup}");
         }
-        Ok(()) => {}
+        return Err(e);
     }
     let tokenizer = if args.model.join("tokenizer.json").is_file() {
         Some(Tokenizer::from_dir(&args.model)?)
@@ -359,10 +350,29 @@ fn check_outputs(args: &GenerateArgs, layers: &[String]) -> Result<(), CliError>
             args.out.display()
         )));
     }
-    if args.activations.is_none() && (args.window.is_some() || args.overwrite) {
-        return Err(CliError::Usage(
-            "`--window` and `--overwrite` are for a dataset folder: give --layers and --activations DIR".into(),
-        ));
+    let same = |a: &Path, b: &Path| a == b || a.canonicalize().is_ok_and(|a| b.canonicalize().is_ok_and(|b| a == b));
+    for (flag, path) in [("--out", Some(&args.out)), ("--activations", args.activations.as_ref())] {
+        if path.is_some_and(|p| same(p, &args.input)) {
+            return Err(CliError::Usage(format!(
+                "`{flag}` is the input file `{}`, which it would replace; give another path",
+                args.input.display()
+            )));
+        }
+    }
+    if args.activations.is_none() {
+        let given: Vec<&str> = [
+            ("--window", args.window.is_some()),
+            ("--overwrite", args.overwrite),
+            ("--pool", args.pool != Pool::None),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        if let Some(flag) = given.first() {
+            return Err(CliError::Usage(format!(
+                "`{flag}` applies to the captures: give --layers and --activations ACTS.npz|DIR, or leave it out"
+            )));
+        }
     }
     match (&args.activations, layers.is_empty()) {
         (Some(path), true) => Err(CliError::Usage(format!(
@@ -383,9 +393,24 @@ fn check_outputs(args: &GenerateArgs, layers: &[String]) -> Result<(), CliError>
             )))
         }
         (Some(path), false) if is_npz(path) && (args.window.is_some() || args.overwrite) => Err(CliError::Usage(format!(
-            "`--window` and `--overwrite` are for a dataset folder, and `{}` is one .npz; give a folder path, or leave them out",
+            "`{}` is for a dataset folder, and `{}` is one .npz; give a folder path, or leave it out",
+            if args.window.is_some() { "--window" } else { "--overwrite" },
             path.display()
         ))),
+        (Some(path), false) if !is_npz(path) && path.is_file() => Err(CliError::Usage(format!(
+            "`--activations {}` is a file; a dataset folder needs a folder path (or end the path in .npz for one file)",
+            path.display()
+        ))),
+        (Some(path), false)
+            if !is_npz(path)
+                && !path.join("manifest.json").is_file()
+                && std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some()) =>
+        {
+            Err(CliError::Usage(format!(
+                "`--activations {}` is a folder that holds files and no manifest.json: not a dataset folder, so nothing is written into it; choose a new or empty folder",
+                path.display()
+            )))
+        }
         (Some(path), false) if path == &args.out => Err(CliError::Usage(format!(
             "`--out` and `--activations` are both `{}`; give each its own file",
             path.display()

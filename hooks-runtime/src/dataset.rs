@@ -291,6 +291,24 @@ impl DatasetWriter {
         Ok(())
     }
 
+    /// Undoes a folder this writer started, whatever it holds: its files, its manifest, and the
+    /// folder itself if the writer created it. For a writer whose folder cannot be resumed (a
+    /// run that stops part-way leaves nothing then). A resumed folder is kept.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when a file cannot be removed.
+    pub fn discard(self) -> Result<()> {
+        let Some(created) = self.fresh else {
+            return Ok(());
+        };
+        remove_dataset(&self.dir, &self.manifest)?;
+        if created {
+            let _ = fs::remove_dir(&self.dir);
+        }
+        Ok(())
+    }
+
     /// Samples already written by an earlier run of the same request: the engine skips them.
     #[must_use]
     pub fn done_samples(&self) -> usize {
