@@ -365,3 +365,58 @@ fn a_shared_site_is_changed_at_every_call() {
         .unwrap();
     assert_eq!(values(&y), [6.0, 14.0]);
 }
+
+/// Slices and per-sample positions, by hand: `-1` is each sample's last real token once the run
+/// says where its tokens sit, `1:` skips the first, and a list whose positions no tensor held is
+/// reported as having changed nothing.
+#[test]
+fn positions_count_within_each_sample_and_a_no_op_is_reported() {
+    let net = Net::new();
+    // Two samples right-padded to 3 tokens: lengths 3 and 2; fc gives 2x + 1.
+    let x = Tensor::from_slice(&[
+        1.0f32, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 4.0, 4.0, 4.0, 5.0, 5.0, 5.0, 0.0, 0.0, 0.0,
+    ])
+    .view([2, 3, 3]);
+    let edits = Interventions::new(
+        &net,
+        [(
+            "resid",
+            Intervention::zero().at_positions("-1".parse::<hooks::Positions>().unwrap()),
+        )],
+    )
+    .unwrap();
+    edits.set_positions(Some(hooks::TokenPositions::right_padded(&[3, 2], 3)));
+    let y = values(&edits.run(|| net.forward(&x)).unwrap());
+    // Per token, the first feature: 2x + 1 unless zeroed; sample 2's last real token is its 2nd.
+    let first: Vec<f32> = y.chunks(3).map(|t| t[0]).collect();
+    assert_eq!(first, [3.0, 5.0, 0.0, 9.0, 0.0, 1.0]);
+    assert!(edits.untouched().is_empty());
+    drop(edits);
+
+    // Within the tensor (no layout): `1:` is columns 1 and 2 of both rows.
+    let edits = Interventions::new(
+        &net,
+        [(
+            "resid",
+            Intervention::zero().at_positions("1:".parse::<hooks::Positions>().unwrap()),
+        )],
+    )
+    .unwrap();
+    let y = values(&edits.run(|| net.forward(&x)).unwrap());
+    let first: Vec<f32> = y.chunks(3).map(|t| t[0]).collect();
+    assert_eq!(first, [3.0, 0.0, 0.0, 9.0, 0.0, 0.0]);
+    drop(edits);
+
+    // `5:` holds no column of a 3-token tensor: nothing changes, and the list says so.
+    let edits = Interventions::new(
+        &net,
+        [(
+            "resid",
+            Intervention::zero().at_positions("5:".parse::<hooks::Positions>().unwrap()),
+        )],
+    )
+    .unwrap();
+    let y = values(&edits.run(|| net.forward(&x)).unwrap());
+    assert_eq!(y, values(&net.forward(&x)));
+    assert_eq!(edits.untouched(), ["resid"]);
+}

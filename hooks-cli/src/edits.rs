@@ -336,6 +336,7 @@ impl Edits {
     /// an index must fall inside it, or (`generating`) not before a prompt's start.
     fn check_positions(&self, lengths: &[usize], generating: bool) -> Result<(), CliError> {
         for (flag, positions) in &self.positioned {
+            let mut covered = false;
             for (i, &len) in lengths.iter().enumerate() {
                 let len = i64::try_from(len).unwrap_or(i64::MAX);
                 let layout = if generating {
@@ -343,13 +344,24 @@ impl Edits {
                 } else {
                     TokenPositions::right_padded(&[len], len)
                 };
-                if let Err(hooks::Error::InvalidArgument { reason, .. }) = layout.mask(positions) {
-                    let what = if generating { "prompt" } else { "input" };
-                    return Err(CliError::Input(format!(
-                        "`{flag}`: {what} {}: {reason}; give positions that every {what} has",
-                        i + 1
-                    )));
+                match layout.mask(positions) {
+                    Err(hooks::Error::InvalidArgument { reason, .. }) => {
+                        let what = if generating { "prompt" } else { "input" };
+                        return Err(CliError::Input(format!(
+                            "`{flag}`: {what} {}: {reason}; give positions that every {what} has",
+                            i + 1
+                        )));
+                    }
+                    Ok(mask) => covered |= mask.contains(&true),
+                    Err(e) => return Err(e.into()),
                 }
+            }
+            // Generation goes on past the prompts; an extraction has every token here.
+            if !generating && !covered {
+                let longest = lengths.iter().max().copied().unwrap_or(0);
+                return Err(CliError::Input(format!(
+                    "`{flag}`: the positions hold no token of any input (the longest has {longest}), so it would change nothing; give positions inside the inputs"
+                )));
             }
         }
         Ok(())

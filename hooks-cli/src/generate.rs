@@ -268,6 +268,23 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
     if let Some(note) = note {
         eprintln!("note: {note}");
     }
+    let untouched = options
+        .interventions
+        .as_ref()
+        .map(|e| e.untouched())
+        .unwrap_or_default();
+    if !untouched.is_empty() {
+        let layers: Vec<String> = untouched.iter().map(|l| format!("`{l}`")).collect();
+        eprintln!(
+            "note: the interventions on {} changed nothing: their positions were in no sequence{}",
+            layers.join(", "),
+            if options.intervene_on == InterveneOn::Generated {
+                " (with --intervene-on generated, prompt positions are never changed)"
+            } else {
+                ""
+            }
+        );
+    }
     if interrupt.raised() {
         return Err(interrupt.error("the files were written whole before stopping"));
     }

@@ -953,6 +953,10 @@ fn bad_interventions_get_one_line_and_no_output() {
             "the positions `1:2:3` are not Python indexes and slices",
         ),
         (
+            vec!["--steer".into(), format!("{layer}={good}@2:300:")],
+            "the positions hold no token of any input",
+        ),
+        (
             vec!["--scale".into(), layer.into()],
             "invalid `--scale encoder.layer.3.output`",
         ),

@@ -451,6 +451,30 @@ fn wrong_inputs_get_one_line_and_no_file() {
             "{args:?} left a file"
         );
     }
+    // Positions that `--intervene-on generated` leaves empty: it runs, and says so.
+    let noop = hooks_cmd(&[
+        "generate",
+        "--model",
+        arg(&llama),
+        "--input",
+        arg(&input),
+        "--out",
+        arg(&out),
+        "--max-new-tokens",
+        "2",
+        "--steer",
+        &format!("model.layers.0={}@4:-1", arg(&wide)),
+        "--intervene-on",
+        "generated",
+    ]);
+    let err = String::from_utf8_lossy(&noop.stderr);
+    assert!(noop.status.success(), "{err}");
+    assert!(
+        err.contains("note: the interventions on `model.layers.0` changed nothing")
+            && err.contains("prompt positions are never changed"),
+        "{err}"
+    );
+    std::fs::remove_file(&out).unwrap();
     // Nothing was replaced or written into.
     assert_eq!(std::fs::read_to_string(&input).unwrap(), "{\"input_ids\": [1, 2, 3]}\n");
     assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);

@@ -219,15 +219,15 @@ impl Intervention {
         Ok(())
     }
 
-    /// The tensor that flows on in place of `x`; `given` is [`given`](Self::given), converted to
-    /// `x`'s dtype and device.
+    /// The tensor that flows on in place of `x`, and whether the change covered any of it;
+    /// `given` is [`given`](Self::given), converted to `x`'s dtype and device.
     fn apply(
         &self,
         x: &Tensor,
         given: Option<&Tensor>,
         layout: Option<&TokenPositions>,
         layer: &str,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, bool)> {
         let shape = x.size();
         let mismatch = |reason: String| Error::EditMismatch {
             layer: layer.to_owned(),
@@ -269,25 +269,27 @@ impl Intervention {
             }
         };
         match self.region(x, &shape, layout).map_err(mismatch)? {
-            Some(region) => Ok(edited.f_where_self(&region, x)?),
-            None => Ok(edited),
+            Some((region, covered)) => Ok((edited.f_where_self(&region, x)?, covered)),
+            None => Ok((edited, true)),
         }
     }
 
-    /// Where the change applies, as a mask that broadcasts to `shape`; `None` for everywhere.
-    /// Positions count in `layout` when given, else in the tensor's dim 1.
+    /// Where the change applies, as a mask that broadcasts to `shape`, and whether it covers
+    /// anything; `None` for everywhere. Positions count in `layout` when given, else in the
+    /// tensor's dim 1.
     fn region(
         &self,
         x: &Tensor,
         shape: &[i64],
         layout: Option<&TokenPositions>,
-    ) -> std::result::Result<Option<Tensor>, String> {
+    ) -> std::result::Result<Option<(Tensor, bool)>, String> {
         if self.positions.is_none() && self.features.is_none() {
             return Ok(None);
         }
         let device = x.device();
         let dims = shape.len();
         let mut mask = Tensor::ones([1], (Kind::Bool, device));
+        let mut covered = true;
         if let Some(positions) = &self.positions {
             if dims < 3 {
                 return Err(format!(
@@ -312,6 +314,7 @@ impl Intervention {
                 Error::InvalidArgument { reason, .. } => reason,
                 other => other.to_string(),
             })?;
+            covered = keep.contains(&true);
             let mut view = vec![1i64; dims];
             view[0] = shape[0];
             view[1] = shape[1];
@@ -331,7 +334,7 @@ impl Intervention {
             let features = Tensor::from_slice(&keep).to_device(device).view(view.as_slice());
             mask = mask.logical_and(&features);
         }
-        Ok(Some(mask))
+        Ok(Some((mask, covered)))
     }
 
     /// The tensor this intervention was given, if any.
@@ -403,6 +406,9 @@ struct Slot {
     converted: Option<(Device, Kind, Tensor)>,
     /// Times applied since the last reset.
     applied: usize,
+    /// Whether it has changed any position since it was bound (a position-limited one may meet
+    /// only tensors that lack its positions).
+    touched: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -436,6 +442,7 @@ impl Interventions {
                     intervention: intervention.clone(),
                     converted: None,
                     applied: 0,
+                    touched: false,
                 }));
             }
         }
@@ -515,6 +522,21 @@ impl Interventions {
     /// every batch, and generation for every step.
     pub fn set_positions(&self, layout: Option<TokenPositions>) {
         *lock(&self.shared.layout) = layout;
+    }
+
+    /// The layers whose interventions have changed nothing since they were bound: never applied,
+    /// or limited to positions that no tensor they met held (`30:` on short samples, or prompt
+    /// positions in a generation that intervenes on generated ones only). Such an intervention
+    /// is a silent no-op; callers say so.
+    #[must_use]
+    pub fn untouched(&self) -> Vec<String> {
+        let mut untouched: Vec<String> = Vec::new();
+        for (layer, slot) in self.shared.layers.iter().zip(&self.shared.slots) {
+            if !lock(slot).touched && !untouched.contains(layer) {
+                untouched.push(layer.clone());
+            }
+        }
+        untouched
     }
 
     /// Whether any of them is limited to positions.
@@ -608,8 +630,9 @@ impl Editor for Edits {
             None => None,
         };
         let layout = lock(&self.layout);
-        let out = slot.intervention.apply(x, given.as_ref(), layout.as_ref(), layer)?;
+        let (out, covered) = slot.intervention.apply(x, given.as_ref(), layout.as_ref(), layer)?;
         slot.applied += 1;
+        slot.touched |= covered;
         Ok(Some(out))
     }
 
