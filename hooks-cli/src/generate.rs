@@ -242,7 +242,15 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
         None
     };
     // The files are made beside their paths first: a failure leaves none of them.
-    let lines = write_lines(&generations, tokenizer.as_ref(), &args.out)?;
+    let lines = match write_lines(&generations, tokenizer.as_ref(), &args.out) {
+        Ok(lines) => lines,
+        Err(e) => {
+            if let Some(Err(cleanup)) = writer.map(DatasetWriter::discard) {
+                eprintln!("note: {cleanup}");
+            }
+            return Err(e);
+        }
+    };
     let acts = match (&args.activations, &mut writer) {
         (Some(path), None) => Some((path, write_activations(&generations, pool, model.pad_token_id(), path)?)),
         (_, Some(writer)) => {
