@@ -174,15 +174,9 @@ impl Edits {
             .ok_or_else(|| CliError::Usage(format!("invalid `--scale {spec}`; write {usage}, like h.3.mlp@0.5")))?;
         let (factor, positions) = number_and_positions(spec, "--scale", rest, usage)?;
         let layer = layer.trim();
-        let mut intervention = Intervention::scale(factor);
-        let mut record = json!({"scale": layer, "factor": factor});
-        if let Some(positions) = positions {
-            record["positions"] = json!(positions.to_string());
-            intervention = intervention.at_positions(positions.clone());
-            self.positioned.push((format!("--scale {spec}"), positions));
-        }
-        self.record.push(record);
-        self.interventions.push((layer.to_owned(), intervention));
+        let intervention = Intervention::scale(factor);
+        let record = json!({"scale": layer, "factor": factor});
+        self.push(layer, intervention, record, positions, format!("--scale {spec}"));
         Ok(())
     }
 
@@ -199,16 +193,29 @@ impl Edits {
         let vector = read_vector(&path, "--steer")?;
         self.vectors
             .push(("--steer", layer.to_owned(), vector.size()[0], path.clone()));
-        let mut record = json!({"steer": layer, "scale": scale, "vector": file_record(&path)?});
-        let mut intervention = Intervention::add(vector, scale);
+        let record = json!({"steer": layer, "scale": scale, "vector": file_record(&path)?});
+        let intervention = Intervention::add(vector, scale);
+        self.push(layer, intervention, record, positions, format!("--steer {spec}"));
+        Ok(())
+    }
+
+    /// Adds `intervention` at `layer` and its `record`, both limited to `positions` when given
+    /// (`flag`, the flag's text, names them in errors).
+    fn push(
+        &mut self,
+        layer: &str,
+        mut intervention: Intervention,
+        mut record: serde_json::Value,
+        positions: Option<Positions>,
+        flag: String,
+    ) {
         if let Some(positions) = positions {
             record["positions"] = json!(positions.to_string());
             intervention = intervention.at_positions(positions.clone());
-            self.positioned.push((format!("--steer {spec}"), positions));
+            self.positioned.push((flag, positions));
         }
         self.record.push(record);
         self.interventions.push((layer.to_owned(), intervention));
-        Ok(())
     }
 
     fn patches(&mut self, patch: &[String]) -> Result<(), CliError> {
