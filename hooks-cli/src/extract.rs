@@ -3,7 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use hooks::{save_activations, ActivationStore, Extractor, Item, LayerTree, Repeats, Walker};
+use hooks::{
+    is_sample_column, save_npz, ActivationStore, Extractor, Item, LayerTree, NpzArray, Repeats, SampleColumn, Walker,
+    SAMPLE_INDEX,
+};
 use hooks_models::Tokenizer;
 use tch::{Device, Kind, Tensor};
 
@@ -32,6 +35,13 @@ pub struct ExtractArgs {
     /// refused as ambiguous, any other line is text), text, or jsonl.
     #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
     input_format: InputFormat,
+    /// Carry these keys of the input's JSON lines (labels, ids, any metadata) into the output,
+    /// one value per sample, as `meta.KEY` arrays `[N]`: integers as int64, other numbers as
+    /// float64, booleans as bool, strings as numpy unicode. Every line must hold each key.
+    /// (Every output also holds `sample_index`, int64 `[N]`: each row's 0-based line in the
+    /// input file.)
+    #[arg(long, value_name = "KEY[,KEY]", value_delimiter = ',')]
+    pub(crate) keep_keys: Vec<String>,
     /// Comma-separated layer paths or globs, e.g. `encoder.layer.*.output`. `LAYER:input`
     /// captures the module's first input instead of its output (a forward pre-hook's view).
     #[arg(long, value_name = "LIST", required = true)]
@@ -319,6 +329,46 @@ fn aliases(model: &dyn LayerTree) -> Vec<(String, String)> {
     pairs
 }
 
+/// The per-sample columns every output holds: `sample_index` (each sample's 0-based line), then
+/// the kept keys' `meta.KEY`, cut to the first `samples` (`--max-samples`).
+pub(crate) fn sample_columns(
+    lines: Vec<i64>,
+    meta: Vec<(String, SampleColumn)>,
+    samples: usize,
+) -> Vec<(String, SampleColumn)> {
+    std::iter::once((SAMPLE_INDEX.to_owned(), SampleColumn::Int64(lines)))
+        .chain(meta)
+        .map(|(name, column)| {
+            let kept = column.len().min(samples);
+            (name, column.slice(0..kept))
+        })
+        .collect()
+}
+
+/// Writes an `.npz` output: the layers, `input_ids`, `attention_mask`, then the per-sample
+/// columns (numbers as tensors, strings as numpy unicode).
+pub(crate) fn save_output(
+    acts: &hooks::Activations,
+    input_ids: &Tensor,
+    attention_mask: &Tensor,
+    columns: &[(String, SampleColumn)],
+    path: &Path,
+) -> Result<PathBuf, hooks::Error> {
+    let tensors: Vec<Option<Tensor>> = columns.iter().map(|(_, c)| c.to_tensor()).collect();
+    let mut arrays: Vec<(&str, NpzArray<'_>)> = acts.iter().map(|(n, t)| (n, NpzArray::Tensor(t))).collect();
+    arrays.push(("input_ids", NpzArray::Tensor(input_ids)));
+    arrays.push(("attention_mask", NpzArray::Tensor(attention_mask)));
+    for ((name, column), tensor) in columns.iter().zip(&tensors) {
+        let array = match (tensor, column) {
+            (Some(t), _) => NpzArray::Tensor(t),
+            (None, SampleColumn::Strings { values, .. }) => NpzArray::Strings(values),
+            (None, _) => continue,
+        };
+        arrays.push((name, array));
+    }
+    save_npz(arrays, path)
+}
+
 /// `hooks extract`.
 pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
     let start = Instant::now();
@@ -340,12 +390,13 @@ pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
     let edits = Edits::parse(&args.edits, &args.patch, order)?;
     // Said on stderr once the file is written: a failed run prints its one error line only.
     let mut notes = Vec::new();
-    let input = input::read(args.input.as_deref(), args.input_format)?;
+    let input = input::read(args.input.as_deref(), args.input_format, &args.keep_keys)?;
     notes.extend(input.note);
     let mut samples = input.samples;
     if let Some(max) = args.max_samples {
         samples.truncate(usize::try_from(max).unwrap_or(usize::MAX));
     }
+    let columns = sample_columns(input.lines, input.meta, samples.len());
     let model = hooks_models::load(&dir, device, args.dtype.kind())?;
     let input_name = args
         .input
@@ -382,10 +433,10 @@ pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
     let layers = layer_list(&args.layers);
     let pooling = Pooling::resolve(args.pool, &dir)?;
     let selected = ActivationStore::new(&*model, &layers)?;
-    for reserved in ["input_ids", "attention_mask"] {
-        if selected.layer_names().iter().any(|n| n == reserved) {
+    for name in selected.layer_names() {
+        if name == "input_ids" || name == "attention_mask" || is_sample_column(name) {
             return Err(CliError::Usage(format!(
-                "layer `{reserved}` clashes with the array of that name the output always holds"
+                "layer `{name}` clashes with the array of that name the output holds"
             )));
         }
     }
@@ -429,10 +480,20 @@ pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
                 "window_positions_per_sample": Extractor::WINDOW_POSITIONS_PER_ITEM,
                 "repeats": format!("{:?}", args.repeats).to_lowercase(),
                 "interventions": edits.record(),
+                "columns": columns.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
             }),
         };
         let shard = args.shard.as_deref().map(folder::parse_shard).transpose()?;
-        let outcome = folder::extract(&extractor, &*model, &items, &request, shard, &args.out, args.overwrite);
+        let outcome = folder::extract(
+            &extractor,
+            &*model,
+            &items,
+            &columns,
+            &request,
+            shard,
+            &args.out,
+            args.overwrite,
+        );
         return interrupt.finish(outcome, &args.out, start, notes, &samples);
     }
     let extracted = match extractor.run(&*model, &layers, &items) {
@@ -446,11 +507,15 @@ pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
         samples.len(),
         max_length,
     ));
-    let mut acts = extracted.activations;
+    let acts = extracted.activations;
     let layer_count = acts.len();
-    acts.insert("input_ids", extracted.input_ids);
-    acts.insert("attention_mask", extracted.attention_mask);
-    let path = save_activations(&acts, &args.out)?;
+    let path = save_output(
+        &acts,
+        &extracted.input_ids,
+        &extracted.attention_mask,
+        &columns,
+        &args.out,
+    )?;
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     out!(
         "extracted {} samples x {layer_count} layers, {bytes} bytes{} -> {}",

@@ -120,6 +120,7 @@ pub fn extract(
     extractor: &Extractor,
     model: &dyn TextModel,
     items: &[Item],
+    columns: &[(String, hooks::SampleColumn)],
     request: &Request<'_>,
     shard: Option<(usize, usize)>,
     out: &Path,
@@ -156,6 +157,10 @@ pub fn extract(
     let mut writer = DatasetWriter::create(out, config, shard, end - first, overwrite)?;
     if writer.is_complete() {
         return Ok(Outcome::AlreadyComplete { samples: end - first });
+    }
+    if let Err(err) = writer.set_columns(columns.iter().map(|(n, c)| (n.clone(), c.slice(first..end))).collect()) {
+        let _ = writer.discard_if_empty();
+        return Err(err);
     }
     let resumed = writer.done_samples();
     // A shard's items are rows `first..end` of the input, and so of any patch source.

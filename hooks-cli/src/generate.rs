@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use hooks::{save_activations, Activations, DatasetWriter, Item, Pool as LibPool};
+use hooks::{Activations, DatasetWriter, Item, Pool as LibPool, SampleColumn};
 use hooks_models::generate::{eos_token_ids, generate, GenerateOptions, Generation, InterveneOn, Sampling};
 use hooks_models::{ChatTemplate, ModelError, TextModel, Tokenizer};
 use serde_json::json;
@@ -15,7 +15,7 @@ use tch::{Kind, Tensor};
 use crate::compare::temp_beside;
 use crate::edits::{EditArgs, Edits, Flag};
 use crate::error::CliError;
-use crate::extract::{check_vocabulary, layer_list, parse_device, tokenize, DType};
+use crate::extract::{check_vocabulary, layer_list, parse_device, sample_columns, save_output, tokenize, DType};
 use crate::folder::{is_npz, Request};
 use crate::input::{self, InputFormat};
 use crate::pool::Pool;
@@ -35,6 +35,11 @@ pub struct GenerateArgs {
     /// How to read each line: auto, text or jsonl (as `extract`).
     #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
     input_format: InputFormat,
+    /// Carry these keys of the input's JSON lines into the output, as `extract` does: each JSON
+    /// line written holds them, and the captures hold them as `meta.KEY` arrays `[N]`. (Every
+    /// line and capture file also holds `sample_index`: the prompt's 0-based line in the input.)
+    #[arg(long, value_name = "KEY[,KEY]", value_delimiter = ',')]
+    keep_keys: Vec<String>,
     /// The most tokens to add to each prompt.
     #[arg(long, value_name = "N")]
     max_new_tokens: u64,
@@ -124,11 +129,29 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
     let device = parse_device(&args.device)?;
     let edits = Edits::parse(&args.edits, &[], order)?;
     let input_name = format!("`{}`", args.input.display());
-    let (items, note) = if args.chat {
-        (conversations(&args.input, &args.model)?, None)
+    if let Some(key) = args
+        .keep_keys
+        .iter()
+        .find(|k| ["prompt_ids", "output_ids", "finish_reason", "sample_index"].contains(&k.as_str()))
+    {
+        return Err(CliError::Usage(format!(
+            "`--keep-keys {key}`: `{key}` is a key of the JSON lines `generate` writes; rename it in the input"
+        )));
+    }
+    let (items, note, columns) = if args.chat {
+        if !args.keep_keys.is_empty() {
+            return Err(CliError::Usage(
+                "`--keep-keys` reads keys beside `text` or `input_ids`; with --chat a line holds `messages` alone"
+                    .into(),
+            ));
+        }
+        let (items, lines) = conversations(&args.input, &args.model)?;
+        let columns = sample_columns(lines, Vec::new(), items.len());
+        (items, None, columns)
     } else {
-        let input = input::read(Some(&args.input), args.input_format)?;
-        (Vec::new(), Some(input))
+        let input = input::read(Some(&args.input), args.input_format, &args.keep_keys)?;
+        let columns = sample_columns(input.lines.clone(), input.meta.clone(), input.samples.len());
+        (Vec::new(), Some(input), columns)
     };
     let model = hooks_models::load(&args.model, device, args.dtype.kind())?;
     if model.readout().is_none() {
@@ -185,7 +208,7 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
     let pool = lib_pool(args.pool)?;
     let folder = args.activations.as_deref().filter(|p| !is_npz(p));
     let mut writer = match folder {
-        Some(dir) => Some(open_folder(args, &*model, &edits, &options, items.len(), dir)?),
+        Some(dir) => Some(open_folder(args, &*model, &edits, &options, &columns, dir)?),
         None => None,
     };
     // A folder is written window by window; anything else is one window.
@@ -242,7 +265,7 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
         None
     };
     // The files are made beside their paths first: a failure leaves none of them.
-    let lines = match write_lines(&generations, tokenizer.as_ref(), &args.out) {
+    let lines = match write_lines(&generations, &columns, tokenizer.as_ref(), &args.out) {
         Ok(lines) => lines,
         Err(e) => {
             if let Some(Err(cleanup)) = writer.map(DatasetWriter::discard) {
@@ -252,7 +275,10 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
         }
     };
     let acts = match (&args.activations, &mut writer) {
-        (Some(path), None) => Some((path, write_activations(&generations, pool, model.pad_token_id(), path)?)),
+        (Some(path), None) => Some((
+            path,
+            write_activations(&generations, &columns, pool, model.pad_token_id(), path)?,
+        )),
         (_, Some(writer)) => {
             writer.finish()?;
             None
@@ -299,8 +325,9 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `--chat`: each non-blank line's `messages` through the folder's chat template, tokenized.
-fn conversations(path: &Path, model_dir: &Path) -> Result<Vec<Item>, CliError> {
+/// `--chat`: each non-blank line's `messages` through the folder's chat template, tokenized; and
+/// each line's 0-based number.
+fn conversations(path: &Path, model_dir: &Path) -> Result<(Vec<Item>, Vec<i64>), CliError> {
     let template = ChatTemplate::from_dir(model_dir)?;
     if !model_dir.join("tokenizer.json").is_file() {
         return Err(CliError::Input(format!(
@@ -317,7 +344,11 @@ fn conversations(path: &Path, model_dir: &Path) -> Result<Vec<Item>, CliError> {
             "{name} has no conversations; give one JSON object per line"
         )));
     }
-    lines
+    let numbers = lines
+        .iter()
+        .map(|(n, _)| i64::try_from(*n).unwrap_or(i64::MAX) - 1)
+        .collect();
+    let items = lines
         .into_iter()
         .map(|(line_no, line)| {
             let bad = |why: &str| {
@@ -344,7 +375,8 @@ fn conversations(path: &Path, model_dir: &Path) -> Result<Vec<Item>, CliError> {
             }
             Ok(Item::new(ids))
         })
-        .collect()
+        .collect::<Result<_, CliError>>()?;
+    Ok((items, numbers))
 }
 
 /// `--temperature`, `--top-k`, `--top-p`, checked.
@@ -440,10 +472,16 @@ fn check_outputs(args: &GenerateArgs, layers: &[String]) -> Result<(), CliError>
             "`--out` and `--activations` are both `{}`; give each its own file",
             path.display()
         ))),
-        (Some(_), false) if layers.iter().any(|l| l == "input_ids" || l == "attention_mask") => Err(CliError::Usage(
-            "a layer named `input_ids` or `attention_mask` clashes with the arrays of that name the file always holds"
-                .into(),
-        )),
+        (Some(_), false)
+            if layers
+                .iter()
+                .any(|l| l == "input_ids" || l == "attention_mask" || hooks::is_sample_column(l)) =>
+        {
+            Err(CliError::Usage(
+                "a layer named `input_ids`, `attention_mask`, `sample_index` or `meta.*` clashes with the arrays of that name the output holds"
+                    .into(),
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -451,16 +489,26 @@ fn check_outputs(args: &GenerateArgs, layers: &[String]) -> Result<(), CliError>
 /// The JSON lines, in a synced temporary beside `out`.
 fn write_lines(
     generations: &[Generation],
+    columns: &[(String, SampleColumn)],
     tokenizer: Option<&Tokenizer>,
     out: &Path,
 ) -> Result<tempfile::NamedTempFile, CliError> {
     let mut text = String::new();
-    for g in generations {
+    for (i, g) in generations.iter().enumerate() {
         let mut line = json!({
             "prompt_ids": g.prompt_ids,
             "output_ids": g.output_ids,
             "finish_reason": g.finish_reason.as_str(),
         });
+        for (name, column) in columns {
+            let key = name.strip_prefix(hooks::META_PREFIX).unwrap_or(name);
+            line[key] = match column {
+                SampleColumn::Int64(v) => json!(v[i]),
+                SampleColumn::Float64(v) => json!(v[i]),
+                SampleColumn::Bool(v) => json!(v[i]),
+                SampleColumn::Strings { values, .. } => json!(values[i]),
+            };
+        }
         if let Some(tokenizer) = tokenizer {
             line["text"] = json!(tokenizer.decode(&g.output_ids)?);
         }
@@ -499,7 +547,7 @@ fn open_folder(
     model: &dyn TextModel,
     edits: &Edits,
     options: &GenerateOptions,
-    samples: usize,
+    columns: &[(String, SampleColumn)],
     dir: &Path,
 ) -> Result<DatasetWriter, CliError> {
     let layers: Vec<&str> = options.layers.iter().map(String::as_str).collect();
@@ -527,10 +575,17 @@ fn open_folder(
             "intervene_on": format!("{:?}", options.intervene_on).to_lowercase(),
             "dtype": format!("{:?}", args.dtype).to_lowercase(),
             "device": args.device,
+            "columns": columns.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
         }),
     };
     let config = request.config(model)?;
-    Ok(DatasetWriter::create(dir, config, None, samples, true)?)
+    let samples = columns.first().map_or(0, |(_, c)| c.len());
+    let mut writer = DatasetWriter::create(dir, config, None, samples, true)?;
+    if let Err(e) = writer.set_columns(columns.to_vec()) {
+        let _ = writer.discard();
+        return Err(e.into());
+    }
+    Ok(writer)
 }
 
 /// The captures of `generations` as `extract` writes them: `[N, T, ...]` right-padded with zeros
@@ -584,14 +639,13 @@ fn captured(generations: &[Generation], pool: LibPool, pad_id: i64) -> Result<(A
 /// Every prompt's and output's captures ([`captured`]) in a temporary `.npz` beside `path`.
 fn write_activations(
     generations: &[Generation],
+    columns: &[(String, SampleColumn)],
     pool: LibPool,
     pad_id: i64,
     path: &Path,
 ) -> Result<tempfile::NamedTempFile, CliError> {
-    let (mut acts, ids, mask) = captured(generations, pool, pad_id)?;
-    acts.insert("input_ids", ids);
-    acts.insert("attention_mask", mask);
+    let (acts, ids, mask) = captured(generations, pool, pad_id)?;
     let temp = temp_beside(path, ".npz")?;
-    save_activations(&acts, temp.path())?;
+    save_output(&acts, &ids, &mask, columns, temp.path())?;
     Ok(temp)
 }

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use hooks::SampleColumn;
+
 use crate::error::CliError;
 
 /// One input sample.
@@ -40,20 +42,37 @@ pub const DEFAULT_INPUT: &str = include_str!("../../data/sentences.txt");
 /// The keys a JSON line may hold.
 const KEYS: [&str; 4] = ["text", "input_ids", "attention_mask", "token_type_ids"];
 
-/// What [`read`] found: the samples, one per non-blank line, and a note for the user when blank
-/// lines were skipped.
+/// What [`read`] found: the samples, one per non-blank line, the keys kept, and a note for the
+/// user when blank lines were skipped.
 #[derive(Debug)]
 pub struct Input {
     /// In file order.
     pub samples: Vec<Sample>,
+    /// Each sample's 0-based line in the file: the output's `sample_index`.
+    pub lines: Vec<i64>,
+    /// `--keep-keys`: each key's values, one per sample, as `meta.KEY` columns.
+    pub meta: Vec<(String, SampleColumn)>,
     /// Which blank lines were skipped, when any were: rows follow the non-blank lines, so labels
     /// kept by line number would shift.
     pub note: Option<String>,
 }
 
 /// Reads `path`, or the bundled sentences when `None`. Blank lines are skipped; a leading UTF-8
-/// byte-order mark (as some editors save files) is not part of the first line.
-pub fn read(path: Option<&Path>, format: InputFormat) -> Result<Input, CliError> {
+/// byte-order mark (as some editors save files) is not part of the first line. The JSON keys in
+/// `keep` are read into columns (every line must hold each).
+pub fn read(path: Option<&Path>, format: InputFormat, keep: &[String]) -> Result<Input, CliError> {
+    for key in keep {
+        if KEYS.contains(&key.as_str()) {
+            return Err(CliError::Usage(format!(
+                "`--keep-keys {key}`: `{key}` is read as the model's input, not kept; name other keys"
+            )));
+        }
+        if key.is_empty() || key.contains(['/', '\\', '\0']) {
+            return Err(CliError::Usage(format!(
+                "`--keep-keys {key:?}`: a key becomes the array `meta.KEY`, so it must be non-empty and hold no `/` or `\\`"
+            )));
+        }
+    }
     let (name, contents) = match path {
         Some(p) => {
             let bytes = std::fs::read(p).map_err(|e| CliError::Input(format!("cannot read `{}`: {e}", p.display())))?;
@@ -63,10 +82,22 @@ pub fn read(path: Option<&Path>, format: InputFormat) -> Result<Input, CliError>
     };
     let Lines { lines, blank } = non_blank_lines(&contents, &name)?;
     let mut samples = Vec::new();
+    let mut numbers = Vec::new();
+    let mut kept: Vec<Vec<(usize, serde_json::Value)>> = vec![Vec::new(); keep.len()];
     for (line_no, line) in lines {
         let bad = |why: String| CliError::Input(format!("{name}, line {line_no}: {why}"));
-        samples.push(parse_line(line, line_no, format).map_err(bad)?);
+        let (sample, values) = parse_line(line, line_no, format, keep).map_err(bad)?;
+        samples.push(sample);
+        numbers.push(i64::try_from(line_no).unwrap_or(i64::MAX) - 1);
+        for (column, value) in kept.iter_mut().zip(values) {
+            column.push((line_no, value));
+        }
     }
+    let meta = keep
+        .iter()
+        .zip(kept)
+        .map(|(key, values)| Ok((format!("{}{key}", hooks::META_PREFIX), column(key, &values, &name)?)))
+        .collect::<Result<Vec<_>, CliError>>()?;
     if samples.is_empty() {
         return Err(CliError::Input(format!(
             "{name} has no samples; give one text (or JSON object) per line"
@@ -76,12 +107,73 @@ pub fn read(path: Option<&Path>, format: InputFormat) -> Result<Input, CliError>
         let shown: Vec<String> = blank.iter().take(5).map(usize::to_string).collect();
         let more = if blank.len() > 5 { ", ..." } else { "" };
         format!(
-            "{name}: skipped {} blank line(s) (line {}{more}); the output has one row per non-blank line",
+            "{name}: skipped {} blank line(s) (line {}{more}); the output has one row per non-blank line, and `sample_index` gives each row's line",
             blank.len(),
             shown.join(", ")
         )
     });
-    Ok(Input { samples, note })
+    Ok(Input {
+        samples,
+        lines: numbers,
+        meta,
+        note,
+    })
+}
+
+/// One kept key's values as a column typed as numpy types the same Python values: all booleans
+/// `bool`, all integers `int64`, all numbers `float64`, all strings unicode.
+fn column(key: &str, values: &[(usize, serde_json::Value)], name: &str) -> Result<SampleColumn, CliError> {
+    use serde_json::Value;
+    let kind = |v: &Value| match v {
+        Value::Bool(_) => Some("a boolean"),
+        Value::Number(n) if n.is_i64() => Some("an integer"),
+        Value::Number(_) => Some("a number"),
+        Value::String(_) => Some("a string"),
+        _ => None,
+    };
+    for (line, value) in values {
+        if kind(value).is_none() {
+            return Err(CliError::Input(format!(
+                "{name}, line {line}: `{key}` is {value}; a kept key holds a number, a string or a boolean on every line"
+            )));
+        }
+    }
+    let Some((first_line, first)) = values.first() else {
+        return Ok(SampleColumn::Int64(Vec::new()));
+    };
+    let numeric = |v: &Value| matches!(v, Value::Number(_));
+    let same = |v: &Value| match first {
+        Value::Number(_) => numeric(v),
+        other => std::mem::discriminant(other) == std::mem::discriminant(v),
+    };
+    if let Some((line, value)) = values.iter().find(|(_, v)| !same(v)) {
+        return Err(CliError::Input(format!(
+            "{name}, line {line}: `{key}` is {} here but {} on line {first_line}; give a key one type on every line",
+            kind(value).unwrap_or("?"),
+            kind(first).unwrap_or("?")
+        )));
+    }
+    Ok(match first {
+        Value::Bool(_) => SampleColumn::Bool(values.iter().map(|(_, v)| v.as_bool().unwrap_or(false)).collect()),
+        Value::String(_) => SampleColumn::strings(
+            values
+                .iter()
+                .map(|(_, v)| v.as_str().unwrap_or("").to_owned())
+                .collect(),
+        )
+        .map_err(|e| CliError::Input(format!("{name}: `{key}`: {e}")))?,
+        _ if values.iter().all(|(_, v)| v.is_i64()) => {
+            SampleColumn::Int64(values.iter().map(|(_, v)| v.as_i64().unwrap_or(0)).collect())
+        }
+        _ => {
+            if let Some((line, value)) = values.iter().find(|(_, v)| v.as_f64().is_none()) {
+                return Err(CliError::Input(format!(
+                    "{name}, line {line}: `{key}` is {value}, which a float64 cannot hold"
+                )));
+            }
+            SampleColumn::Float64(values.iter().map(|(_, v)| v.as_f64().unwrap_or(f64::NAN)).collect())
+        }
+    })
 }
 
 /// A file's non-blank lines, with their 1-based numbers, and the numbers of its blank ones.
@@ -116,29 +208,54 @@ pub fn non_blank_lines<'a>(contents: &'a [u8], name: &str) -> Result<Lines<'a>, 
     Ok(Lines { lines, blank })
 }
 
-fn parse_line(line: &str, line_no: usize, format: InputFormat) -> Result<Sample, String> {
+/// A line's sample, and the values of the `keep` keys.
+fn parse_line(
+    line: &str,
+    line_no: usize,
+    format: InputFormat,
+    keep: &[String],
+) -> Result<(Sample, Vec<serde_json::Value>), String> {
     let json = match format {
         InputFormat::Auto => line.trim_start().starts_with('{'),
         InputFormat::Text => false,
         InputFormat::Jsonl => true,
     };
+    if !json && !keep.is_empty() {
+        return Err(format!(
+            "the line is text, but `--keep-keys` reads keys of JSON lines; write {{\"text\": ..., \"{}\": ...}} on every line",
+            keep[0]
+        ));
+    }
     if !json {
         if format == InputFormat::Auto && is_bare_id_list(line) {
             return Err("a bare list of ids is not read as ids; write {\"input_ids\": [...]}, or pass `--input-format text` to read the line as text".into());
         }
-        return Ok(Sample::Text(line.to_owned()));
+        return Ok((Sample::Text(line.to_owned()), Vec::new()));
     }
     let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
         format!("invalid JSON ({e}); write one JSON object per line, or pass `--input-format text` for text lines")
     })?;
-    let object = value
+    let mut object = value
         .as_object()
-        .ok_or("a JSON line must be an object, like {\"text\": \"...\"}")?;
+        .ok_or("a JSON line must be an object, like {\"text\": \"...\"}")?
+        .clone();
+    let mut kept = Vec::with_capacity(keep.len());
+    for key in keep {
+        kept.push(
+            object
+                .remove(key)
+                .ok_or_else(|| format!("no key `{key}`, which `--keep-keys` asks for; give it on every line"))?,
+        );
+    }
     if let Some(key) = object.keys().find(|k| !KEYS.contains(&k.as_str())) {
         return Err(format!(
-            "unknown key `{key}`; a JSON line holds `text`, or `input_ids` with an optional `attention_mask` and `token_type_ids`"
+            "unknown key `{key}`; a JSON line holds `text`, or `input_ids` with an optional `attention_mask` and `token_type_ids` (pass `--keep-keys {key}` to carry it into the output as `meta.{key}`)"
         ));
     }
+    parse_object(&object, line_no).map(|sample| (sample, kept))
+}
+
+fn parse_object(object: &serde_json::Map<String, serde_json::Value>, line_no: usize) -> Result<Sample, String> {
     match (object.get("text"), object.get("input_ids")) {
         (Some(_), Some(_)) => Err("the line has both `text` and `input_ids`; give one of them".into()),
         (Some(text), None) => {
@@ -207,8 +324,12 @@ fn check_token_types(types: &[i64], len: usize) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn plain(line: &str, line_no: usize, format: InputFormat) -> Result<Sample, String> {
+        parse_line(line, line_no, format, &[]).map(|(sample, _)| sample)
+    }
+
     fn parse(line: &str) -> Result<Sample, String> {
-        parse_line(line, 7, InputFormat::Auto)
+        plain(line, 7, InputFormat::Auto)
     }
 
     fn ids(ids: &[i64]) -> Sample {
@@ -228,12 +349,9 @@ mod tests {
             .contains("list of integers"));
         assert!(parse("{broken").unwrap_err().starts_with("invalid JSON"));
         assert!(parse("[1, 2]").unwrap_err().contains("bare list of ids"));
-        assert_eq!(
-            parse_line("[1, 2]", 1, InputFormat::Text),
-            Ok(Sample::Text("[1, 2]".into()))
-        );
+        assert_eq!(plain("[1, 2]", 1, InputFormat::Text), Ok(Sample::Text("[1, 2]".into())));
         assert_eq!(parse("[see note 3]"), Ok(Sample::Text("[see note 3]".into())));
-        assert!(parse_line("[1, 2]", 1, InputFormat::Jsonl)
+        assert!(plain("[1, 2]", 1, InputFormat::Jsonl)
             .unwrap_err()
             .contains("must be an object"));
     }
@@ -241,8 +359,8 @@ mod tests {
     #[test]
     fn text_format_reads_braces_as_text() {
         let line = r#"{"text": "a line of code"}"#;
-        assert_eq!(parse_line(line, 1, InputFormat::Text), Ok(Sample::Text(line.into())));
-        assert!(parse_line("plain words", 1, InputFormat::Jsonl)
+        assert_eq!(plain(line, 1, InputFormat::Text), Ok(Sample::Text(line.into())));
+        assert!(plain("plain words", 1, InputFormat::Jsonl)
             .unwrap_err()
             .starts_with("invalid JSON"));
     }
@@ -251,7 +369,7 @@ mod tests {
     fn unknown_and_conflicting_keys_are_errors_naming_the_key() {
         assert_eq!(
             parse(r#"{"txt": "x"}"#).unwrap_err(),
-            "unknown key `txt`; a JSON line holds `text`, or `input_ids` with an optional `attention_mask` and `token_type_ids`"
+            "unknown key `txt`; a JSON line holds `text`, or `input_ids` with an optional `attention_mask` and `token_type_ids` (pass `--keep-keys txt` to carry it into the output as `meta.txt`)"
         );
         assert!(parse(r#"{"text": "x", "input_ids": [1]}"#)
             .unwrap_err()
@@ -295,28 +413,72 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.jsonl");
         std::fs::write(&path, "{\"text\": \"ok\"}\n\n{\"text\": 3}\n").unwrap();
-        let err = read(Some(&path), InputFormat::Auto).unwrap_err().to_string();
+        let err = read(Some(&path), InputFormat::Auto, &[]).unwrap_err().to_string();
         assert!(err.ends_with("in.jsonl`, line 3: `text` must be a string"), "{err}");
         std::fs::write(&path, "a\n\nb\n  \nc\n").unwrap();
-        let input = read(Some(&path), InputFormat::Auto).unwrap();
+        let input = read(Some(&path), InputFormat::Auto, &[]).unwrap();
         assert_eq!(input.samples.len(), 3);
         assert!(input
             .note
             .unwrap()
-            .ends_with("skipped 2 blank line(s) (line 2, 4); the output has one row per non-blank line"));
+            .ends_with("skipped 2 blank line(s) (line 2, 4); the output has one row per non-blank line, and `sample_index` gives each row's line"));
         std::fs::write(&path, "a\nb\n").unwrap();
         assert!(
-            read(Some(&path), InputFormat::Auto).unwrap().note.is_none(),
+            read(Some(&path), InputFormat::Auto, &[]).unwrap().note.is_none(),
             "the final newline ends a line"
         );
         std::fs::write(&path, "\n  \n").unwrap();
-        let err = read(Some(&path), InputFormat::Auto).unwrap_err().to_string();
+        let err = read(Some(&path), InputFormat::Auto, &[]).unwrap_err().to_string();
         assert!(err.contains("has no samples"), "{err}");
         std::fs::write(&path, b"fine\n\xff\xfe\n").unwrap();
-        assert!(read(Some(&path), InputFormat::Auto)
+        assert!(read(Some(&path), InputFormat::Auto, &[])
             .unwrap_err()
             .to_string()
             .contains("line 2: not valid UTF-8"));
+    }
+
+    /// `--keep-keys`: typed as `numpy.array` types the same values; `sample_index` counts
+    /// blank lines too.
+    #[test]
+    fn kept_keys_become_typed_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(
+            &path,
+            "{\"text\": \"a\", \"y\": 1, \"f\": 1, \"s\": \"x\", \"b\": true}\n\n{\"input_ids\": [5], \"y\": 0, \"f\": 2.5, \"s\": \"été\", \"b\": false}\n",
+        )
+        .unwrap();
+        let keep: Vec<String> = ["y", "f", "s", "b"].map(String::from).to_vec();
+        let input = read(Some(&path), InputFormat::Auto, &keep).unwrap();
+        assert_eq!(input.lines, [0, 2]);
+        let names: Vec<&str> = input.meta.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["meta.y", "meta.f", "meta.s", "meta.b"]);
+        assert_eq!(input.meta[0].1, SampleColumn::Int64(vec![1, 0]));
+        assert_eq!(input.meta[1].1, SampleColumn::Float64(vec![1.0, 2.5]));
+        assert_eq!(
+            input.meta[2].1,
+            SampleColumn::strings(vec!["x".into(), "été".into()]).unwrap()
+        );
+        assert_eq!(input.meta[3].1, SampleColumn::Bool(vec![true, false]));
+        for (text, needle) in [
+            ("{\"text\": \"a\", \"y\": 1}\n{\"text\": \"b\"}\n", "line 2: no key `y`"),
+            (
+                "{\"text\": \"a\", \"y\": 1}\n{\"text\": \"b\", \"y\": \"1\"}\n",
+                "line 2: `y` is a string here but an integer on line 1",
+            ),
+            ("{\"text\": \"a\", \"y\": null}\n", "line 1: `y` is null"),
+            ("plain text\n", "line 1: the line is text"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = read(Some(&path), InputFormat::Auto, &["y".to_owned()])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+        let err = read(Some(&path), InputFormat::Auto, &["text".to_owned()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("read as the model's input"), "{err}");
     }
 
     #[test]
@@ -324,7 +486,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bom.jsonl");
         std::fs::write(&path, b"\xEF\xBB\xBF{\"input_ids\": [4, 5]}\r\n{\"text\": \"x\"}\r\n").unwrap();
-        let samples = read(Some(&path), InputFormat::Auto).unwrap().samples;
+        let samples = read(Some(&path), InputFormat::Auto, &[]).unwrap().samples;
         assert_eq!(
             samples,
             [
@@ -337,14 +499,14 @@ mod tests {
         );
         std::fs::write(&path, b"\xEF\xBB\xBFHello\n").unwrap();
         assert_eq!(
-            read(Some(&path), InputFormat::Text).unwrap().samples,
+            read(Some(&path), InputFormat::Text, &[]).unwrap().samples,
             [Sample::Text("Hello".into())]
         );
     }
 
     #[test]
     fn the_bundled_input_has_hundreds_of_sentences() {
-        let samples = read(None, InputFormat::Auto).unwrap().samples;
+        let samples = read(None, InputFormat::Auto, &[]).unwrap().samples;
         assert!(samples.len() >= 200, "{}", samples.len());
         assert!(samples
             .iter()

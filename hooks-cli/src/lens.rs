@@ -70,7 +70,7 @@ pub fn run(args: &LensArgs) -> Result<(), CliError> {
     let start = Instant::now();
     check_outputs(args)?;
     let device = parse_device(&args.device)?;
-    let input = input::read(Some(&args.input), args.input_format)?;
+    let input = input::read(Some(&args.input), args.input_format, &[])?;
     let samples = input.samples;
     let input_name = format!("`{}`", args.input.display());
     if args.plot.is_some() && args.plot_sample >= samples.len() {

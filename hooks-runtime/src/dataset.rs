@@ -8,6 +8,10 @@
 //!                            real token [n_tokens, ...] (unpooled)
 //!   offsets.npy              int64 [N + 1]: sample i is token rows offsets[i]:offsets[i+1]
 //!   input_ids.npy            int64 [n_tokens]: the real tokens, in order
+//!   sample_index.npy         int64 [N]: each sample's 0-based line in the input file, when the
+//!                            writer was given it (see [`DatasetWriter::set_columns`])
+//!   meta.<key>.npy           [N]: a key of the input's JSON lines (int64, float64, bool, <U{n}),
+//!                            when given
 //! ```
 //!
 //! Every `.npy` starts with a 128-byte header (numpy's format 1.0). While a run is in progress
@@ -25,6 +29,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use crate::columns::{is_sample_column, SampleColumn};
 use crate::error::{Error, Result};
 use crate::extract::{ActivationSink, Chunk};
 use crate::pool::Pool;
@@ -179,6 +184,8 @@ pub struct DatasetWriter {
     windows: usize,
     /// For a folder this writer started (not a resumed one): whether it also created the folder.
     fresh: Option<bool>,
+    /// Per-sample columns written beside the layers, one value per sample of the folder.
+    columns: Vec<(String, SampleColumn)>,
 }
 
 impl DatasetWriter {
@@ -219,6 +226,7 @@ impl DatasetWriter {
                         manifest: old,
                         windows: 0,
                         fresh: None,
+                        columns: Vec::new(),
                     };
                     writer.cut_back()?;
                     return Ok(writer);
@@ -262,6 +270,7 @@ impl DatasetWriter {
             manifest: fresh,
             windows: 0,
             fresh: Some(created),
+            columns: Vec::new(),
         };
         writer.save_manifest()?;
         Ok(writer)
@@ -306,6 +315,56 @@ impl DatasetWriter {
         if created {
             let _ = fs::remove_dir(&self.dir);
         }
+        Ok(())
+    }
+
+    /// Per-sample columns to write beside the layers, window by window as the layers' rows:
+    /// `sample_index`, `meta.KEY` (see [`SampleColumn`]). Each holds one value per sample of
+    /// this folder (a shard's samples only), in the order the engine receives the items. Give
+    /// the same columns when resuming; record their names in the request's config, so that a
+    /// rerun with others is refused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a column of another length, a name that is not a column's
+    /// (`sample_index` or `meta.*`), or columns that differ from those of the folder's first run.
+    pub fn set_columns(&mut self, columns: Vec<(String, SampleColumn)>) -> Result<()> {
+        let bad = |reason: String| Error::InvalidArgument {
+            name: "columns",
+            reason,
+        };
+        for (name, column) in &columns {
+            if !is_sample_column(name) {
+                return Err(bad(format!(
+                    "`{name}` is not a per-sample column's name (`sample_index`, `meta.KEY`)"
+                )));
+            }
+            if column.len() != self.manifest.samples {
+                return Err(bad(format!(
+                    "`{name}` has {} values for the folder's {} samples",
+                    column.len(),
+                    self.manifest.samples
+                )));
+            }
+        }
+        if !self.manifest.arrays.is_empty() {
+            let planned: BTreeMap<&str, &str> = self
+                .manifest
+                .arrays
+                .iter()
+                .filter(|(file, _)| is_sample_column(file.trim_end_matches(".npy")))
+                .map(|(file, info)| (file.as_str(), info.descr.as_str()))
+                .collect();
+            let given: Vec<(String, String)> = columns.iter().map(|(n, c)| (format!("{n}.npy"), c.descr())).collect();
+            let given: BTreeMap<&str, &str> = given.iter().map(|(f, d)| (f.as_str(), d.as_str())).collect();
+            if planned != given {
+                return Err(bad(
+                    "the folder was started with other per-sample columns than these; start it again (`--overwrite`)"
+                        .into(),
+                ));
+            }
+        }
+        self.columns = columns;
         Ok(())
     }
 
@@ -407,6 +466,16 @@ impl DatasetWriter {
                     descr: descr.into(),
                     row_shape: size[first..].to_vec(),
                     rows,
+                },
+            );
+        }
+        for (name, column) in &self.columns {
+            self.manifest.arrays.insert(
+                format!("{name}.npy"),
+                ArrayInfo {
+                    descr: column.descr(),
+                    row_shape: Vec::new(),
+                    rows: Rows::Samples,
                 },
             );
         }
@@ -577,6 +646,28 @@ impl ActivationSink for DatasetWriter {
         }
         files.push(self.append_unsynced("offsets.npy", &[&offsets])?);
         names.push("offsets.npy".into());
+        let local = chunk.first..chunk.first + chunk.len();
+        let columns: Vec<(String, Vec<u8>)> = self
+            .columns
+            .iter()
+            .map(|(name, column)| {
+                if local.end > column.len() {
+                    return Err(Error::InvalidArgument {
+                        name: "chunk",
+                        reason: format!(
+                            "`{name}` has {} values but the window reaches sample {}",
+                            column.len(),
+                            local.end
+                        ),
+                    });
+                }
+                Ok((format!("{name}.npy"), column.bytes(local.clone())))
+            })
+            .collect::<Result<_>>()?;
+        for (name, bytes) in &columns {
+            files.push(self.append_unsynced(name, &[bytes])?);
+            names.push(name.clone());
+        }
         // The manifest that counts this window, written beside the old one and synced with the
         // window's files in one batch (the syncs run side by side, so the filesystem commits
         // them together); only once all are on disk does it replace the old one. The folder is
@@ -779,9 +870,56 @@ impl Dataset {
         &self.manifest
     }
 
-    /// The layer paths, in file-name order.
+    /// The layer paths, in file-name order (without the per-sample columns).
     pub fn layers(&self) -> impl Iterator<Item = &str> {
-        self.manifest.arrays.keys().filter_map(|n| n.strip_suffix(".npy"))
+        self.manifest
+            .arrays
+            .keys()
+            .filter_map(|n| n.strip_suffix(".npy"))
+            .filter(|n| !is_sample_column(n))
+    }
+
+    /// The per-sample columns the folder holds (`sample_index`, `meta.KEY`), in file-name order.
+    pub fn columns(&self) -> impl Iterator<Item = &str> {
+        self.manifest
+            .arrays
+            .keys()
+            .filter_map(|n| n.strip_suffix(".npy"))
+            .filter(|n| is_sample_column(n))
+    }
+
+    /// The per-sample column `name` (`sample_index`, `meta.label`), read whole.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadFile`] for a name the folder lacks, or a file that is not what the manifest
+    /// describes.
+    pub fn column(&self, name: &str) -> Result<SampleColumn> {
+        let file = format!("{name}.npy");
+        let path = self.dir.join(&file);
+        let info = self
+            .manifest
+            .arrays
+            .get(&file)
+            .filter(|_| is_sample_column(name))
+            .ok_or_else(|| Error::BadFile {
+                path: path.clone(),
+                reason: format!(
+                    "no column `{name}`; the folder has {}",
+                    self.columns().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+                ),
+            })?;
+        let samples = i64::try_from(self.manifest.samples).unwrap_or(i64::MAX);
+        let bytes = fs::read(&path).map_err(|e| io("cannot read", &path, e))?;
+        let header = npy_header(&info.descr, &[samples])?;
+        let bad = |reason: String| Error::BadFile {
+            path: path.clone(),
+            reason,
+        };
+        let data = bytes
+            .strip_prefix(header.as_slice())
+            .ok_or_else(|| bad("its header is not the one the manifest describes".into()))?;
+        SampleColumn::from_bytes(&info.descr, data, self.manifest.samples).map_err(|e| bad(e.to_string()))
     }
 
     /// `name` (a layer path, `offsets` or `input_ids`) as a CPU tensor backed by the file,

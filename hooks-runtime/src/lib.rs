@@ -4,6 +4,7 @@
 
 pub mod analysis;
 mod builder;
+mod columns;
 mod dataset;
 mod error;
 mod extract;
@@ -16,6 +17,7 @@ mod npz;
 mod path;
 mod pool;
 mod positions;
+mod probe;
 mod registry;
 mod rows;
 mod schema;
@@ -26,6 +28,7 @@ mod store;
 pub mod switch;
 
 pub use builder::{HookPaths, NoLayers, SeqPaths};
+pub use columns::{is_sample_column, SampleColumn, META_PREFIX, SAMPLE_INDEX};
 pub use dataset::{
     merge_datasets, read_manifest, ArrayInfo, ArrayReader, Dataset, DatasetWriter, Done, Manifest, Rows, Shard,
 };
