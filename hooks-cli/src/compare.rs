@@ -13,7 +13,8 @@ use tch::{Kind, Tensor};
 use crate::error::CliError;
 use crate::heatmap::Heatmap;
 
-/// The arrays `hooks extract` writes beside the layers: never compared.
+/// The arrays `hooks extract` writes beside the layers (with `sample_index` and `meta.*`): never
+/// compared.
 const NOT_LAYERS: [&str; 2] = ["input_ids", "attention_mask"];
 
 /// `hooks compare`'s arguments.
@@ -66,18 +67,18 @@ enum MetricArg {
 
 /// Whether an array has one row per sample or one per real token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RowKind {
+pub(crate) enum RowKind {
     Samples,
     Tokens,
 }
 
 /// One input, read: its layers as row sources.
-struct Input {
-    path: PathBuf,
-    samples: i64,
+pub(crate) struct Input {
+    pub(crate) path: PathBuf,
+    pub(crate) samples: i64,
     /// Real tokens per sample, when the input says (an `attention_mask`, a folder's offsets).
-    lengths: Option<Vec<i64>>,
-    layers: Vec<(String, Box<dyn RowSource>, RowKind)>,
+    pub(crate) lengths: Option<Vec<i64>>,
+    pub(crate) layers: Vec<(String, Box<dyn RowSource>, RowKind)>,
 }
 
 /// Runs `hooks compare`.
@@ -205,21 +206,21 @@ fn check_outputs(args: &CompareArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn file_name(path: &Path) -> String {
+pub(crate) fn file_name(path: &Path) -> String {
     path.file_name()
         .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
 /// An `.npz` (token-level arrays cut to their real tokens by the file's `attention_mask`) or a
 /// dataset folder, and the layers `wanted` of it (all by default).
-fn read_input(path: &Path, wanted: &[String]) -> Result<Input, CliError> {
+pub(crate) fn read_input(path: &Path, wanted: &[String]) -> Result<Input, CliError> {
     if path.is_dir() {
         return read_folder(path, wanted);
     }
-    let acts = hooks::load_activations(path)?;
+    let acts = hooks::load_numeric(path)?;
     let available: Vec<String> = acts
         .names()
-        .filter(|n| !NOT_LAYERS.contains(n))
+        .filter(|n| !NOT_LAYERS.contains(n) && !hooks::is_sample_column(n))
         .map(str::to_owned)
         .collect();
     let names = analysis::select_layers(&available, wanted, path)?;
@@ -348,7 +349,7 @@ fn same_rows(a: &Input, b: &Input) -> Result<(), CliError> {
 }
 
 /// All layers compared have rows of one kind: per sample, or per real token.
-fn one_kind(a: &Input, b: Option<&Input>) -> Result<(), CliError> {
+pub(crate) fn one_kind(a: &Input, b: Option<&Input>) -> Result<(), CliError> {
     let all: Vec<(&str, &Path, RowKind)> = a
         .layers
         .iter()
@@ -390,7 +391,7 @@ fn csv(m: &Similarity) -> String {
 }
 
 /// A CSV field, quoted as RFC 4180 asks when it holds a comma, a quote or a line break.
-fn quote(field: &str) -> String {
+pub(crate) fn quote(field: &str) -> String {
     if field.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", field.replace('"', "\"\""))
     } else {
@@ -399,7 +400,7 @@ fn quote(field: &str) -> String {
 }
 
 /// A temporary file beside `path`, holding `bytes`, synced: persist it to put it in place.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile, CliError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile, CliError> {
     use std::io::Write as _;
     let mut temp = temp_beside(path, ".tmp")?;
     temp.write_all(bytes)

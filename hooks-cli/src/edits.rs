@@ -498,7 +498,7 @@ fn read_patch(path: &Path, layer: &str) -> Result<Patch, CliError> {
             path.display()
         )));
     }
-    let arrays = hooks::load_activations(path)?;
+    let arrays = hooks::load_numeric(path)?;
     let Some(source) = arrays.get(layer) else {
         let held: Vec<&str> = arrays.names().collect();
         return Err(CliError::Input(format!(

@@ -480,20 +480,11 @@ pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
                 "window_positions_per_sample": Extractor::WINDOW_POSITIONS_PER_ITEM,
                 "repeats": format!("{:?}", args.repeats).to_lowercase(),
                 "interventions": edits.record(),
-                "columns": columns.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
             }),
+            columns: &columns,
         };
         let shard = args.shard.as_deref().map(folder::parse_shard).transpose()?;
-        let outcome = folder::extract(
-            &extractor,
-            &*model,
-            &items,
-            &columns,
-            &request,
-            shard,
-            &args.out,
-            args.overwrite,
-        );
+        let outcome = folder::extract(&extractor, &*model, &items, &request, shard, &args.out, args.overwrite);
         return interrupt.finish(outcome, &args.out, start, notes, &samples);
     }
     let extracted = match extractor.run(&*model, &layers, &items) {

@@ -49,6 +49,9 @@ pub struct Request<'a> {
     pub layers: &'a [&'a str],
     /// Every setting that changes the bytes (pooling, lengths, dtype, device, batching).
     pub settings: serde_json::Value,
+    /// The per-sample columns written beside the layers (`sample_index`, `meta.KEY`), one
+    /// value per sample of the whole input.
+    pub columns: &'a [(String, hooks::SampleColumn)],
 }
 
 impl Request<'_> {
@@ -82,6 +85,7 @@ impl Request<'_> {
             "layers": store.layer_names(),
             "settings": self.settings,
             "input": input,
+            "columns": self.columns.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
         }))
     }
 }
@@ -120,7 +124,6 @@ pub fn extract(
     extractor: &Extractor,
     model: &dyn TextModel,
     items: &[Item],
-    columns: &[(String, hooks::SampleColumn)],
     request: &Request<'_>,
     shard: Option<(usize, usize)>,
     out: &Path,
@@ -158,7 +161,13 @@ pub fn extract(
     if writer.is_complete() {
         return Ok(Outcome::AlreadyComplete { samples: end - first });
     }
-    if let Err(err) = writer.set_columns(columns.iter().map(|(n, c)| (n.clone(), c.slice(first..end))).collect()) {
+    if let Err(err) = writer.set_columns(
+        request
+            .columns
+            .iter()
+            .map(|(n, c)| (n.clone(), c.slice(first..end)))
+            .collect(),
+    ) {
         let _ = writer.discard_if_empty();
         return Err(err);
     }

@@ -575,8 +575,8 @@ fn open_folder(
             "intervene_on": format!("{:?}", options.intervene_on).to_lowercase(),
             "dtype": format!("{:?}", args.dtype).to_lowercase(),
             "device": args.device,
-            "columns": columns.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
         }),
+        columns,
     };
     let config = request.config(model)?;
     let samples = columns.first().map_or(0, |(_, c)| c.len());

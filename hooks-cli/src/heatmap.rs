@@ -10,7 +10,7 @@ use plotters::style::colors::colormaps::ViridisRGB;
 use plotters::style::text_anchor;
 
 /// The font the plot's text is drawn in, registered from the bytes the `dejavu` crate embeds.
-const FONT: &str = "hooks-sans";
+pub(crate) const FONT: &str = "hooks-sans";
 
 /// A matrix to draw: `values[i][j]` for row `rows[i]` and column `columns[j]`.
 pub struct Heatmap<'a> {

@@ -1,5 +1,5 @@
 //! `hooks`: list the layers of a Hugging Face checkpoint, extract their activations to `.npz`,
-//! inspect the result, and compare layers (CKA, SVCCA).
+//! inspect the result, compare layers (CKA, SVCCA) and probe them.
 
 /// `println!` that returns the error instead of panicking, so that a closed pipe
 /// (`hooks layers | head`) ends the command quietly.
@@ -20,7 +20,9 @@ mod heatmap;
 mod input;
 mod inspect;
 mod lens;
+mod lineplot;
 mod pool;
+mod probe;
 mod signals;
 
 use std::path::PathBuf;
@@ -70,6 +72,10 @@ enum Command {
     /// unembedding; writes the top tokens, entropy and KL to the final layer per layer and
     /// position to one .npz and, with --plot, the figure.
     Lens(Box<lens::LensArgs>),
+    /// Fit a linear probe per layer (logistic, ridge or mean-diff), cross-validated over
+    /// stratified folds with an optional control task; writes one CSV row per layer, the folds,
+    /// and optionally the probe directions and the accuracy-by-layer plot.
+    Probe(Box<probe::ProbeArgs>),
     /// Show each array of an .npz file: name, dtype, shape, bytes, min/max/mean.
     Inspect {
         /// The .npz file.
@@ -94,6 +100,7 @@ fn main() -> ExitCode {
         Command::Lens(args) => lens::run(&args),
         Command::Generate(args) => generate::run(&args, &order),
         Command::Compare(args) => compare::run(&args),
+        Command::Probe(args) => probe::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

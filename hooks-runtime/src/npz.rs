@@ -216,6 +216,23 @@ pub fn load_activations(path: impl AsRef<Path>) -> Result<Activations> {
     Ok(out)
 }
 
+/// Reads the numeric arrays of an `.npz` file into CPU tensors, in file order, leaving out its
+/// string arrays (the `meta.KEY` labels `hooks extract --keep-keys` writes): for readers that
+/// want the layers and may meet labels beside them.
+///
+/// # Errors
+///
+/// As [`load_activations`].
+pub fn load_numeric(path: impl AsRef<Path>) -> Result<Activations> {
+    let mut out = Activations::new();
+    for (name, value) in load_npz(path)? {
+        if let NpzValue::Tensor(tensor) = value {
+            out.insert(name, tensor);
+        }
+    }
+    Ok(out)
+}
+
 /// One array read by [`load_npz`].
 #[derive(Debug)]
 pub enum NpzValue {

@@ -7,8 +7,11 @@
 //! token), computed in f64 on the features' device. The mistakes this module exists to rule out:
 //!
 //! - **Leakage.** Features are standardised per training fold, as scikit-learn's
-//!   `StandardScaler` fitted on that fold (population standard deviation, a constant feature's
-//!   scale 1); the test fold never shapes the scaler or the probe.
+//!   `StandardScaler` fitted on that fold (population standard deviation; a feature constant to
+//!   within rounding keeps scale 1, by scikit-learn's test); the test fold never shapes the
+//!   scaler or the probe. As in scikit-learn, a feature that barely varies (a dead unit, std
+//!   1e-30) is scaled up like any other, and its raw-space coefficient can dominate a direction:
+//!   `mean-diff` has no such scaling.
 //! - **Unbalanced folds.** Folds are stratified: each class is shuffled by the seed and dealt
 //!   round the folds ([`stratified_folds`]).
 //! - **No control.** A control task ([`Control`]) runs on the same folds: selectivity is the
@@ -507,11 +510,14 @@ fn fit(x: &Tensor, y: &Tensor, classes: usize, method: Method, fold: i64) -> Res
             bias: -threshold.unsqueeze(0),
         });
     }
-    // StandardScaler: population variance; a constant feature keeps scale 1.
+    // StandardScaler: population variance; a feature whose variance is within rounding of its
+    // mean (scikit-learn's `_is_constant_feature`: var ≤ m·ε·var + (m·mean·ε)²) keeps scale 1.
     let mean = x.mean_dim(0, false, Kind::Double);
     let centred = x - &mean;
-    let std = centred.square().mean_dim(0, false, Kind::Double).sqrt();
-    let scale = std.where_self(&std.ge(10.0 * f64::EPSILON), &std.ones_like());
+    let var = centred.square().mean_dim(0, false, Kind::Double);
+    let rows = x.size()[0] as f64;
+    let bound = &var * (rows * f64::EPSILON) + (&mean * (rows * f64::EPSILON)).square();
+    let scale = var.sqrt().where_self(&var.gt_tensor(&bound), &var.ones_like());
     let z = &centred / &scale;
     let (weights, bias) = match method {
         Method::Ridge { alpha } => ridge(&z, y, classes, alpha)?,
