@@ -597,7 +597,14 @@ fn gpt2_lm_head_takes_both_classes_names() {
     let names: Vec<&str> = both.names().collect();
     assert_eq!(
         names,
-        ["h.1", "transformer.h.1", "lm_head", "input_ids", "attention_mask"]
+        [
+            "h.1",
+            "transformer.h.1",
+            "lm_head",
+            "input_ids",
+            "attention_mask",
+            "sample_index"
+        ]
     );
     assert!(both.get("h.1").unwrap().equal(both.get("transformer.h.1").unwrap()));
     assert_eq!(both.get("lm_head").unwrap().size(), [5, 12, 100]);

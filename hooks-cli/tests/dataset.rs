@@ -294,7 +294,7 @@ fn another_request_on_the_same_folder_is_refused_unless_overwritten() {
     assert!(manifest.complete);
     assert_eq!(
         manifest.arrays.keys().collect::<Vec<_>>(),
-        ["encoder.layer.0.output.npy"]
+        ["encoder.layer.0.output.npy", "sample_index.npy"]
     );
     assert!(!out.join("pooler.npy").exists(), "the old run's files are gone");
 

@@ -99,7 +99,9 @@ def main():
     p.add_argument("--names")
     args = p.parse_args()
     data = np.load(args.input)
-    names = args.names.split(",") if args.names else [n for n in data.files if n not in ("input_ids", "attention_mask")]
+    names = args.names.split(",") if args.names else [
+        n for n in data.files if n not in ("input_ids", "attention_mask", "sample_index") and not n.startswith("meta.")
+    ]
     mask = np.load(args.mask_from)["attention_mask"].astype(bool) if args.mask_from else None
     rows = {}
     for name in names:

@@ -8,7 +8,7 @@ Usage: dataset_check.py FOLDER NPZ
 - `input_ids.npy` is each sample's real ids, in order;
 - a token-layout layer's rows for sample i equal the npz's row i up to its length, and the
   npz holds zeros past it (no padding was dropped that held data);
-- a per-sample layer equals the npz's array.
+- a per-sample layer equals the npz's array, and so do `sample_index` and `meta.*`.
 Prints `checked L layers of N samples`.
 """
 import json
@@ -42,6 +42,10 @@ for name, info in manifest["arrays"].items():
     array = mapped(name)
     padded = npz[layer]
     assert array.dtype == padded.dtype, (layer, array.dtype, padded.dtype)
+    if layer == "sample_index" or layer.startswith("meta."):
+        # Per-sample columns, not layers: the same values as the npz's.
+        assert (np.asarray(array) == padded).all(), layer
+        continue
     if info["rows"] == "tokens":
         assert array.shape == (offsets[-1],) + padded.shape[2:], (layer, array.shape)
         for i, n in enumerate(lengths):
