@@ -315,8 +315,13 @@ pub fn probe(features: &Tensor, labels: &Labels, folds: &[i64], options: &ProbeO
     let k = folds.iter().copied().max().map_or(0, |m| m + 1);
     let fold_ids = Tensor::from_slice(folds).to_device(device);
     let y = Tensor::from_slice(&labels.codes).to_device(device);
-    let run = |y: &Tensor| -> Result<(Vec<f64>, Vec<f64>)> {
+    // The fit on every row first: the folds' fits start from it (the optimum is unique, so a
+    // start changes only how many Newton steps reach it).
+    let full = fit(&x, &y, classes, options.method, -1, None)?;
+    // Each fold's fit starts from `start`, or (for the control's labels) from the fold before.
+    let run = |y: &Tensor, start: Option<&Fitted>| -> Result<(Vec<f64>, Vec<f64>)> {
         let (mut accuracies, mut aurocs) = (Vec::new(), Vec::new());
+        let mut previous: Option<Fitted> = None;
         for fold in 0..k {
             let test = fold_ids.eq(fold);
             let train = test.logical_not();
@@ -331,7 +336,14 @@ pub fn probe(features: &Tensor, labels: &Labels, folds: &[i64], options: &ProbeO
             if x_test.size()[0] == 0 {
                 continue;
             }
-            let fitted = fit(&x_train, &y_train, classes, options.method, fold)?;
+            let fitted = fit(
+                &x_train,
+                &y_train,
+                classes,
+                options.method,
+                fold,
+                start.or(previous.as_ref()),
+            )?;
             let scores = fitted.scores(&x_test)?;
             let predicted = predict(&scores);
             accuracies.push(
@@ -347,10 +359,11 @@ pub fn probe(features: &Tensor, labels: &Labels, folds: &[i64], options: &ProbeO
                     &Vec::<i64>::try_from(y_test.to_device(Device::Cpu))?,
                 ));
             }
+            previous = Some(fitted);
         }
         Ok((accuracies, aurocs))
     };
-    let (fold_accuracies, aurocs) = run(&y)?;
+    let (fold_accuracies, aurocs) = run(&y, Some(&full))?;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let accuracy = mean(&fold_accuracies);
     let accuracy_std = (fold_accuracies.iter().map(|a| (a - accuracy).powi(2)).sum::<f64>()
@@ -377,10 +390,10 @@ pub fn probe(features: &Tensor, labels: &Labels, folds: &[i64], options: &ProbeO
         }
     };
     let control_accuracy = match control {
-        Some(codes) => Some(mean(&run(&Tensor::from_slice(&codes).to_device(device))?.0)),
+        Some(codes) => Some(mean(&run(&Tensor::from_slice(&codes).to_device(device), None)?.0)),
         None => None,
     };
-    let direction = fit(&x, &y, classes, options.method, -1)?.direction()?;
+    let direction = full.direction()?;
     Ok(ProbeReport {
         accuracy,
         accuracy_std,
@@ -463,6 +476,15 @@ impl Fitted {
         Ok(((x - &self.mean) / &self.scale).f_matmul(&self.weights)? + &self.bias)
     }
 
+    /// The probe as `[h + 1, outputs]` coefficients (the intercepts last) for features
+    /// standardised by another `mean` and `scale`: the same function of the raw features.
+    fn carried(&self, mean: &Tensor, scale: &Tensor) -> Tensor {
+        let raw = &self.weights / self.scale.unsqueeze(1);
+        let bias = &self.bias - (&self.mean).unsqueeze(0).matmul(&raw).squeeze_dim(0)
+            + mean.unsqueeze(0).matmul(&raw).squeeze_dim(0);
+        Tensor::cat(&[raw * scale.unsqueeze(1), bias.unsqueeze(0)], 0)
+    }
+
     /// The weights in the raw space (`w / scale`), each output's row normalised.
     fn direction(&self) -> Result<Tensor> {
         let raw = (&self.weights / self.scale.unsqueeze(1)).transpose(0, 1);
@@ -478,8 +500,9 @@ impl Fitted {
 }
 
 /// Fits `method` on `x` `[m, h]` (f64) and `y` (class codes `0..classes`); `fold` names the
-/// training set in errors (−1: every row).
-fn fit(x: &Tensor, y: &Tensor, classes: usize, method: Method, fold: i64) -> Result<Fitted> {
+/// training set in errors (−1: every row). An iterative fit starts from `start`'s probe, carried
+/// into this fit's standardised space.
+fn fit(x: &Tensor, y: &Tensor, classes: usize, method: Method, fold: i64, start: Option<&Fitted>) -> Result<Fitted> {
     let present = y
         .bincount(None::<Tensor>, classes as i64)
         .gt(0)
@@ -521,7 +544,7 @@ fn fit(x: &Tensor, y: &Tensor, classes: usize, method: Method, fold: i64) -> Res
     let z = &centred / &scale;
     let (weights, bias) = match method {
         Method::Ridge { alpha } => ridge(&z, y, classes, alpha)?,
-        Method::Logistic { c } => logistic(&z, y, classes, c)?,
+        Method::Logistic { c } => logistic(&z, y, classes, c, start.map(|s| s.carried(&mean, &scale)))?,
         Method::MeanDiff => unreachable!("handled above"),
     };
     Ok(Fitted {
@@ -551,8 +574,10 @@ fn ridge(z: &Tensor, y: &Tensor, classes: usize, alpha: f64) -> Result<(Tensor, 
 }
 
 /// `LogisticRegression(C)`'s optimum by Newton's method: binary (one output, toward class 1) for
-/// two classes, multinomial for more; the intercept unpenalised.
-fn logistic(z: &Tensor, y: &Tensor, classes: usize, c: f64) -> Result<(Tensor, Tensor)> {
+/// two classes, multinomial for more; the intercept unpenalised. The gradient and objective are
+/// f64; the Hessian, which only shapes the steps, is accumulated in f32 (twice as fast, and the
+/// optimum is where the f64 gradient vanishes). `start` is `[h + 1, outputs]`, or zeros.
+fn logistic(z: &Tensor, y: &Tensor, classes: usize, c: f64, start: Option<Tensor>) -> Result<(Tensor, Tensor)> {
     let (m, h) = (z.size()[0], z.size()[1]);
     let device = z.device();
     let outputs = if classes == 2 { 1 } else { classes as i64 };
@@ -584,7 +609,8 @@ fn logistic(z: &Tensor, y: &Tensor, classes: usize, c: f64) -> Result<(Tensor, T
         };
         loss * c + (theta.square() * &penalty).sum(Kind::Double) * 0.5
     };
-    let mut theta = Tensor::zeros([p, outputs], (Kind::Double, device));
+    let zt32 = zt.to_kind(Kind::Float);
+    let mut theta = start.unwrap_or_else(|| Tensor::zeros([p, outputs], (Kind::Double, device)));
     let mut value = objective(&theta).double_value(&[]);
     for _ in 0..200 {
         let logits = zt.matmul(&theta);
@@ -597,7 +623,9 @@ fn logistic(z: &Tensor, y: &Tensor, classes: usize, c: f64) -> Result<(Tensor, T
         // The Hessian, `[p·outputs, p·outputs]`, output-major.
         let hessian = if classes == 2 {
             let w: Tensor = (&probs * (probs.ones_like() - &probs)).squeeze_dim(1) * c;
-            zt.transpose(0, 1).matmul(&(&zt * w.unsqueeze(1)))
+            zt32.transpose(0, 1)
+                .matmul(&(&zt32 * w.to_kind(Kind::Float).unsqueeze(1)))
+                .to_kind(Kind::Double)
         } else {
             let k = outputs;
             let blocks: Vec<Vec<Tensor>> = (0..k)
@@ -611,7 +639,9 @@ fn logistic(z: &Tensor, y: &Tensor, classes: usize, c: f64) -> Result<(Tensor, T
                             } else {
                                 -(&pa * &pb)
                             } * c;
-                            zt.transpose(0, 1).matmul(&(&zt * w.unsqueeze(1)))
+                            zt32.transpose(0, 1)
+                                .matmul(&(&zt32 * w.to_kind(Kind::Float).unsqueeze(1)))
+                                .to_kind(Kind::Double)
                         })
                         .collect()
                 })
@@ -637,7 +667,13 @@ fn logistic(z: &Tensor, y: &Tensor, classes: usize, c: f64) -> Result<(Tensor, T
         // (rounding has the last word) ends the search.
         let mut t = 1.0;
         let mut moved = false;
-        while t >= 1e-10 {
+        // At the level of rounding a full step that does not lower the objective is the end.
+        let floor = if decrement <= 1e-12 * value.abs().max(1.0) {
+            1.0
+        } else {
+            1e-10
+        };
+        while t >= floor {
             let candidate = &theta - &step * t;
             let next = objective(&candidate).double_value(&[]);
             if next <= value - 1e-4 * t * 2.0 * decrement {
@@ -718,7 +754,7 @@ mod tests {
         let y = (z.select(1, 0) + Tensor::randn([60], opts))
             .gt(0.0)
             .to_kind(Kind::Int64);
-        let (w, b) = logistic(&z, &y, 2, 0.7).unwrap();
+        let (w, b) = logistic(&z, &y, 2, 0.7, None).unwrap();
         let p = (z.matmul(&w).squeeze_dim(1) + &b).sigmoid();
         let r = &p - y.to_kind(Kind::Double);
         let grad_w = z.transpose(0, 1).matmul(&r.unsqueeze(1)).squeeze_dim(1) * 0.7 + w.squeeze_dim(1);
