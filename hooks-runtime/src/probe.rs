@@ -480,7 +480,7 @@ impl Fitted {
     /// standardised by another `mean` and `scale`: the same function of the raw features.
     fn carried(&self, mean: &Tensor, scale: &Tensor) -> Tensor {
         let raw = &self.weights / self.scale.unsqueeze(1);
-        let bias = &self.bias - (&self.mean).unsqueeze(0).matmul(&raw).squeeze_dim(0)
+        let bias = &self.bias - self.mean.unsqueeze(0).matmul(&raw).squeeze_dim(0)
             + mean.unsqueeze(0).matmul(&raw).squeeze_dim(0);
         Tensor::cat(&[raw * scale.unsqueeze(1), bias.unsqueeze(0)], 0)
     }

@@ -21,6 +21,7 @@ mod lens;
 mod machine;
 mod memory;
 mod patterns;
+mod probe;
 mod python;
 mod reference;
 mod sites;
@@ -367,6 +368,11 @@ fn run(cfg: Config) -> BenchResult<()> {
         let generation = generation::run(&mut ctx)?;
         parts.push((10, generation.markdown(), generation.targets()));
     }
+    if wants(11) {
+        step("11. probes");
+        let probe = probe::run(&mut ctx)?;
+        parts.push((11, probe.markdown(), probe.targets()));
+    }
     let elapsed = started.elapsed().as_secs_f64();
     step("done");
 
@@ -401,7 +407,7 @@ fn run(cfg: Config) -> BenchResult<()> {
         // The smoke run checks that each section produced its table, not what is in it.
         let text = std::fs::read_to_string(&path)?;
         for heading in [
-            "## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7.", "## 8.", "## 9.", "## 10.",
+            "## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7.", "## 8.", "## 9.", "## 10.", "## 11.",
         ] {
             if !text.contains(heading) {
                 return Err(format!("the report lacks `{heading}`").into());
