@@ -536,15 +536,22 @@ fn fit(x: &Tensor, y: &Tensor, classes: usize, method: Method, fold: i64, start:
     // StandardScaler: population variance; a feature whose variance is within rounding of its
     // mean (scikit-learn's `_is_constant_feature`: var ≤ m·ε·var + (m·mean·ε)²) keeps scale 1.
     let mean = x.mean_dim(0, false, Kind::Double);
-    let centred = x - &mean;
-    let var = centred.square().mean_dim(0, false, Kind::Double);
+    let var = x.var_dim([0i64].as_slice(), false, false);
     let rows = x.size()[0] as f64;
     let bound = &var * (rows * f64::EPSILON) + (&mean * (rows * f64::EPSILON)).square();
     let scale = var.sqrt().where_self(&var.gt_tensor(&bound), &var.ones_like());
-    let z = &centred / &scale;
+    // The standardised rows with a 1 appended (the intercept's column), made in place: the
+    // rows are copied once.
+    let (m, h) = (x.size()[0], x.size()[1]);
+    let zt = Tensor::empty([m, h + 1], (Kind::Double, x.device()));
+    let mut standardised = zt.narrow(1, 0, h);
+    standardised.f_copy_(x)?;
+    let _ = standardised.f_sub_(&mean)?.f_div_(&scale)?;
+    let _ = zt.narrow(1, h, 1).f_fill_(1.0)?;
+    let z = zt.narrow(1, 0, h);
     let (weights, bias) = match method {
         Method::Ridge { alpha } => ridge(&z, y, classes, alpha)?,
-        Method::Logistic { c } => logistic(&z, y, classes, c, start.map(|s| s.carried(&mean, &scale)))?,
+        Method::Logistic { c } => logistic(&zt, y, classes, c, start.map(|s| s.carried(&mean, &scale)))?,
         Method::MeanDiff => unreachable!("handled above"),
     };
     Ok(Fitted {
@@ -576,14 +583,13 @@ fn ridge(z: &Tensor, y: &Tensor, classes: usize, alpha: f64) -> Result<(Tensor, 
 /// `LogisticRegression(C)`'s optimum by Newton's method: binary (one output, toward class 1) for
 /// two classes, multinomial for more; the intercept unpenalised. The gradient and objective are
 /// f64; the Hessian, which only shapes the steps, is accumulated in f32 (twice as fast, and the
-/// optimum is where the f64 gradient vanishes). `start` is `[h + 1, outputs]`, or zeros.
-fn logistic(z: &Tensor, y: &Tensor, classes: usize, c: f64, start: Option<Tensor>) -> Result<(Tensor, Tensor)> {
-    let (m, h) = (z.size()[0], z.size()[1]);
-    let device = z.device();
+/// optimum is where the f64 gradient vanishes). `zt` is the standardised rows with a 1 appended
+/// (`[m, h + 1]`); `start` is `[h + 1, outputs]`, or zeros.
+fn logistic(zt: &Tensor, y: &Tensor, classes: usize, c: f64, start: Option<Tensor>) -> Result<(Tensor, Tensor)> {
+    let p = zt.size()[1];
+    let h = p - 1;
+    let device = zt.device();
     let outputs = if classes == 2 { 1 } else { classes as i64 };
-    // Rows with a 1 appended: the last coefficient of each output is its intercept.
-    let zt = Tensor::cat(&[z.shallow_clone(), Tensor::ones([m, 1], (Kind::Double, device))], 1);
-    let p = h + 1;
     let targets = if classes == 2 {
         y.to_kind(Kind::Double).unsqueeze(1)
     } else {
@@ -597,7 +603,8 @@ fn logistic(z: &Tensor, y: &Tensor, classes: usize, c: f64, start: Option<Tensor
         ],
         0,
     );
-    let objective = |theta: &Tensor| -> Tensor {
+    // The objective at `theta`, with the logits it computed (the next step starts from them).
+    let objective = |theta: &Tensor| -> (f64, Tensor) {
         let logits = zt.matmul(theta);
         let loss = if classes == 2 {
             // softplus(l) − y·l, summed.
@@ -607,90 +614,121 @@ fn logistic(z: &Tensor, y: &Tensor, classes: usize, c: f64, start: Option<Tensor
                 - (&targets * &logits).sum_dim_intlist([1i64].as_slice(), false, Kind::Double))
             .sum(Kind::Double)
         };
-        loss * c + (theta.square() * &penalty).sum(Kind::Double) * 0.5
+        let value = loss * c + (theta.square() * &penalty).sum(Kind::Double) * 0.5;
+        (value.double_value(&[]), logits)
     };
     let zt32 = zt.to_kind(Kind::Float);
     let mut theta = start.unwrap_or_else(|| Tensor::zeros([p, outputs], (Kind::Double, device)));
-    let mut value = objective(&theta).double_value(&[]);
-    for _ in 0..200 {
-        let logits = zt.matmul(&theta);
+    let (mut value, mut logits) = objective(&theta);
+    // The Cholesky factor of the (damped) Hessian in use, whether it was formed at this step,
+    // whether the next step forms a new one, and the last step's Newton decrement.
+    let (mut factor, mut fresh, mut refresh, mut last_decrement): (Option<Tensor>, bool, bool, f64) =
+        (None, false, true, f64::INFINITY);
+    // Steps taken whole at the level of rounding.
+    let mut blind = 0;
+    for _ in 0..500 {
         let probs = if classes == 2 {
             logits.sigmoid()
         } else {
             logits.softmax(1, Kind::Double)
         };
         let gradient = zt.transpose(0, 1).matmul(&(&probs - &targets)) * c + &theta * &penalty;
-        // The Hessian, `[p·outputs, p·outputs]`, output-major.
-        let hessian = if classes == 2 {
-            let w: Tensor = (&probs * (probs.ones_like() - &probs)).squeeze_dim(1) * c;
-            zt32.transpose(0, 1)
-                .matmul(&(&zt32 * w.to_kind(Kind::Float).unsqueeze(1)))
-                .to_kind(Kind::Double)
-        } else {
-            let k = outputs;
-            let blocks: Vec<Vec<Tensor>> = (0..k)
-                .map(|a| {
-                    (0..k)
-                        .map(|b| {
-                            let pa = probs.select(1, a);
-                            let pb = probs.select(1, b);
-                            let w: Tensor = if a == b {
-                                &pa * (pa.ones_like() - &pa)
-                            } else {
-                                -(&pa * &pb)
-                            } * c;
-                            zt32.transpose(0, 1)
-                                .matmul(&(&zt32 * w.to_kind(Kind::Float).unsqueeze(1)))
-                                .to_kind(Kind::Double)
-                        })
-                        .collect()
-                })
-                .collect();
-            let rows: Vec<Tensor> = blocks.iter().map(|row| Tensor::cat(row, 1)).collect();
-            Tensor::cat(&rows, 0)
-        };
-        let flat_penalty = penalty.transpose(0, 1).reshape([-1]);
-        // The intercepts of a softmax are free up to a shared shift, where the Hessian is
-        // singular; a tiny damping there picks one solution and changes no prediction.
-        let scale = hessian.diagonal(0, 0, 1).abs().max().double_value(&[]).max(1.0);
-        let damping: Tensor = (flat_penalty.ones_like() - &flat_penalty) * (scale * 1e-12);
-        let diagonal: Tensor = &flat_penalty + &damping;
-        let hessian = hessian + diagonal.diag(0);
         let g = gradient.transpose(0, 1).reshape([-1, 1]);
-        let step = Tensor::f_linalg_solve(&hessian, &g, true)?;
+        if refresh || factor.is_none() {
+            factor = Some(newton_matrix(&zt32, &probs, &penalty, classes, c)?);
+            fresh = true;
+        }
+        let Some(l) = &factor else { break };
+        let step = g.f_cholesky_solve(l, false)?;
         let decrement = g.reshape([-1]).dot(&step.reshape([-1])).double_value(&[]) / 2.0;
         let step = step.reshape([outputs, p]).transpose(0, 1);
         if decrement <= 1e-20 * value.abs().max(1.0) {
             break;
         }
-        // Backtracking (Armijo) on the Newton step; a step that no longer lowers the objective
-        // (rounding has the last word) ends the search.
+        // A Hessian is kept while steps with it shrink the decrement tenfold (the optimum is
+        // near, and the Hessian barely changes there): forming it is the costly part of a step.
+        let converging = decrement <= last_decrement / 10.0;
+        last_decrement = decrement;
+        // Below the objective's rounding (the decrement within 1e-12 of it), no line search can
+        // tell a decrease: the step is taken whole, as the iterate is then close enough for it
+        // to contract, and the gradient says where the optimum is.
+        if decrement <= 1e-12 * value.abs().max(1.0) {
+            theta = &theta - &step;
+            (value, logits) = objective(&theta);
+            blind += 1;
+            if blind >= 10 {
+                break;
+            }
+            refresh = !converging;
+            fresh = false;
+            continue;
+        }
+        // Backtracking (Armijo) on the step.
         let mut t = 1.0;
         let mut moved = false;
-        // At the level of rounding a full step that does not lower the objective is the end.
-        let floor = if decrement <= 1e-12 * value.abs().max(1.0) {
-            1.0
-        } else {
-            1e-10
-        };
-        while t >= floor {
+        while t >= 1e-10 {
             let candidate = &theta - &step * t;
-            let next = objective(&candidate).double_value(&[]);
+            let (next, next_logits) = objective(&candidate);
             if next <= value - 1e-4 * t * 2.0 * decrement {
-                theta = candidate;
-                value = next;
+                (theta, value, logits) = (candidate, next, next_logits);
                 moved = true;
                 break;
             }
             t /= 2.0;
         }
-        if !moved {
+        if !moved && fresh {
             break;
         }
+        refresh = !moved || t < 1.0 || !converging;
+        fresh = false;
     }
     let weights = theta.narrow(0, 0, h);
     let bias = theta.select(0, h);
     Ok((weights, bias))
+}
+
+/// The Cholesky factor of the logistic objective's Hessian at `probs` (`[p·outputs]²`,
+/// output-major), accumulated in f32: `C X̃ᵀ diag(p(1 − p)) X̃` (binary) or its multinomial
+/// blocks, plus the penalty (1 on weights) and, on the intercepts, a tiny damping: a softmax's
+/// intercepts are free up to a shared shift, where the Hessian is singular, and the damping picks
+/// one solution without changing any prediction.
+fn newton_matrix(zt32: &Tensor, probs: &Tensor, penalty: &Tensor, classes: usize, c: f64) -> Result<Tensor> {
+    let gram = |w: &Tensor| {
+        zt32.transpose(0, 1)
+            .matmul(&(zt32 * w.to_kind(Kind::Float).unsqueeze(1)))
+            .to_kind(Kind::Double)
+    };
+    let hessian = if classes == 2 {
+        let w: Tensor = (probs * (probs.ones_like() - probs)).squeeze_dim(1) * c;
+        gram(&w)
+    } else {
+        let k = probs.size()[1];
+        let rows: Vec<Tensor> = (0..k)
+            .map(|a| {
+                let blocks: Vec<Tensor> = (0..k)
+                    .map(|b| {
+                        let (pa, pb) = (probs.select(1, a), probs.select(1, b));
+                        let w: Tensor = if a == b {
+                            &pa * (pa.ones_like() - &pa)
+                        } else {
+                            -(&pa * &pb)
+                        } * c;
+                        gram(&w)
+                    })
+                    .collect();
+                Tensor::cat(&blocks, 1)
+            })
+            .collect();
+        Tensor::cat(&rows, 0)
+    };
+    let flat_penalty = penalty.transpose(0, 1).reshape([-1]);
+    let scale = hessian.diagonal(0, 0, 1).abs().max().double_value(&[]).max(1.0);
+    let damping: Tensor = (flat_penalty.ones_like() - &flat_penalty) * (scale * 1e-6);
+    let diagonal: Tensor = &flat_penalty + &damping;
+    let hessian = hessian + diagonal.diag(0);
+    // Symmetric by construction; rounding in f32 may leave it a hair off.
+    let hessian = (&hessian + hessian.transpose(0, 1)) / 2.0;
+    Ok(Tensor::f_linalg_cholesky(&hessian, false)?)
 }
 
 #[cfg(test)]
@@ -754,7 +792,8 @@ mod tests {
         let y = (z.select(1, 0) + Tensor::randn([60], opts))
             .gt(0.0)
             .to_kind(Kind::Int64);
-        let (w, b) = logistic(&z, &y, 2, 0.7, None).unwrap();
+        let zt = Tensor::cat(&[z.shallow_clone(), Tensor::ones([60, 1], opts)], 1);
+        let (w, b) = logistic(&zt, &y, 2, 0.7, None).unwrap();
         let p = (z.matmul(&w).squeeze_dim(1) + &b).sigmoid();
         let r = &p - y.to_kind(Kind::Double);
         let grad_w = z.transpose(0, 1).matmul(&r.unsqueeze(1)).squeeze_dim(1) * 0.7 + w.squeeze_dim(1);
