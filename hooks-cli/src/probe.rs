@@ -21,8 +21,8 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "ACTS.npz|DIR")]
     activations: PathBuf,
     /// The labels: `meta.KEY`, an array that `extract --keep-keys KEY` wrote beside the
-    /// layers (one per sample); or a FILE: a `.npy` (integers, floats or booleans) or a text
-    /// file with one label per line, one per sample, or one per real token for token-level
+    /// layers (one per sample); or a FILE: a `.npy` (integers, floats, booleans or strings) or a
+    /// text file with one label per line, one per sample, or one per real token for token-level
     /// layers.
     #[arg(long, value_name = "meta.KEY|FILE")]
     labels: String,
@@ -141,6 +141,7 @@ pub fn run(args: &ProbeArgs) -> Result<(), CliError> {
         seed: args.seed,
     };
     let mut reports: Vec<(String, ProbeReport)> = Vec::new();
+    let mut notes = Vec::new();
     for (name, source, _) in &input.layers {
         let mut parts = Vec::new();
         let mut start = 0;
@@ -150,6 +151,14 @@ pub fn run(args: &ProbeArgs) -> Result<(), CliError> {
             start += len;
         }
         let features = Tensor::cat(&parts, 0).to_device(device);
+        if args.directions.is_some() && method != Method::MeanDiff {
+            let dead = barely_varying(&features);
+            if dead > 0 {
+                notes.push(format!(
+                    "`{name}` has {dead} feature(s) that barely vary (standard deviation under 1e-6 of the median); standardised as StandardScaler does, they can dominate its direction in --directions (`--method mean-diff` has no such scaling)"
+                ));
+            }
+        }
         let report = analysis::probe(&features, &labels, &folds, &options).map_err(|e| match e {
             hooks::Error::NotFinite { .. } => CliError::Input(format!(
                 "layer `{name}` of `{}` holds NaN or infinite values; probes need finite features (check the model's dtype)",
@@ -206,7 +215,21 @@ pub fn run(args: &ProbeArgs) -> Result<(), CliError> {
         args.out.display(),
         folds_path.display()
     )?;
+    for note in notes {
+        eprintln!("note: {note}");
+    }
     Ok(())
+}
+
+/// How many features of `[n, h]` rows have a standard deviation under 1e-6 of the median
+/// feature's (dead units, which standardisation scales up like any other).
+fn barely_varying(features: &Tensor) -> i64 {
+    let std = features
+        .to_kind(Kind::Double)
+        .var_dim([0i64].as_slice(), false, false)
+        .sqrt();
+    let median = std.median().double_value(&[]);
+    std.lt(median * 1e-6).sum(Kind::Int64).int64_value(&[])
 }
 
 /// `RESULTS.folds.npy` for `RESULTS.csv`.
@@ -368,13 +391,13 @@ fn read_label_file(path: &Path) -> Result<Vec<String>, CliError> {
         )));
     }
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
-        let t = Tensor::read_npy(path).map_err(|e| {
-            CliError::Input(format!(
-                "{name} is not a .npy of numbers or booleans ({}); save labels as integers, or as a text file of one label per line",
-                e.to_string().lines().next().unwrap_or("")
-            ))
-        })?;
-        return tensor_labels(&t).map_err(|e| CliError::Input(format!("{name}: {e}")));
+        return match hooks::load_npy(path)? {
+            NpzValue::Strings { shape, strings, .. } if shape.len() == 1 => Ok(strings),
+            NpzValue::Strings { shape, .. } => Err(CliError::Input(format!(
+                "{name} holds labels of shape {shape:?}; give a 1-d array"
+            ))),
+            NpzValue::Tensor(t) => tensor_labels(&t).map_err(|e| CliError::Input(format!("{name}: {e}"))),
+        };
     }
     let bytes = std::fs::read(path).map_err(|e| CliError::Input(format!("cannot read {name}: {e}")))?;
     let lines = crate::input::non_blank_lines(&bytes, &name)?;

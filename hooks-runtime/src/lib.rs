@@ -40,7 +40,7 @@ pub use extract::{
 pub use hook::{CaptureOutput, Hook, HookPoint};
 pub use hookable::{Hookable, LayerTree, Walker};
 pub use intervene::{Intervention, Interventions};
-pub use npz::{load_activations, load_npz, load_numeric, save_activations, save_npz, NpzArray, NpzValue};
+pub use npz::{load_activations, load_npy, load_npz, load_numeric, save_activations, save_npz, NpzArray, NpzValue};
 pub use path::{LayerPath, Prefix, INPUT_SUFFIX};
 pub use pool::Pool;
 pub use positions::{Position, Positions, TokenPositions};

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
-use ndarray_npy::{NpzReader, NpzWriter, ReadDataError, ReadNpzError, ReadableElement, WritableElement};
+use ndarray_npy::{
+    NpzReader, NpzWriter, ReadDataError, ReadNpyError, ReadNpyExt, ReadNpzError, ReadableElement, WritableElement,
+};
 use py_literal::Value as PyValue;
 use tch::{Device, Kind, Tensor};
 use zip::write::SimpleFileOptions;
@@ -231,6 +233,51 @@ pub fn load_numeric(path: impl AsRef<Path>) -> Result<Activations> {
         }
     }
     Ok(out)
+}
+
+/// Reads one `.npy` file (numbers as a CPU tensor, numpy unicode as strings), as [`load_npz`]
+/// reads each array of an `.npz`: label files, vectors.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the file cannot be opened, [`Error::BadFile`] when it is not an `.npy` or
+/// holds a dtype tch has no kind for.
+pub fn load_npy(path: impl AsRef<Path>) -> Result<NpzValue> {
+    let path = path.as_ref();
+    let open = || {
+        File::open(path)
+            .map(BufReader::new)
+            .map_err(|source| io_error("cannot open", path, source))
+    };
+    let bad = |reason: String| Error::BadFile {
+        path: path.to_owned(),
+        reason,
+    };
+    macro_rules! try_as {
+        ($($ty:ty),*) => {$(
+            match ArrayD::<$ty>::read_npy(open()?) {
+                Ok(array) => return Ok(NpzValue::Tensor(to_tensor(array))),
+                Err(ReadNpyError::WrongDescriptor(_)) => {}
+                Err(e) => return Err(bad(format!("not a readable .npy file ({e})"))),
+            }
+        )*};
+    }
+    try_as!(f32, f64, i64, i32, i16, i8, u8, bool);
+    match ArrayD::<F16>::read_npy(open()?) {
+        Ok(array) => return Ok(NpzValue::Tensor(to_tensor(array.mapv(|F16(x)| x)))),
+        Err(ReadNpyError::WrongDescriptor(_)) => {}
+        Err(e) => return Err(bad(format!("not a readable .npy file ({e})"))),
+    }
+    match ArrayD::<NumpyString>::read_npy(open()?) {
+        Ok(array) => Ok(NpzValue::Strings {
+            shape: array.shape().to_vec(),
+            width: array.iter().next().map_or(0, |s| s.width),
+            strings: array.into_iter().map(|s| s.text).collect(),
+        }),
+        Err(e) => Err(bad(format!(
+            "unsupported dtype ({e}); supported: f32, f64, f16, i64, i32, i16, i8, u8, bool, and unicode strings"
+        ))),
+    }
 }
 
 /// One array read by [`load_npz`].
