@@ -677,12 +677,25 @@ fn activations_into_a_dataset_folder_equal_the_npz() {
     let d = dir.path();
     let model = d.join("llama");
     let _ = check(&python, &["build-tokenized", arg(&model)]);
-    let prompts = d.join("prompts.txt");
-    std::fs::write(
-        &prompts,
-        "The cat sat on the mat.\nWhy?\nWater boils at a lower temperature on a mountaintop.\nA dog.\nOne more line here.\n",
-    )
-    .unwrap();
+    // JSON lines with keys to keep, and a blank line: `sample_index` and `meta.*` travel with
+    // each prompt into the JSON lines, the .npz and the folder.
+    let prompts = d.join("prompts.jsonl");
+    let texts = [
+        "The cat sat on the mat.",
+        "Why?",
+        "Water boils at a lower temperature on a mountaintop.",
+        "A dog.",
+        "One more line here.",
+    ];
+    let mut lines = String::new();
+    for (i, text) in texts.iter().enumerate() {
+        if i == 2 {
+            lines.push('\n');
+        }
+        lines.push_str(&serde_json::json!({"text": text, "id": 10 + i, "tag": format!("t{i}é")}).to_string());
+        lines.push('\n');
+    }
+    std::fs::write(&prompts, lines).unwrap();
     let layers = "model.layers.0,model.layers.1.mlp";
     let common = [
         "--model",
@@ -699,6 +712,8 @@ fn activations_into_a_dataset_folder_equal_the_npz() {
         "2",
         "--layers",
         layers,
+        "--keep-keys",
+        "id,tag",
     ];
     let (npz, folder) = (d.join("acts.npz"), d.join("acts"));
     let (one, windows) = (d.join("one.jsonl"), d.join("windows.jsonl"));
@@ -709,6 +724,11 @@ fn activations_into_a_dataset_folder_equal_the_npz() {
     args.extend(["--out", arg(&windows), "--activations", arg(&folder), "--window", "2"]);
     let windowed = generate(&args);
     assert_eq!(whole, windowed, "windows of 2 prompts give what one window gives");
+    for (i, line) in whole.iter().enumerate() {
+        assert_eq!(line["sample_index"], if i < 2 { i } else { i + 1 }, "{line}");
+        assert_eq!(line["id"], 10 + i, "{line}");
+        assert_eq!(line["tag"], format!("t{i}é"), "{line}");
+    }
 
     let code = format!(
         r#"
@@ -722,6 +742,9 @@ for name in {layers:?}.split(",") + ["input_ids"]:
     report[name] = [list(f.shape) == list(rows.shape), float(np.abs(f - rows).max() / max(1.0, np.abs(rows).max()))]
 offsets = np.load({folder:?} + "/offsets.npy")
 report["offsets"] = offsets.tolist() == [0] + np.cumsum(lengths).tolist()
+for name in ["sample_index", "meta.id", "meta.tag"]:
+    f = np.load({folder:?} + "/" + name + ".npy")
+    report[name] = [a[name].tolist(), f.tolist(), str(a[name].dtype), str(f.dtype)]
 print(json.dumps(report))
 "#,
         npz = arg(&npz),
@@ -742,6 +765,23 @@ print(json.dumps(report))
         assert!(diff <= limit, "{name}: values differ by {diff}, {report}");
     }
     assert_eq!(report["offsets"], true, "{report}");
+    assert_eq!(
+        report["sample_index"],
+        serde_json::json!([[0, 1, 3, 4, 5], [0, 1, 3, 4, 5], "int64", "int64"])
+    );
+    assert_eq!(
+        report["meta.id"],
+        serde_json::json!([[10, 11, 12, 13, 14], [10, 11, 12, 13, 14], "int64", "int64"])
+    );
+    assert_eq!(
+        report["meta.tag"],
+        serde_json::json!([
+            ["t0é", "t1é", "t2é", "t3é", "t4é"],
+            ["t0é", "t1é", "t2é", "t3é", "t4é"],
+            "<U3",
+            "<U3"
+        ])
+    );
 
     // A folder already there: refused without --overwrite (nothing changes), replaced with it.
     let mut args = vec!["generate"];
