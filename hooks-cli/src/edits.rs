@@ -36,7 +36,8 @@ pub struct EditArgs {
     #[arg(long, value_name = "LAYER@F[:POSITIONS]")]
     pub scale: Vec<String>,
     /// Add SCALE x VEC to LAYER's output (steering); VEC.npy holds a float32 vector of the
-    /// layer's width. POSITIONS limits it to some tokens, as Python indexes and slices of each
+    /// layer's width (or VEC is `DIRS.npz:KEY`, one array of an .npz, such as a direction that
+    /// `hooks probe --directions` wrote). POSITIONS limits it to some tokens, as Python indexes and slices of each
     /// sample counted from 0 (`-1` its last token, `3:` the fourth on, `0,-1`); in `generate` they run
     /// over the prompt and then the generated tokens, negatives counting from the prompt's end.
     /// Repeatable.
@@ -189,11 +190,21 @@ impl Edits {
             ))
         })?;
         let (scale, positions) = number_and_positions(spec, "--steer", tail, usage)?;
-        let path = PathBuf::from(file.trim());
-        let vector = read_vector(&path, "--steer")?;
+        // `DIRS.npz:KEY`: one array of an .npz (a `hooks probe --directions` file, say).
+        let (path, key) = match file.trim().split_once(".npz:") {
+            Some((stem, key)) => (PathBuf::from(format!("{stem}.npz")), Some(key.to_owned())),
+            None => (PathBuf::from(file.trim()), None),
+        };
+        let vector = match &key {
+            Some(key) => read_npz_vector(&path, key, "--steer")?,
+            None => read_vector(&path, "--steer")?,
+        };
         self.vectors
             .push(("--steer", layer.to_owned(), vector.size()[0], path.clone()));
-        let record = json!({"steer": layer, "scale": scale, "vector": file_record(&path)?});
+        let mut record = json!({"steer": layer, "scale": scale, "vector": file_record(&path)?});
+        if let Some(key) = key {
+            record["key"] = json!(key);
+        }
         let intervention = Intervention::add(vector, scale);
         self.push(layer, intervention, record, positions, format!("--steer {spec}"));
         Ok(())
@@ -476,6 +487,41 @@ fn read_vector(path: &Path, flag: &str) -> Result<Tensor, CliError> {
         return Err(bad("holds values that are not finite".into()));
     }
     Ok(vector)
+}
+
+/// Array `key` of the `.npz` at `path`, checked as [`read_vector`] checks a `.npy`: a float32
+/// vector (a binary probe's direction from `hooks probe --directions`).
+fn read_npz_vector(path: &Path, key: &str, flag: &str) -> Result<Tensor, CliError> {
+    let bad = |why: String| {
+        CliError::Input(format!(
+            "`{flag}`: `{}:{key}` {why}; give a float32 vector of the layer's width",
+            path.display()
+        ))
+    };
+    if !path.is_file() {
+        return Err(bad("does not exist".into()));
+    }
+    let arrays = hooks::load_numeric(path)?;
+    let Some(vector) = arrays.get(key) else {
+        let held: Vec<String> = arrays.names().map(|n| format!("`{n}`")).collect();
+        return Err(bad(format!("is not there (the file holds {})", held.join(", "))));
+    };
+    if vector.kind() != Kind::Float || vector.dim() != 1 || vector.numel() == 0 {
+        let why = if vector.dim() == 2 {
+            " (one row per class: pick one, `np.save(path, np.load(file)[key][row])`)"
+        } else {
+            ""
+        };
+        return Err(bad(format!(
+            "holds {} values of shape {:?}{why}",
+            crate::inspect::dtype(vector.kind()),
+            vector.size()
+        )));
+    }
+    if !bool::try_from(vector.isfinite().all()).unwrap_or(false) {
+        return Err(bad("holds values that are not finite".into()));
+    }
+    Ok(vector.shallow_clone())
 }
 
 /// A patch source: array `layer` of an `.npz` written by `hooks extract --pool none`, and the

@@ -221,6 +221,54 @@ fn probes_match_scikit_learn_on_the_same_folds() {
     let folds = Tensor::read_npy(dir.path().join("results.folds.npy")).unwrap();
     assert_eq!((folds.kind(), folds.size()), (tch::Kind::Int64, vec![240]));
 
+    // The direction steers as it stands: `--steer LAYER=DIRS.npz:LAYER@S` adds S × it to the
+    // layer's output, so the mean-pooled last block moves by exactly that.
+    ok(&hooks_cmd(&[
+        "probe",
+        "--activations",
+        a,
+        "--labels",
+        "meta.sentiment",
+        "--out",
+        c,
+        "--directions",
+        d,
+    ]));
+    let steered = dir.path().join("steered.npz");
+    let steer = format!("encoder.layer.5={d}:encoder.layer.5@3");
+    ok(&hooks_cmd(&[
+        "extract",
+        "--input",
+        input.to_str().unwrap(),
+        "--keep-keys",
+        "sentiment,topic",
+        "--layers",
+        "encoder.layer.5",
+        "--pool",
+        "mean",
+        "--steer",
+        &steer,
+        "--out",
+        steered.to_str().unwrap(),
+    ]));
+    let plain = hooks::load_numeric(&acts).unwrap();
+    let moved = hooks::load_numeric(&steered).unwrap();
+    let NpzValue::Tensor(direction) = &hooks::load_npz(&dirs)
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n == "encoder.layer.5")
+        .unwrap()
+        .1
+    else {
+        panic!()
+    };
+    let shift = moved.get("encoder.layer.5").unwrap() - plain.get("encoder.layer.5").unwrap();
+    let error = (shift - direction.unsqueeze(0) * 3.0).abs().max().double_value(&[]);
+    assert!(
+        error < 1e-5,
+        "the steered output moved by 3 × the direction, off by {error}"
+    );
+
     // Three classes: multinomial logistic and one-vs-all ridge.
     for method in ["logistic", "ridge"] {
         ok(&hooks_cmd(&[
