@@ -1225,3 +1225,65 @@ fn crash_point(point: &str, window: usize) {
         std::process::abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Activations;
+
+    /// Writes `samples` one-token samples in windows of 2, with `columns`.
+    fn write(dir: &Path, samples: usize, columns: Vec<(String, SampleColumn)>) -> Result<DatasetWriter> {
+        let mut writer = DatasetWriter::create(dir, serde_json::json!({"test": 1}), None, samples, false)?;
+        writer.set_columns(columns)?;
+        let mut first = writer.done_samples();
+        while first < samples {
+            let n = 2.min(samples - first) as i64;
+            let mut acts = Activations::new();
+            acts.insert("h", Tensor::arange(n * 3, (Kind::Float, Device::Cpu)).view([n, 3]));
+            let ids = Tensor::ones([n, 1], (Kind::Int64, Device::Cpu));
+            writer.write(&Chunk {
+                first,
+                activations: &acts,
+                input_ids: &ids,
+                attention_mask: &ids,
+            })?;
+            first += n as usize;
+        }
+        writer.finish()?;
+        Ok(writer)
+    }
+
+    /// Columns are written window by window beside the layers, read back whole, and never
+    /// listed as layers.
+    #[test]
+    fn columns_travel_beside_the_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let labels = SampleColumn::strings(vec!["a".into(), "bb".into(), "é".into()]).unwrap();
+        let columns = vec![
+            ("sample_index".to_owned(), SampleColumn::Int64(vec![0, 2, 3])),
+            ("meta.label".to_owned(), labels.clone()),
+        ];
+        write(dir.path(), 3, columns).unwrap();
+        let dataset = Dataset::open(dir.path()).unwrap();
+        assert_eq!(dataset.layers().collect::<Vec<_>>(), ["h"]);
+        assert_eq!(dataset.columns().collect::<Vec<_>>(), ["meta.label", "sample_index"]);
+        assert_eq!(
+            dataset.column("sample_index").unwrap(),
+            SampleColumn::Int64(vec![0, 2, 3])
+        );
+        assert_eq!(dataset.column("meta.label").unwrap(), labels);
+        let err = dataset.column("h").unwrap_err().to_string();
+        assert!(err.contains("no column `h`"), "{err}");
+    }
+
+    #[test]
+    fn columns_of_another_length_or_name_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = vec![("sample_index".to_owned(), SampleColumn::Int64(vec![0, 1]))];
+        let err = write(&dir.path().join("a"), 3, short).unwrap_err().to_string();
+        assert!(err.contains("has 2 values for the folder's 3 samples"), "{err}");
+        let layer = vec![("h".to_owned(), SampleColumn::Int64(vec![0, 1, 2]))];
+        let err = write(&dir.path().join("b"), 3, layer).unwrap_err().to_string();
+        assert!(err.contains("not a per-sample column's name"), "{err}");
+    }
+}
