@@ -61,7 +61,12 @@ pub struct Input {
 /// byte-order mark (as some editors save files) is not part of the first line. The JSON keys in
 /// `keep` are read into columns (every line must hold each).
 pub fn read(path: Option<&Path>, format: InputFormat, keep: &[String]) -> Result<Input, CliError> {
-    for key in keep {
+    for (i, key) in keep.iter().enumerate() {
+        if keep[..i].contains(key) {
+            return Err(CliError::Usage(format!(
+                "`--keep-keys`: `{key}` is given twice; name each key once"
+            )));
+        }
         if KEYS.contains(&key.as_str()) {
             return Err(CliError::Usage(format!(
                 "`--keep-keys {key}`: `{key}` is read as the model's input, not kept; name other keys"
@@ -135,6 +140,11 @@ fn column(key: &str, values: &[(usize, serde_json::Value)], name: &str) -> Resul
         if kind(value).is_none() {
             return Err(CliError::Input(format!(
                 "{name}, line {line}: `{key}` is {value}; a kept key holds a number, a string or a boolean on every line"
+            )));
+        }
+        if value.is_u64() && !value.is_i64() {
+            return Err(CliError::Input(format!(
+                "{name}, line {line}: `{key}` is {value}, past int64's largest value, and a float64 would not hold it exactly; write such ids as strings"
             )));
         }
     }
@@ -247,9 +257,20 @@ fn parse_line(
                 .ok_or_else(|| format!("no key `{key}`, which `--keep-keys` asks for; give it on every line"))?,
         );
     }
-    if let Some(key) = object.keys().find(|k| !KEYS.contains(&k.as_str())) {
+    let unknown: Vec<&str> = object
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !KEYS.contains(k))
+        .collect();
+    if let Some(key) = unknown.first() {
+        let (keys, named) = if unknown.len() == 1 {
+            (format!("key `{key}`"), (*key).to_owned())
+        } else {
+            let quoted: Vec<String> = unknown.iter().map(|k| format!("`{k}`")).collect();
+            (format!("keys {}", quoted.join(", ")), unknown.join(","))
+        };
         return Err(format!(
-            "unknown key `{key}`; a JSON line holds `text`, or `input_ids` with an optional `attention_mask` and `token_type_ids` (pass `--keep-keys {key}` to carry it into the output as `meta.{key}`)"
+            "unknown {keys}; a JSON line holds `text`, or `input_ids` with an optional `attention_mask` and `token_type_ids` (pass `--keep-keys {named}` to carry them into the output as `meta.KEY`)"
         ));
     }
     parse_object(&object, line_no).map(|sample| (sample, kept))
@@ -369,7 +390,7 @@ mod tests {
     fn unknown_and_conflicting_keys_are_errors_naming_the_key() {
         assert_eq!(
             parse(r#"{"txt": "x"}"#).unwrap_err(),
-            "unknown key `txt`; a JSON line holds `text`, or `input_ids` with an optional `attention_mask` and `token_type_ids` (pass `--keep-keys txt` to carry it into the output as `meta.txt`)"
+            "unknown key `txt`; a JSON line holds `text`, or `input_ids` with an optional `attention_mask` and `token_type_ids` (pass `--keep-keys txt` to carry them into the output as `meta.KEY`)"
         );
         assert!(parse(r#"{"text": "x", "input_ids": [1]}"#)
             .unwrap_err()
@@ -468,6 +489,10 @@ mod tests {
             ),
             ("{\"text\": \"a\", \"y\": null}\n", "line 1: `y` is null"),
             ("plain text\n", "line 1: the line is text"),
+            (
+                "{\"text\": \"a\", \"y\": 18446744073709551615}\n",
+                "past int64's largest value",
+            ),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = read(Some(&path), InputFormat::Auto, &["y".to_owned()])
@@ -479,6 +504,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("read as the model's input"), "{err}");
+        let twice = ["y".to_owned(), "y".to_owned()];
+        let err = read(Some(&path), InputFormat::Auto, &twice).unwrap_err().to_string();
+        assert!(err.contains("`y` is given twice"), "{err}");
+        std::fs::write(&path, "{\"text\": \"a\", \"b\": 1, \"a\": 2}\n").unwrap();
+        let err = read(Some(&path), InputFormat::Auto, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown keys `a`, `b`") && err.contains("--keep-keys a,b"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use hooks::analysis::{self, Control, Labels, Method, ProbeOptions, ProbeReport};
 use hooks::{Dataset, NpzArray, NpzValue, SampleColumn};
 use tch::{Kind, Tensor};
 
-use crate::compare::{file_name, one_kind, quote, read_input, temp_beside, write_atomic, RowKind};
+use crate::compare::{file_name, quote, read_input, temp_beside, write_atomic, RowKind};
 use crate::error::CliError;
 use crate::lineplot::LinePlot;
 
@@ -39,18 +39,19 @@ pub struct ProbeArgs {
     /// class means, thresholded at their midpoint).
     #[arg(long, value_enum, default_value_t = MethodArg::Logistic)]
     method: MethodArg,
-    /// Folds of the stratified cross-validation.
+    /// Folds of the stratified cross-validation (token rows: a sample's tokens stay in one
+    /// fold).
     #[arg(long, default_value_t = 5, value_name = "K", value_parser = clap::value_parser!(u32).range(2..))]
     folds: u32,
     /// The seed of the folds and of the control task's labels.
     #[arg(long, default_value_t = 0, value_name = "S")]
     seed: u64,
-    /// `logistic`: the inverse regularisation strength (sklearn's C).
-    #[arg(long = "C", default_value_t = 1.0, value_name = "C")]
-    c: f64,
-    /// `ridge`: the regularisation strength (sklearn's alpha).
-    #[arg(long, default_value_t = 1.0, value_name = "A")]
-    alpha: f64,
+    /// `logistic`: the inverse regularisation strength (sklearn's C). [default: 1]
+    #[arg(long = "C", value_name = "C", allow_negative_numbers = true)]
+    c: Option<f64>,
+    /// `ridge`: the regularisation strength (sklearn's alpha). [default: 1]
+    #[arg(long, value_name = "A", allow_negative_numbers = true)]
+    alpha: Option<f64>,
     /// A control task on the same folds (Hewitt & Liang, 2019): shuffle (the labels permuted
     /// by the seed) or type (token-level: each token type gets a fixed random label).
     /// Adds control_accuracy and selectivity = accuracy − control_accuracy.
@@ -89,18 +90,28 @@ const CHUNK_ROWS: i64 = 16_384;
 
 /// Runs `hooks probe`.
 pub fn run(args: &ProbeArgs) -> Result<(), CliError> {
+    let (c, alpha) = (args.c.unwrap_or(1.0), args.alpha.unwrap_or(1.0));
     let method = match args.method {
-        MethodArg::Logistic if !(args.c.is_finite() && args.c > 0.0) => {
-            return Err(CliError::Usage(format!("`--C {}`: give a positive number", args.c)))
+        _ if args.c.is_some() && args.method != MethodArg::Logistic => {
+            return Err(CliError::Usage(
+                "`--C` applies to `--method logistic`; leave it out, or use --alpha for ridge".into(),
+            ))
         }
-        MethodArg::Ridge if !(args.alpha.is_finite() && args.alpha >= 0.0) => {
+        _ if args.alpha.is_some() && args.method != MethodArg::Ridge => {
+            return Err(CliError::Usage(
+                "`--alpha` applies to `--method ridge`; leave it out, or use --C for logistic".into(),
+            ))
+        }
+        MethodArg::Logistic if !(c.is_finite() && c > 0.0) => {
+            return Err(CliError::Usage(format!("`--C {c}`: give a positive number")))
+        }
+        MethodArg::Ridge if !(alpha.is_finite() && alpha > 0.0) => {
             return Err(CliError::Usage(format!(
-                "`--alpha {}`: give a non-negative number",
-                args.alpha
+                "`--alpha {alpha}`: give a positive number (0 is least squares with no penalty, whose solution is not unique when features outnumber rows)"
             )))
         }
-        MethodArg::Logistic => Method::Logistic { c: args.c },
-        MethodArg::Ridge => Method::Ridge { alpha: args.alpha },
+        MethodArg::Logistic => Method::Logistic { c },
+        MethodArg::Ridge => Method::Ridge { alpha },
         MethodArg::MeanDiff => Method::MeanDiff,
     };
     check_outputs(args)?;
@@ -112,7 +123,13 @@ pub fn run(args: &ProbeArgs) -> Result<(), CliError> {
             args.activations.display()
         )));
     }
-    one_kind(&input, None)?;
+    let sample = input.layers.iter().find(|(_, _, k)| *k == RowKind::Samples);
+    let token = input.layers.iter().find(|(_, _, k)| *k == RowKind::Tokens);
+    if let (Some((s, _, _)), Some((t, _, _))) = (sample, token) {
+        return Err(CliError::Input(format!(
+            "`{s}` has one row per sample (pooled) and `{t}` one per token, and one set of labels cannot fit both; probe layers of one kind (pick them with --layers)"
+        )));
+    }
     let tokens = input.layers.iter().any(|(_, _, k)| *k == RowKind::Tokens);
     let rows = input.layers[0].1.rows();
     let labels = read_labels(&args.labels, &args.activations, tokens, rows)?;
@@ -124,7 +141,18 @@ pub fn run(args: &ProbeArgs) -> Result<(), CliError> {
             shown(&labels.classes)
         )));
     }
-    let folds = analysis::stratified_folds(&labels, args.folds as usize, args.seed)?;
+    // Token rows: a sample's tokens stay in one fold, so that no sample is on both sides.
+    let folds = match (&input.lengths, tokens) {
+        (Some(lengths), true) => {
+            let groups: Vec<i64> = lengths
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &n)| std::iter::repeat_n(i as i64, usize::try_from(n).unwrap_or(0)))
+                .collect();
+            analysis::stratified_group_folds(&labels, &groups, args.folds as usize, args.seed)?
+        }
+        _ => analysis::stratified_folds(&labels, args.folds as usize, args.seed)?,
+    };
     let control = match args.control {
         None => Control::None,
         Some(ControlArg::Shuffle) => Control::Shuffle,
@@ -200,8 +228,10 @@ pub fn run(args: &ProbeArgs) -> Result<(), CliError> {
         temp.persist(&path)
             .map_err(|e| CliError::Usage(format!("cannot write `{}`: {}", path.display(), e.error)))?;
     }
+    // The first of the best, when layers tie.
     let best = reports
         .iter()
+        .rev()
         .max_by(|a, b| a.1.accuracy.total_cmp(&b.1.accuracy))
         .map(|(n, r)| format!("; best `{n}` at {:.3}", r.accuracy))
         .unwrap_or_default();
@@ -263,7 +293,22 @@ fn check_outputs(args: &ProbeArgs) -> Result<(), CliError> {
     .chain(std::iter::once(("the folds file", folds.as_path())))
     .collect();
     let label_file = Path::new(&args.labels);
+    // A file inside the input folder (a dataset folder's arrays) is an input too.
+    let inside = |out: &Path| {
+        args.activations.is_dir()
+            && out
+                .parent()
+                .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+                .is_some_and(|p| same(p, &args.activations))
+    };
     for (i, (flag, out)) in outputs.iter().enumerate() {
+        if inside(out) {
+            return Err(CliError::Usage(format!(
+                "`{flag}` is `{}`, inside the input folder `{}`, whose files it could overwrite; write outside it",
+                out.display(),
+                args.activations.display()
+            )));
+        }
         if same(out, &args.activations) || same(out, label_file) {
             return Err(CliError::Usage(format!(
                 "`{flag}` is `{}`, an input, which it would overwrite; write to another file",
@@ -332,22 +377,36 @@ fn read_labels(spec: &str, activations: &Path, tokens: bool, rows: i64) -> Resul
 
 /// The column `name` (`meta.KEY`) of an `.npz` or a dataset folder.
 fn meta_column(activations: &Path, name: &str) -> Result<SampleColumn, CliError> {
+    let missing = |held: Vec<String>| {
+        let held: Vec<String> = held
+            .into_iter()
+            .filter(|n| n.starts_with(hooks::META_PREFIX))
+            .map(|n| format!("`{n}`"))
+            .collect();
+        CliError::Input(format!(
+            "`{}` has no array `{name}` (its labels: {})",
+            activations.display(),
+            if held.is_empty() {
+                "none".to_owned()
+            } else {
+                held.join(", ")
+            }
+        ))
+    };
     if activations.is_dir() {
         let dataset = Dataset::open(activations)?;
         if dataset.columns().all(|c| c != name) {
-            return Err(CliError::Input(format!(
-                "`{}` has no array `{name}`",
-                activations.display()
-            )));
+            return Err(missing(dataset.columns().map(str::to_owned).collect()));
         }
         return Ok(dataset.column(name)?);
     }
     let arrays = hooks::load_npz(activations)?;
+    let held: Vec<String> = arrays.iter().map(|(n, _)| n.clone()).collect();
     let value = arrays
         .into_iter()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v)
-        .ok_or_else(|| CliError::Input(format!("`{}` has no array `{name}`", activations.display())))?;
+        .ok_or_else(|| missing(held))?;
     match value {
         NpzValue::Strings { strings, .. } => Ok(SampleColumn::strings(strings)?),
         NpzValue::Tensor(t) => tensor_labels(&t).map(|v| SampleColumn::strings(v).map_err(CliError::from))?,
@@ -401,7 +460,9 @@ fn read_label_file(path: &Path) -> Result<Vec<String>, CliError> {
     }
     let bytes = std::fs::read(path).map_err(|e| CliError::Input(format!("cannot read {name}: {e}")))?;
     let lines = crate::input::non_blank_lines(&bytes, &name)?;
-    if let Some(blank) = lines.blank.first() {
+    // Blank lines at the end are no labels; one among the labels is a mistake.
+    let last = lines.lines.last().map_or(0, |(n, _)| *n);
+    if let Some(blank) = lines.blank.iter().find(|&&b| b < last) {
         return Err(CliError::Input(format!(
             "{name}, line {blank}: blank; give one label on every line"
         )));

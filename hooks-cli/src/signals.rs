@@ -75,7 +75,7 @@ impl Interrupt {
             Err(e) => Err(e.into()),
             Ok(Outcome::AlreadyComplete { samples }) => {
                 out!(
-                    "`{}` is already complete ({samples} samples); nothing to do (pass --overwrite to extract again)",
+                    "`{}` is already complete ({samples} samples) for this same request, which would write the same bytes again; nothing to do",
                     out.display()
                 )?;
                 Ok(())

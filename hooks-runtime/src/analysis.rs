@@ -45,7 +45,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::dataset::ArrayReader;
 use crate::error::{Error, Result};
-pub use crate::probe::{probe, stratified_folds, Control, Labels, Method, ProbeOptions, ProbeReport};
+pub use crate::probe::{
+    probe, stratified_folds, stratified_group_folds, Control, Labels, Method, ProbeOptions, ProbeReport,
+};
 use crate::select::{glob_match, unknown};
 
 /// The rows of one layer's activations, read a range at a time: a tensor `[n, ...]` in memory,

@@ -215,6 +215,88 @@ pub fn stratified_folds(labels: &Labels, k: usize, seed: u64) -> Result<Vec<i64>
     Ok(folds)
 }
 
+/// Each row's fold, `0..k`, keeping every group's rows (a sample's tokens) in one fold, so that
+/// no sample has tokens on both sides of a split; stratified as far as the groups allow, as
+/// scikit-learn's `StratifiedGroupKFold(shuffle=True)` does it: the groups, shuffled by `seed`
+/// and then taken those with the most uneven labels first, each go to the fold that keeps every
+/// class's share across folds most even (ties: the smaller fold). `groups` holds each row's
+/// group id.
+///
+/// # Errors
+///
+/// As [`stratified_folds`], and [`Error::InvalidArgument`] for `groups` of another length, or a
+/// class whose rows lie in fewer groups than `k` (some fold would lack it).
+pub fn stratified_group_folds(labels: &Labels, groups: &[i64], k: usize, seed: u64) -> Result<Vec<i64>> {
+    check_labels(labels, k)?;
+    let bad = |reason: String| Error::InvalidArgument { name: "labels", reason };
+    if groups.len() != labels.len() {
+        return Err(bad(format!("{} group ids for {} rows", groups.len(), labels.len())));
+    }
+    let classes = labels.classes.len();
+    // Each group's rows and class counts, in order of first appearance.
+    let mut index: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    let mut counts: Vec<Vec<f64>> = Vec::new();
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    for (row, (&group, &code)) in groups.iter().zip(&labels.codes).enumerate() {
+        let g = *index.entry(group).or_insert_with(|| {
+            counts.push(vec![0.0; classes]);
+            members.push(Vec::new());
+            counts.len() - 1
+        });
+        counts[g][code as usize] += 1.0;
+        members[g].push(row);
+    }
+    for class in 0..classes {
+        let holding = counts.iter().filter(|c| c[class] > 0.0).count();
+        if holding < k {
+            return Err(bad(format!(
+                "class `{}` lies in {holding} sample(s), fewer than the {k} folds, and a sample's tokens stay in one fold; use fewer folds or more samples",
+                labels.classes[class]
+            )));
+        }
+    }
+    let mut order: Vec<usize> = (0..counts.len()).collect();
+    shuffle(&mut order, &mut ChaCha8Rng::seed_from_u64(seed));
+    let spread = |c: &[f64]| {
+        let mean = c.iter().sum::<f64>() / c.len() as f64;
+        (c.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / c.len() as f64).sqrt()
+    };
+    // A stable sort keeps the shuffled order among groups of equal spread.
+    order.sort_by(|&a, &b| spread(&counts[b]).total_cmp(&spread(&counts[a])));
+    let totals: Vec<f64> = (0..classes).map(|c| counts.iter().map(|g| g[c]).sum()).collect();
+    let mut per_fold = vec![vec![0.0; classes]; k];
+    let mut folds = vec![0i64; labels.len()];
+    for g in order {
+        let mut best: Option<(f64, f64, usize)> = None;
+        for f in 0..k {
+            for c in 0..classes {
+                per_fold[f][c] += counts[g][c];
+            }
+            let unevenness = (0..classes)
+                .map(|c| spread(&per_fold.iter().map(|fold| fold[c] / totals[c]).collect::<Vec<_>>()))
+                .sum::<f64>()
+                / classes as f64;
+            for c in 0..classes {
+                per_fold[f][c] -= counts[g][c];
+            }
+            let size: f64 = per_fold[f].iter().sum();
+            let better =
+                best.is_none_or(|(u, s, _)| unevenness < u - 1e-12 || ((unevenness - u).abs() <= 1e-12 && size < s));
+            if better {
+                best = Some((unevenness, size, f));
+            }
+        }
+        let f = best.map_or(0, |(_, _, f)| f);
+        for c in 0..classes {
+            per_fold[f][c] += counts[g][c];
+        }
+        for &row in &members[g] {
+            folds[row] = f as i64;
+        }
+    }
+    Ok(folds)
+}
+
 fn check_labels(labels: &Labels, k: usize) -> Result<()> {
     let bad = |reason: String| Error::InvalidArgument { name: "labels", reason };
     if k < 2 {
@@ -354,6 +436,15 @@ pub fn probe(features: &Tensor, labels: &Labels, folds: &[i64], options: &ProbeO
                     .double_value(&[]),
             );
             if classes == 2 {
+                let positives = y_test.sum(Kind::Int64).int64_value(&[]);
+                if positives == 0 || positives == y_test.size()[0] {
+                    return Err(Error::InvalidArgument {
+                        name: "folds",
+                        reason: format!(
+                            "the test rows of fold {fold} hold one class, so its AUROC is undefined; use fewer folds"
+                        ),
+                    });
+                }
                 aurocs.push(auroc(
                     &Vec::<f64>::try_from(scores.squeeze_dim(1).to_device(Device::Cpu))?,
                     &Vec::<i64>::try_from(y_test.to_device(Device::Cpu))?,
@@ -774,6 +865,41 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("two classes"));
+    }
+
+    /// A group's rows share a fold; every fold holds every class; sizes stay close.
+    #[test]
+    fn group_folds_keep_each_sample_whole() {
+        // 40 samples of 3 to 7 tokens, each token labelled by its position's parity.
+        let (mut groups, mut values) = (Vec::new(), Vec::new());
+        for sample in 0..40i64 {
+            for t in 0..(3 + sample % 5) {
+                groups.push(sample);
+                values.push((t % 2).to_string());
+            }
+        }
+        let labels = Labels::new(&values);
+        let folds = stratified_group_folds(&labels, &groups, 5, 3).unwrap();
+        for (i, g) in groups.iter().enumerate() {
+            let first = groups.iter().position(|x| x == g).unwrap();
+            assert_eq!(folds[i], folds[first], "sample {g} is split across folds");
+        }
+        let mut sizes = [0usize; 5];
+        let mut ones = [0usize; 5];
+        for (f, c) in folds.iter().zip(&labels.codes) {
+            sizes[*f as usize] += 1;
+            ones[*f as usize] += *c as usize;
+        }
+        assert!(
+            sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 8,
+            "{sizes:?}"
+        );
+        assert!(ones.iter().all(|&n| n > 0), "{ones:?}");
+        assert_eq!(folds, stratified_group_folds(&labels, &groups, 5, 3).unwrap());
+        let err = stratified_group_folds(&labels, &groups[..groups.len() - 1], 5, 3).unwrap_err();
+        assert!(err.to_string().contains("group ids for"), "{err}");
+        let err = stratified_group_folds(&labels, &groups, 41, 3).unwrap_err().to_string();
+        assert!(err.contains("fewer than the 41 folds"), "{err}");
     }
 
     /// Hand-computed: scores 0.1 0.4 0.35 0.8 for truth 0 0 1 1 → 0.75; a tie counts one half.
