@@ -13,7 +13,8 @@
 //!   1e-30) is scaled up like any other, and its raw-space coefficient can dominate a direction:
 //!   `mean-diff` has no such scaling.
 //! - **Unbalanced folds.** Folds are stratified: each class is shuffled by the seed and dealt
-//!   round the folds ([`stratified_folds`]).
+//!   round the folds ([`stratified_folds`]). Token rows keep each sample's tokens in one fold
+//!   ([`stratified_group_folds`]): tokens share their context, which would otherwise leak.
 //! - **No control.** A control task ([`Control`]) runs on the same folds: selectivity is the
 //!   accuracy minus the control's.
 //! - **A direction in the wrong space.** [`ProbeReport::direction`] is mapped back to the raw
@@ -24,7 +25,9 @@
 //! - `Logistic { c }`: scikit-learn's `LogisticRegression(C=c)` objective, `C · Σ loss +
 //!   ½‖W‖²` with the intercept unpenalised; binary with one coefficient vector for two classes,
 //!   multinomial (softmax, one row per class) for more. Solved by Newton's method with a
-//!   backtracking line search to the optimum (not to lbfgs' tolerance).
+//!   backtracking line search to the optimum (not to lbfgs' tolerance): the gradient in f64, the
+//!   Hessian accumulated in f32 and kept while steps with it converge, each fold started from
+//!   the fit on every row.
 //! - `Ridge { alpha }`: `RidgeClassifier(alpha)`: least squares on ±1 targets (one column per
 //!   class, one for two classes) with an intercept, in closed form.
 //! - `MeanDiff`: the mass-mean probe of Marks & Tegmark (2023, "The Geometry of Truth"): the
