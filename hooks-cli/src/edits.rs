@@ -476,9 +476,19 @@ fn read_vector(path: &Path, flag: &str) -> Result<Tensor, CliError> {
         return Err(bad("does not exist".into()));
     }
     let vector = Tensor::read_npy(path).map_err(|e| bad(format!("is not a readable .npy file ({e})")))?;
+    check_vector(vector, bad)
+}
+
+/// `vector` if it is a non-empty float32 vector of finite values; otherwise `bad(why)`.
+fn check_vector(vector: Tensor, bad: impl Fn(String) -> CliError) -> Result<Tensor, CliError> {
     if vector.kind() != Kind::Float || vector.dim() != 1 || vector.numel() == 0 {
+        let why = if vector.dim() == 2 {
+            " (one row per class, as a multi-class probe's directions: save the row wanted as its own vector)"
+        } else {
+            ""
+        };
         return Err(bad(format!(
-            "holds {} values of shape {:?}",
+            "holds {} values of shape {:?}{why}",
             crate::inspect::dtype(vector.kind()),
             vector.size()
         )));
@@ -506,22 +516,7 @@ fn read_npz_vector(path: &Path, key: &str, flag: &str) -> Result<Tensor, CliErro
         let held: Vec<String> = arrays.names().map(|n| format!("`{n}`")).collect();
         return Err(bad(format!("is not there (the file holds {})", held.join(", "))));
     };
-    if vector.kind() != Kind::Float || vector.dim() != 1 || vector.numel() == 0 {
-        let why = if vector.dim() == 2 {
-            " (one row per class: pick one, `np.save(path, np.load(file)[key][row])`)"
-        } else {
-            ""
-        };
-        return Err(bad(format!(
-            "holds {} values of shape {:?}{why}",
-            crate::inspect::dtype(vector.kind()),
-            vector.size()
-        )));
-    }
-    if !bool::try_from(vector.isfinite().all()).unwrap_or(false) {
-        return Err(bad("holds values that are not finite".into()));
-    }
-    Ok(vector.shallow_clone())
+    check_vector(vector.shallow_clone(), bad)
 }
 
 /// A patch source: array `layer` of an `.npz` written by `hooks extract --pool none`, and the
