@@ -29,6 +29,7 @@
 //! use hooks_runtime::analysis::{linear_cka, svcca, unbiased_cka};
 //! use tch::{Kind, Tensor};
 //!
+//! tch::manual_seed(0);
 //! let x = Tensor::randn([200, 16], (Kind::Float, tch::Device::Cpu));
 //! // A rotation and a scale leave CKA at 1.
 //! let q = Tensor::linalg_qr(&Tensor::randn([16, 16], (Kind::Float, tch::Device::Cpu)), "reduced").0;

@@ -41,7 +41,8 @@
 //! use hooks_runtime::analysis::{probe, stratified_folds, Control, Labels, Method, ProbeOptions};
 //! use tch::{Device, Kind, Tensor};
 //!
-//! // Two classes apart along the first feature.
+//! // Two classes apart along the first feature (seeded: the bounds below hold for 200 seeds).
+//! tch::manual_seed(0);
 //! let y: Vec<i64> = (0..100).map(|i| i % 2).collect();
 //! let x = Tensor::randn([100, 8], (Kind::Float, Device::Cpu));
 //! let x = x + Tensor::from_slice(&y).to_kind(Kind::Float).unsqueeze(1) * Tensor::from_slice(&[4.0f32, 0., 0., 0., 0., 0., 0., 0.]);
@@ -49,9 +50,9 @@
 //! let folds = stratified_folds(&labels, 5, 0)?;
 //! let options = ProbeOptions { method: Method::Logistic { c: 1.0 }, control: Control::Shuffle, seed: 0 };
 //! let report = probe(&x, &labels, &folds, &options)?;
-//! assert!(report.accuracy > 0.9);
-//! assert!(report.control_accuracy.unwrap() < 0.8);
-//! assert!(report.direction.double_value(&[0]) > 0.9);
+//! assert!(report.accuracy > 0.85);
+//! assert!(report.control_accuracy.unwrap() < 0.75);
+//! assert!(report.direction.double_value(&[0]) > 0.75);
 //! # Ok::<(), hooks_runtime::Error>(())
 //! ```
 
