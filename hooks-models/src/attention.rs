@@ -153,13 +153,40 @@ pub(crate) fn attend(query: &Tensor, key: &Tensor, value: &Tensor, mask: &Mask, 
     context.view([size[0], size[1], size[2] * size[3]])
 }
 
+/// The eager attention's output from its `probabilities` `[B, heads, Tq, Tk]` and `value`
+/// `[B, heads, Tk, d]`, heads merged back: `[B, Tq, heads * d]`. The path of a soft-capped
+/// attention, which libtorch's fused kernel cannot compute.
+pub(crate) fn attend_eager(probabilities: &Tensor, value: &Tensor) -> Tensor {
+    let context = probabilities.matmul(value).transpose(1, 2).contiguous();
+    let size = context.size();
+    context.view([size[0], size[1], size[2] * size[3]])
+}
+
 /// The attention probabilities `softmax(q kᵀ · scaling + mask)`, `[B, heads, T, T]`, as
 /// transformers' `eager_attention_forward` computes them (`output_attentions=True`): the additive
 /// mask is `mask`'s, or for [`Mask::Causal`] the dtype's most negative value above the diagonal.
 /// With `softmax_in_f32` (Llama's eager attention) the softmax runs in f32 and is cast back;
 /// otherwise (BERT's, GPT-2's) in the scores' dtype. `key` has as many heads as `query`.
 pub(crate) fn probabilities(query: &Tensor, key: &Tensor, mask: &Mask, scaling: f64, softmax_in_f32: bool) -> Tensor {
+    capped_probabilities(query, key, mask, scaling, None, softmax_in_f32)
+}
+
+/// [`probabilities`] with Gemma 2's attention logit soft-cap: the scores become
+/// `tanh(scores / cap) · cap` before the mask is added (transformers' Gemma 2
+/// `eager_attention_forward`).
+pub(crate) fn capped_probabilities(
+    query: &Tensor,
+    key: &Tensor,
+    mask: &Mask,
+    scaling: f64,
+    softcap: Option<f64>,
+    softmax_in_f32: bool,
+) -> Tensor {
     let scores = query.matmul(&key.transpose(-1, -2)) * scaling;
+    let scores = match softcap {
+        Some(cap) => (scores / cap).tanh() * cap,
+        None => scores,
+    };
     let scores = match mask {
         Mask::All => scores,
         Mask::Causal => {

@@ -93,6 +93,21 @@ impl ConfigFile {
                 });
             }
         }
+        if let (Some(known), Some(object)) = (C::KNOWN_KEYS, self.json.as_object()) {
+            let unknown = object.iter().find(|(key, value)| {
+                !value.is_null() && !known.contains(&key.as_str()) && !HARMLESS_KEYS.contains(&key.as_str())
+            });
+            if let Some((key, _)) = unknown {
+                return Err(ModelError::UnsupportedConfig {
+                    path: Some(self.path.clone()),
+                    setting: format!("`{key}` is set"),
+                    hint: format!(
+                        "hooks does not read `{key}` for `{}` and does not know it to be harmless, so the model might compute something else; remove the key if it does not apply",
+                        self.model_type
+                    ),
+                });
+            }
+        }
         let config: C = serde_path_to_error::deserialize(&self.json).map_err(|e| ModelError::BadConfig {
             path: Some(self.path.clone()),
             reason: format!("`{}`: {}", e.path(), e.inner()),
@@ -109,9 +124,42 @@ pub trait ArchConfig: DeserializeOwned {
     /// The field that names the activation function (`hidden_act`, `activation_function`).
     const ACTIVATION_FIELD: &'static str;
 
+    /// Every key of `config.json` the architecture reads, or knows to change nothing it computes;
+    /// any other key (not null) is refused, naming it. `None`: not checked (the architectures
+    /// that predate the check).
+    const KNOWN_KEYS: Option<&'static [&'static str]> = None;
+
     /// Whether the forward can run with these values.
     fn check(&self) -> std::result::Result<(), Invalid>;
 }
+
+/// Keys of `config.json` that change nothing a forward computes, whatever the architecture: the
+/// file's bookkeeping, token ids, generation and training settings (dropouts are off in
+/// inference).
+const HARMLESS_KEYS: &[&str] = &[
+    "_name_or_path",
+    "architectures",
+    "attention_dropout",
+    "auto_map",
+    "bos_token_id",
+    "cache_implementation",
+    "dtype",
+    "embd_pdrop",
+    "eos_token_id",
+    "id2label",
+    "initializer_range",
+    "label2id",
+    "model_type",
+    "output_attentions",
+    "output_hidden_states",
+    "pad_token_id",
+    "resid_pdrop",
+    "return_dict",
+    "tokenizer_class",
+    "torch_dtype",
+    "transformers_version",
+    "use_cache",
+];
 
 /// Checks a config built in code (not read from a file) and the kind a model is built in.
 pub(crate) fn check_in_code(config: &impl ArchConfig, kind: Kind) -> Result<()> {

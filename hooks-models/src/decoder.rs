@@ -1,8 +1,13 @@
-//! The Llama-like decoders (Llama, Mistral, Qwen2, Qwen3, Gemma): one computation, as transformers'
+//! The Llama-like decoders (Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3, OLMo 2,
+//! Phi-3): one computation, as transformers'
 //! [`modeling_llama.py`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/llama/modeling_llama.py)
 //! writes it and the others copy it, with the differences each architecture's config
-//! resolves to (`DecoderSpec`): biases, per-head query and key norms (Qwen3), a sliding window
-//! (Mistral), `(1 + weight)` norms and scaled embeddings (Gemma). Each architecture's own file holds its config and names its model type
+//! resolves to (`DecoderSpec`): biases, query and key norms per head (Qwen3, Gemma 3) or over
+//! the full projection (OLMo 2), a sliding window on every layer (Mistral, Phi-3) or on some
+//! (Gemma 2, Gemma 3, with their own rope base on Gemma 3), `(1 + weight)` norms and scaled
+//! embeddings (the Gemmas), norms after each sublayer (Gemma 2 and 3 also before: "sandwich";
+//! OLMo 2 only after), attention and final-logit soft-caps (Gemma 2), fused projections and
+//! `longrope` (Phi-3). Each architecture's own file holds its config and names its model type
 //! (`pub type Llama = CausalLm<LlamaConfig>`).
 //!
 //! Every module sits at the path `AutoModelForCausalLM.named_modules()` gives it:
@@ -21,8 +26,8 @@ use crate::attention;
 use crate::attention::KvSlot;
 use crate::config::{self, ConfigFile};
 use crate::error::Result;
-use crate::layers::{linear, Init, RmsNorm, TokenEmbedding};
-use crate::rope::Rotation;
+use crate::layers::{linear, Init, RmsNorm, RmsStyle, TokenEmbedding};
+use crate::rope::{LongRope, Rotation};
 use crate::text_model::{
     check_inputs, check_step, has_head, load_as, residual_stream, to_usize, KvCache, Pretrained, Readout, TextModel,
 };
@@ -30,7 +35,7 @@ use crate::weights::Checkpoint;
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
 use crate::{Hook, HookPoint};
 
-pub(crate) use sealed::DecoderSpec;
+pub(crate) use sealed::{DecoderSpec, Features, NormPlacement, QkNorm};
 
 /// The configs of the Llama-like decoders: [`LlamaConfig`](crate::LlamaConfig),
 /// [`MistralConfig`](crate::MistralConfig), [`Qwen2Config`](crate::Qwen2Config),
@@ -48,6 +53,7 @@ pub(crate) mod sealed {
 
     use crate::activation::Activation;
     use crate::config::{self, Invalid};
+    use crate::layers::RmsStyle;
     use crate::rope::RopeParameters;
 
     /// Resolves a config to what the computation needs.
@@ -81,9 +87,60 @@ pub(crate) mod sealed {
         pub qk_norm: bool,
         /// Mistral's: a query attends to at most this many keys, itself included.
         pub sliding_window: Option<i64>,
-        /// Gemma's: RMS norms of `x * (1 + weight)` in f32, and embeddings scaled by `√hidden`.
-        pub gemma: bool,
+        /// The RMS norms' form; Gemma's also scales the embeddings by `√hidden`.
+        pub norm: RmsStyle,
         pub rope: RopeParameters,
+        /// What the later families add; `Features::default()` is Llama's.
+        pub features: Features,
+    }
+
+    /// Where a decoder layer's norms sit.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub enum NormPlacement {
+        /// Llama's: `input_layernorm` before the attention, `post_attention_layernorm` before the
+        /// MLP.
+        #[default]
+        Pre,
+        /// Gemma 2's and 3's: a norm before and after each sublayer (`input_layernorm`,
+        /// `post_attention_layernorm`, `pre_feedforward_layernorm`, `post_feedforward_layernorm`),
+        /// the residual added after the second.
+        Sandwich,
+        /// OLMo 2's: `post_attention_layernorm` and `post_feedforward_layernorm` on each
+        /// sublayer's output, before the residual; nothing before.
+        Post,
+    }
+
+    /// Where `q_norm` and `k_norm` normalise (with `qk_norm` on).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub enum QkNorm {
+        /// Qwen3's: each head, on `[B, T, heads, head_dim]`.
+        #[default]
+        PerHead,
+        /// Gemma 3's: each head, on `[B, heads, T, head_dim]` (after the transpose).
+        PerHeadTransposed,
+        /// OLMo 2's: the full projection `[B, T, heads × head_dim]`, before the heads split.
+        FullWidth,
+    }
+
+    /// The differences of the later families, each off by default.
+    #[derive(Debug, Clone, PartialEq, Default)]
+    pub struct Features {
+        pub norms: NormPlacement,
+        pub qk_norm: QkNorm,
+        /// Phi-3's `qkv_proj` and `gate_up_proj` in place of the separate projections.
+        pub fused: bool,
+        /// Gemma 2's and 3's: the scores are scaled by `query_pre_attn_scalar^-0.5`, not
+        /// `head_dim^-0.5`.
+        pub query_pre_attn_scalar: Option<f64>,
+        /// Gemma 2's `tanh(scores / cap) · cap` before the mask.
+        pub attn_logit_softcapping: Option<f64>,
+        /// Gemma 2's (and 3's, when set) soft-cap on the logits the model returns.
+        pub final_logit_softcapping: Option<f64>,
+        /// Which layers use `sliding_window` (`true`: sliding); `None`: every layer, when a
+        /// window is set.
+        pub sliding_layers: Option<Vec<bool>>,
+        /// Gemma 3's: the rope of the sliding layers (the others take `rope`).
+        pub local_rope: Option<RopeParameters>,
     }
 
     impl DecoderSpec {
@@ -111,10 +168,42 @@ pub(crate) mod sealed {
                     self.head_dim
                 )));
             }
+            if let Some(layers) = &self.features.sliding_layers {
+                if layers.len() != self.num_hidden_layers {
+                    return Err(Invalid::Value(format!(
+                        "`layer_types` has {} entries for {} layers",
+                        layers.len(),
+                        self.num_hidden_layers
+                    )));
+                }
+            }
+            for (name, cap) in [
+                ("attn_logit_softcapping", self.features.attn_logit_softcapping),
+                ("final_logit_softcapping", self.features.final_logit_softcapping),
+                ("query_pre_attn_scalar", self.features.query_pre_attn_scalar),
+            ] {
+                if let Some(value) = cap.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                    return Err(Invalid::Value(format!("`{name}` is {value}; it must be positive")));
+                }
+            }
             // Builds the inverse frequencies once, on the CPU, to report a bad rope type here.
-            self.rope
-                .inv_freq(self.rope.rotary_dim(self.head_dim), Device::Cpu)
-                .map(|_| ())
+            let dim = self.rope.rotary_dim(self.head_dim);
+            let _ = self.rope.inv_freq(dim, Device::Cpu)?;
+            self.rope.longrope(dim, self.max_position_embeddings, Device::Cpu)?;
+            if let Some(local) = &self.features.local_rope {
+                let _ = local.inv_freq(local.rotary_dim(self.head_dim), Device::Cpu)?;
+            }
+            Ok(())
+        }
+
+        /// Whether layer `i` attends within the sliding window.
+        pub fn is_sliding(&self, i: usize) -> bool {
+            self.sliding_window.is_some()
+                && self
+                    .features
+                    .sliding_layers
+                    .as_ref()
+                    .is_none_or(|layers| layers.get(i).copied().unwrap_or(false))
         }
     }
 }
@@ -294,11 +383,26 @@ impl<C: DecoderConfig> TextModel for CausalLm<C> {
         )?;
         let _no_grad = tch::no_grad_guard();
         let kind = self.vs.kind();
-        let mask = cache.step_mask(&positions, &valid, spec.sliding_window, kind)?;
-        let hidden = self.model.call_with(&ids, |m, ids| {
-            let rotation = Rotation::at(&m.inv_freq, &positions, kind);
-            m.run(ids, &rotation, &mask, Some(cache.slots(m.layers.len())))
-        });
+        let m = self.model.module();
+        // A row's `longrope` factors are chosen once, by its prompt's length at the prefill, and
+        // kept while it generates, so that its cached keys and new queries rotate alike.
+        let long_rows = m
+            .longrope
+            .as_ref()
+            .map(|rope| cache.rows_state(|| rope.long_rows(&valid.ne(0).sum_dim_intlist(1, false, Kind::Int64))));
+        if let (Some(rope), Some(long_rows)) = (&m.longrope, &long_rows) {
+            check_longrope_step(rope, long_rows, &positions, &valid)?;
+        }
+        let global = m.rotation_at(&positions, long_rows.as_ref(), kind);
+        let local = m.local_inv_freq.as_ref().map(|inv| Rotation::at(inv, &positions, kind));
+        let (full, sliding) = cache.step_masks(&positions, &valid, m.sliding_window, m.any_sliding(), kind)?;
+        let context = Context {
+            global: (&global, &full),
+            local: (local.as_ref().unwrap_or(&global), sliding.as_ref().unwrap_or(&full)),
+        };
+        let hidden = self
+            .model
+            .call_with(&ids, |m, ids| m.run(ids, &context, Some(cache.slots(m.layers.len()))));
         self.head_if_captured(&hidden);
         Ok(hidden)
     }
@@ -330,7 +434,7 @@ impl<C: DecoderConfig> TextModel for CausalLm<C> {
             self.model.module().norm.module(),
             "model.norm",
             head.module(),
-            None,
+            self.config.spec().features.final_logit_softcapping,
         ))
     }
 
@@ -340,92 +444,178 @@ impl<C: DecoderConfig> TextModel for CausalLm<C> {
     }
 }
 
+/// A cached step must not take a row that rotates with the short `longrope` factors past
+/// `original_max_position_embeddings`: its cached keys would need the long ones.
+fn check_longrope_step(rope: &LongRope, long_rows: &Tensor, positions: &Tensor, valid: &Tensor) -> Result<()> {
+    let limit = rope.original_max_position_embeddings;
+    let short = long_rows.logical_not().unsqueeze(1);
+    let past = positions.ge(limit).logical_and(&valid.ne(0)).logical_and(&short);
+    if past.any().int64_value(&[]) == 0 {
+        return Ok(());
+    }
+    Err(crate::error::ModelError::InvalidInput {
+        reason: format!(
+            "a sequence passes `original_max_position_embeddings` ({limit}) while decoding with the short `longrope` factors its prompt chose; hooks does not recompute the cache with the long factors as transformers does, so keep prompt and new tokens within {limit} tokens, or give a prompt longer than {limit}"
+        ),
+    })
+}
+
+/// The rotations and masks of one forward: the full-attention layers' and the sliding
+/// layers' (the same, where a model has one kind).
+struct Context<'a> {
+    global: (&'a Rotation, &'a attention::Mask),
+    local: (&'a Rotation, &'a attention::Mask),
+}
+
 /// `model`: embeddings, decoder layers and the final norm (transformers'
 /// [`LlamaModel`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/llama/modeling_llama.py)
 /// and its copies).
 #[derive(Debug, Hookable)]
 pub struct DecoderModel {
-    /// `model.embed_tokens` (Gemma's output carries the `√hidden` scale, as transformers').
+    /// `model.embed_tokens` (the Gemmas' output carries the `√hidden` scale, as transformers').
     pub embed_tokens: Hook<TokenEmbedding>,
     /// `model.layers.N`.
     pub layers: Vec<Hook<DecoderLayer>>,
     /// `model.norm`.
     pub norm: Hook<RmsNorm>,
-    /// The rotary embedding's inverse frequencies, `[head_dim / 2]` f32 (`model.rotary_emb`,
-    /// which has buffers and no parameters, so it is not a layer).
+    /// The rotary embedding's inverse frequencies, `[rotary_dim / 2]` f32 (`model.rotary_emb`,
+    /// which has buffers and no parameters, so it is not a layer); `longrope`'s short ones.
     inv_freq: Tensor,
+    /// Gemma 3's sliding layers' own frequencies.
+    local_inv_freq: Option<Tensor>,
+    /// Phi-3's `longrope`: both sets of frequencies, chosen per row.
+    longrope: Option<LongRope>,
     sliding_window: Option<i64>,
 }
 
 impl DecoderModel {
     fn new(p: nn::Path<'_>, spec: &DecoderSpec, init: Init) -> Result<Self> {
-        let inv_freq = spec
+        let invalid = |invalid: config::Invalid| invalid.into_error(None);
+        let dim = spec.rope.rotary_dim(spec.head_dim);
+        let inv_freq = spec.rope.inv_freq(dim, p.device()).map_err(invalid)?;
+        let longrope = spec
             .rope
-            .inv_freq(spec.rope.rotary_dim(spec.head_dim), p.device())
-            .map_err(|invalid| invalid.into_error(None))?;
+            .longrope(dim, spec.max_position_embeddings, p.device())
+            .map_err(invalid)?;
+        let local_inv_freq = match &spec.features.local_rope {
+            Some(local) => Some(
+                local
+                    .inv_freq(local.rotary_dim(spec.head_dim), p.device())
+                    .map_err(invalid)?,
+            ),
+            None => None,
+        };
         let layers = (0..spec.num_hidden_layers)
-            .map(|i| Hook::new(DecoderLayer::new(&p / "layers" / i, spec, init)))
+            .map(|i| Hook::new(DecoderLayer::new(&p / "layers" / i, spec, init, spec.is_sliding(i))))
             .collect();
-        let scale = spec.gemma.then(|| (spec.hidden_size as f64).sqrt());
+        let scale = (spec.norm == RmsStyle::Gemma).then(|| (spec.hidden_size as f64).sqrt());
         Ok(DecoderModel {
             embed_tokens: TokenEmbedding::new(&p / "embed_tokens", spec.vocab_size, spec.hidden_size, scale, init),
             layers,
-            norm: RmsNorm::with_style(&p / "norm", spec.hidden_size, spec.rms_norm_eps, spec.gemma),
+            norm: RmsNorm::with_style(&p / "norm", spec.hidden_size, spec.rms_norm_eps, spec.norm),
             inv_freq,
+            local_inv_freq,
+            longrope,
             sliding_window: spec.sliding_window,
         })
     }
 
+    /// Whether any layer attends within a sliding window.
+    fn any_sliding(&self) -> bool {
+        self.layers.iter().any(|layer| layer.module().sliding)
+    }
+
+    /// The full-attention layers' rotation at `positions` `[B, T]` (or `[1, T]`): with
+    /// `longrope`, each row's factors as `long_rows` `[B]` says, and its attention factor.
+    fn rotation_at(&self, positions: &Tensor, long_rows: Option<&Tensor>, kind: Kind) -> Rotation {
+        match (&self.longrope, long_rows) {
+            (Some(rope), Some(long_rows)) => {
+                Rotation::scaled(&rope.per_row(long_rows), positions, rope.attention_factor, kind)
+            }
+            _ => Rotation::at(&self.inv_freq, positions, kind),
+        }
+    }
+
     fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor, kind: Kind) -> Tensor {
-        let rotation = Rotation::new(&self.inv_freq, input_ids.size()[1], kind);
-        let mask = match self.sliding_window {
-            None => attention::causal_padding_mask(attention_mask, kind),
-            Some(window) => attention::sliding_window_mask(attention_mask, kind, window),
+        let len = input_ids.size()[1];
+        let global = match &self.longrope {
+            // Each row by its own length: its real tokens.
+            Some(rope) => {
+                let lengths = attention_mask.ne(0).sum_dim_intlist(1, false, Kind::Int64);
+                let positions = Tensor::arange(len, (Kind::Int64, input_ids.device())).unsqueeze(0);
+                self.rotation_at(&positions, Some(&rope.long_rows(&lengths)), kind)
+            }
+            None => Rotation::new(&self.inv_freq, len, kind),
         };
-        self.run(input_ids, &rotation, &mask, None)
+        let local = self.local_inv_freq.as_ref().map(|inv| Rotation::new(inv, len, kind));
+        let full = attention::causal_padding_mask(attention_mask, kind);
+        let sliding = match self.sliding_window {
+            Some(window) if self.any_sliding() => Some(attention::sliding_window_mask(attention_mask, kind, window)),
+            _ => None,
+        };
+        let context = Context {
+            global: (&global, &full),
+            local: (local.as_ref().unwrap_or(&global), sliding.as_ref().unwrap_or(&full)),
+        };
+        self.run(input_ids, &context, None)
     }
 
     /// The layers over `input_ids`, each attention appending to its cache slot when given.
-    fn run(
-        &self,
-        input_ids: &Tensor,
-        rotation: &Rotation,
-        mask: &attention::Mask,
-        slots: Option<&mut [KvSlot]>,
-    ) -> Tensor {
+    fn run(&self, input_ids: &Tensor, context: &Context<'_>, slots: Option<&mut [KvSlot]>) -> Tensor {
         let mut hidden = self.embed_tokens.forward(input_ids);
         let mut slots = slots.map(|s| s.iter_mut());
         for layer in &self.layers {
             let slot = slots.as_mut().and_then(Iterator::next);
+            let (rotation, mask) = if layer.module().sliding {
+                context.local
+            } else {
+                context.global
+            };
             hidden = layer.call_with(&hidden, |m, x| m.forward(x, rotation, mask, slot));
         }
         self.norm.forward(&hidden)
     }
 }
 
-/// `model.layers.N`: pre-norm attention and MLP, each with a residual connection (transformers'
+/// `model.layers.N`: attention and MLP, each with a residual connection and norms where
+/// [`NormPlacement`] says (transformers'
 /// [`LlamaDecoderLayer`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/llama/modeling_llama.py)
-/// and its copies).
+/// and its copies, `Gemma2DecoderLayer`, `Gemma3DecoderLayer`, `Olmo2DecoderLayer`).
 #[derive(Debug, Hookable)]
 pub struct DecoderLayer {
-    /// `...self_attn`: its output is after `o_proj`, before the residual.
+    /// `...self_attn`: its output is after `o_proj`, before any post norm and the residual.
     pub self_attn: Hook<DecoderAttention>,
-    /// `...mlp`: its output is before the residual.
+    /// `...mlp`: its output is before any post norm and the residual.
     pub mlp: Hook<DecoderMlp>,
-    /// `...input_layernorm`.
-    pub input_layernorm: Hook<RmsNorm>,
-    /// `...post_attention_layernorm`.
+    /// `...input_layernorm`: before the attention (none in OLMo 2).
+    pub input_layernorm: Option<Hook<RmsNorm>>,
+    /// `...post_attention_layernorm`: before the MLP in Llama and its copies; on the attention's
+    /// output in Gemma 2, Gemma 3 and OLMo 2 (TransformerLens' `hook_attn_out` there).
     pub post_attention_layernorm: Hook<RmsNorm>,
+    /// `...pre_feedforward_layernorm` (Gemma 2, 3): before the MLP (TransformerLens' `ln2`).
+    pub pre_feedforward_layernorm: Option<Hook<RmsNorm>>,
+    /// `...post_feedforward_layernorm` (Gemma 2, 3, OLMo 2): on the MLP's output
+    /// (TransformerLens' `hook_mlp_out` there).
+    pub post_feedforward_layernorm: Option<Hook<RmsNorm>>,
+    norms: NormPlacement,
+    /// Whether the layer attends within the sliding window.
+    sliding: bool,
 }
 
 impl DecoderLayer {
-    fn new(p: nn::Path<'_>, spec: &DecoderSpec, init: Init) -> Self {
-        let (h, eps) = (spec.hidden_size, spec.rms_norm_eps);
+    fn new(p: nn::Path<'_>, spec: &DecoderSpec, init: Init, sliding: bool) -> Self {
+        let (h, eps, style) = (spec.hidden_size, spec.rms_norm_eps, spec.norm);
+        let norm = |name: &str| RmsNorm::with_style(&p / name, h, eps, style);
+        let norms = spec.features.norms;
         DecoderLayer {
             self_attn: Hook::new(DecoderAttention::new(&p / "self_attn", spec, init)),
             mlp: Hook::new(DecoderMlp::new(&p / "mlp", spec, init)),
-            input_layernorm: RmsNorm::with_style(&p / "input_layernorm", h, eps, spec.gemma),
-            post_attention_layernorm: RmsNorm::with_style(&p / "post_attention_layernorm", h, eps, spec.gemma),
+            input_layernorm: (norms != NormPlacement::Post).then(|| norm("input_layernorm")),
+            post_attention_layernorm: norm("post_attention_layernorm"),
+            pre_feedforward_layernorm: (norms == NormPlacement::Sandwich).then(|| norm("pre_feedforward_layernorm")),
+            post_feedforward_layernorm: (norms != NormPlacement::Pre).then(|| norm("post_feedforward_layernorm")),
+            norms,
+            sliding,
         }
     }
 
@@ -436,69 +626,127 @@ impl DecoderLayer {
         mask: &attention::Mask,
         slot: Option<&mut KvSlot>,
     ) -> Tensor {
-        let normed = self.input_layernorm.forward(hidden);
-        let hidden = hidden
-            + self
-                .self_attn
-                .call_with(&normed, |m, x| m.forward(x, rotation, mask, slot));
-        let normed = self.post_attention_layernorm.forward(&hidden);
-        &hidden + self.mlp.call_with(&normed, |m, x| m.forward(x))
+        let through = |norm: &Option<Hook<RmsNorm>>, x: Tensor| match norm {
+            Some(norm) => norm.forward(&x),
+            None => x,
+        };
+        let attend = |x: &Tensor| self.self_attn.call_with(x, |m, x| m.forward(x, rotation, mask, slot));
+        match self.norms {
+            NormPlacement::Pre => {
+                let normed = through(&self.input_layernorm, hidden.shallow_clone());
+                let hidden = hidden + attend(&normed);
+                let normed = self.post_attention_layernorm.forward(&hidden);
+                &hidden + self.mlp.call_with(&normed, |m, x| m.forward(x))
+            }
+            NormPlacement::Sandwich | NormPlacement::Post => {
+                let normed = through(&self.input_layernorm, hidden.shallow_clone());
+                let hidden = hidden + self.post_attention_layernorm.forward(&attend(&normed));
+                let normed = through(&self.pre_feedforward_layernorm, hidden.shallow_clone());
+                let out = self.mlp.call_with(&normed, |m, x| m.forward(x));
+                &hidden + through(&self.post_feedforward_layernorm, out)
+            }
+        }
     }
 }
 
 /// `model.layers.N.self_attn`: grouped-query attention with rotary embeddings on queries and
 /// keys (transformers' [`LlamaAttention`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/llama/modeling_llama.py)
-/// and its copies, with their default `sdpa` attention).
+/// and its copies, with their default `sdpa` attention; Gemma 2's soft-capped attention computed
+/// as its `eager_attention_forward`, since the fused kernel has no soft-cap).
 #[derive(Debug, Hookable)]
 pub struct DecoderAttention {
-    /// `...q_proj`: `[B, T, heads × head_dim]`.
-    pub q_proj: Hook<nn::Linear>,
-    /// `...k_proj`: `[B, T, kv_heads × head_dim]`.
-    pub k_proj: Hook<nn::Linear>,
-    /// `...v_proj`: `[B, T, kv_heads × head_dim]`.
-    pub v_proj: Hook<nn::Linear>,
+    /// `...q_proj`: `[B, T, heads × head_dim]` (none in Phi-3).
+    pub q_proj: Option<Hook<nn::Linear>>,
+    /// `...k_proj`: `[B, T, kv_heads × head_dim]` (none in Phi-3).
+    pub k_proj: Option<Hook<nn::Linear>>,
+    /// `...v_proj`: `[B, T, kv_heads × head_dim]` (none in Phi-3).
+    pub v_proj: Option<Hook<nn::Linear>>,
     /// `...o_proj`: its input holds the heads' outputs side by side.
     pub o_proj: Hook<nn::Linear>,
-    /// `...q_norm` (Qwen3): each head's query normalised, `[B, T, heads, head_dim]`.
+    /// `...qkv_proj` (Phi-3): queries, keys and values side by side,
+    /// `[B, T, (heads + 2 × kv_heads) × head_dim]`.
+    pub qkv_proj: Option<Hook<nn::Linear>>,
+    /// `...q_norm` (Qwen3, Gemma 3, OLMo 2): the queries normalised, per head (Qwen3
+    /// `[B, T, heads, head_dim]`, Gemma 3 `[B, heads, T, head_dim]`) or over the full projection
+    /// (OLMo 2, `[B, T, heads × head_dim]`).
     pub q_norm: Option<Hook<RmsNorm>>,
-    /// `...k_norm` (Qwen3): each head's key normalised, `[B, T, kv_heads, head_dim]`.
+    /// `...k_norm`: the keys, as `q_norm`.
     pub k_norm: Option<Hook<RmsNorm>>,
     /// `...self_attn.attn_weights`: the attention probabilities `[B, heads, T, T]`, as
-    /// `output_attentions=True` gives them (0 on future and padding keys). Computed, unfused,
-    /// only when captured; the output always comes from the fused kernel.
+    /// `output_attentions=True` gives them (0 on future and padding keys, and outside a sliding
+    /// window). Computed, unfused, only when captured; the output comes from the fused kernel,
+    /// except under a soft-cap, where both come from one eager computation.
     pub attn_weights: HookPoint,
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
     scaling: f64,
+    qk_norm: QkNorm,
+    softcap: Option<f64>,
 }
 
 impl DecoderAttention {
     fn new(p: nn::Path<'_>, spec: &DecoderSpec, init: Init) -> Self {
         let (h, heads, kv_heads, d) = (spec.hidden_size, spec.heads, spec.kv_heads, spec.head_dim);
-        let norm = |name: &str| spec.qk_norm.then(|| RmsNorm::new(&p / name, d, spec.rms_norm_eps));
+        let features = &spec.features;
+        let norm = |name: &str, width: i64| {
+            spec.qk_norm
+                .then(|| RmsNorm::with_style(&p / name, width, spec.rms_norm_eps, spec.norm))
+        };
+        let (q_width, k_width) = match features.qk_norm {
+            QkNorm::FullWidth => (heads * d, kv_heads * d),
+            QkNorm::PerHead | QkNorm::PerHeadTransposed => (d, d),
+        };
+        let separate =
+            |name: &str, width: i64| (!features.fused).then(|| linear(&p / name, h, width, spec.qkv_bias, init));
         DecoderAttention {
-            q_proj: linear(&p / "q_proj", h, heads * d, spec.qkv_bias, init),
-            k_proj: linear(&p / "k_proj", h, kv_heads * d, spec.qkv_bias, init),
-            v_proj: linear(&p / "v_proj", h, kv_heads * d, spec.qkv_bias, init),
+            q_proj: separate("q_proj", heads * d),
+            k_proj: separate("k_proj", kv_heads * d),
+            v_proj: separate("v_proj", kv_heads * d),
             o_proj: linear(&p / "o_proj", heads * d, h, spec.o_bias, init),
-            q_norm: norm("q_norm"),
-            k_norm: norm("k_norm"),
+            qkv_proj: features
+                .fused
+                .then(|| linear(&p / "qkv_proj", h, (heads + 2 * kv_heads) * d, spec.qkv_bias, init)),
+            q_norm: norm("q_norm", q_width),
+            k_norm: norm("k_norm", k_width),
             attn_weights: HookPoint::observer(),
             heads,
             kv_heads,
             head_dim: d,
-            // transformers' `head_dim**-0.5`, in double precision too: the same bits.
-            scaling: (d as f64).powf(-0.5),
+            // transformers' `head_dim**-0.5` (Gemma 2's and 3's `query_pre_attn_scalar**-0.5`),
+            // in double precision too: the same bits.
+            scaling: features.query_pre_attn_scalar.unwrap_or(d as f64).powf(-0.5),
+            qk_norm: features.qk_norm,
+            softcap: features.attn_logit_softcapping,
         }
     }
 
-    /// `[B, T, heads × d]` → `[B, heads, T, d]`, through `norm` per head when there is one.
+    /// `[B, T, heads × d]` → `[B, heads, T, d]`, through `norm` as [`QkNorm`] says.
     fn heads_of(&self, x: &Tensor, heads: i64, norm: Option<&Hook<RmsNorm>>) -> Tensor {
         let size = x.size();
-        let x = x.view([size[0], size[1], heads, self.head_dim]);
-        let x = norm.map_or(x.shallow_clone(), |norm| norm.forward(&x));
-        x.transpose(1, 2)
+        let split = |x: &Tensor| x.view([size[0], size[1], heads, self.head_dim]);
+        let Some(norm) = norm else {
+            return split(x).transpose(1, 2);
+        };
+        match self.qk_norm {
+            QkNorm::PerHead => norm.forward(&split(x)).transpose(1, 2),
+            QkNorm::PerHeadTransposed => norm.forward(&split(x).transpose(1, 2)),
+            QkNorm::FullWidth => split(&norm.forward(x)).transpose(1, 2),
+        }
+    }
+
+    /// The queries, keys and values `[B, T, width]`, from the separate projections or Phi-3's
+    /// fused one.
+    fn project(&self, hidden: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let (q, kv) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
+        match (&self.qkv_proj, &self.q_proj, &self.k_proj, &self.v_proj) {
+            (Some(qkv), ..) => {
+                let qkv = qkv.forward(hidden);
+                (qkv.narrow(-1, 0, q), qkv.narrow(-1, q, kv), qkv.narrow(-1, q + kv, kv))
+            }
+            (None, Some(q), Some(k), Some(v)) => (q.forward(hidden), k.forward(hidden), v.forward(hidden)),
+            _ => unreachable!("built with either the fused or the separate projections"),
+        }
     }
 
     fn forward(
@@ -508,18 +756,27 @@ impl DecoderAttention {
         mask: &attention::Mask,
         slot: Option<&mut KvSlot>,
     ) -> Tensor {
-        let query = self.heads_of(&self.q_proj.forward(hidden), self.heads, self.q_norm.as_ref());
-        let key = self.heads_of(&self.k_proj.forward(hidden), self.kv_heads, self.k_norm.as_ref());
-        let value = self.heads_of(&self.v_proj.forward(hidden), self.kv_heads, None);
+        let (query, key, value) = self.project(hidden);
+        let query = self.heads_of(&query, self.heads, self.q_norm.as_ref());
+        let key = self.heads_of(&key, self.kv_heads, self.k_norm.as_ref());
+        let value = self.heads_of(&value, self.kv_heads, None);
         let (query, key) = (rotation.apply(&query), rotation.apply(&key));
         let (key, value) = attention::with_cache(slot, key, value);
         let groups = self.heads / self.kv_heads;
         let (key, value) = (repeat_kv(&key, groups), repeat_kv(&value, groups));
-        if self.attn_weights.is_capturing() {
-            self.attn_weights
-                .observe(&attention::probabilities(&query, &key, mask, self.scaling, true));
-        }
-        let context = attention::attend(&query, &key, &value, mask, self.scaling);
+        let context = if self.softcap.is_some() {
+            let probabilities = attention::capped_probabilities(&query, &key, mask, self.scaling, self.softcap, true);
+            if self.attn_weights.is_capturing() {
+                self.attn_weights.observe(&probabilities);
+            }
+            attention::attend_eager(&probabilities, &value)
+        } else {
+            if self.attn_weights.is_capturing() {
+                self.attn_weights
+                    .observe(&attention::probabilities(&query, &key, mask, self.scaling, true));
+            }
+            attention::attend(&query, &key, &value, mask, self.scaling)
+        };
         self.o_proj.forward(&context)
     }
 }
@@ -537,15 +794,18 @@ fn repeat_kv(x: &Tensor, groups: i64) -> Tensor {
         .reshape([batch, kv_heads * groups, len, d])
 }
 
-/// `model.layers.N.mlp`: `down_proj(act(gate_proj(x)) * up_proj(x))` (transformers'
+/// `model.layers.N.mlp`: `down_proj(act(gate) * up)` (transformers'
 /// [`LlamaMLP`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/llama/modeling_llama.py)
-/// and its copies).
+/// and its copies; Phi-3's `Phi3MLP`, whose `gate_up_proj` holds the gate's and the up
+/// projection's outputs side by side).
 #[derive(Debug, Hookable)]
 pub struct DecoderMlp {
-    /// `...mlp.gate_proj`.
-    pub gate_proj: Hook<nn::Linear>,
-    /// `...mlp.up_proj`.
-    pub up_proj: Hook<nn::Linear>,
+    /// `...mlp.gate_proj` (none in Phi-3).
+    pub gate_proj: Option<Hook<nn::Linear>>,
+    /// `...mlp.up_proj` (none in Phi-3).
+    pub up_proj: Option<Hook<nn::Linear>>,
+    /// `...mlp.gate_up_proj` (Phi-3): `[B, T, 2 × intermediate]`, the gate's half first.
+    pub gate_up_proj: Option<Hook<nn::Linear>>,
     /// `...mlp.down_proj`.
     pub down_proj: Hook<nn::Linear>,
     act: Activation,
@@ -553,17 +813,32 @@ pub struct DecoderMlp {
 
 impl DecoderMlp {
     fn new(p: nn::Path<'_>, spec: &DecoderSpec, init: Init) -> Self {
-        let (h, inner, bias) = (spec.hidden_size, spec.intermediate_size, spec.mlp_bias);
+        let (h, inner, bias, fused) = (
+            spec.hidden_size,
+            spec.intermediate_size,
+            spec.mlp_bias,
+            spec.features.fused,
+        );
+        let separate = |name: &str| (!fused).then(|| linear(&p / name, h, inner, bias, init));
         DecoderMlp {
-            gate_proj: linear(&p / "gate_proj", h, inner, bias, init),
-            up_proj: linear(&p / "up_proj", h, inner, bias, init),
+            gate_proj: separate("gate_proj"),
+            up_proj: separate("up_proj"),
+            gate_up_proj: fused.then(|| linear(&p / "gate_up_proj", h, 2 * inner, bias, init)),
             down_proj: linear(&p / "down_proj", inner, h, bias, init),
             act: spec.act,
         }
     }
 
     fn forward(&self, hidden: &Tensor) -> Tensor {
-        let gated = self.act.apply(&self.gate_proj.forward(hidden)) * self.up_proj.forward(hidden);
-        self.down_proj.forward(&gated)
+        let (gate, up) = match (&self.gate_up_proj, &self.gate_proj, &self.up_proj) {
+            (Some(gate_up), ..) => {
+                let both = gate_up.forward(hidden);
+                let inner = both.size()[2] / 2;
+                (both.narrow(-1, 0, inner), both.narrow(-1, inner, inner))
+            }
+            (None, Some(gate), Some(up)) => (gate.forward(hidden), up.forward(hidden)),
+            _ => unreachable!("built with either the fused or the separate projections"),
+        };
+        self.down_proj.forward(&(self.act.apply(&gate) * up))
     }
 }

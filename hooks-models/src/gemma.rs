@@ -7,7 +7,8 @@ use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::config::{ArchConfig, Invalid};
-use crate::decoder::{sealed, CausalLm, DecoderConfig, DecoderSpec};
+use crate::decoder::{sealed, CausalLm, DecoderConfig, DecoderSpec, Features};
+use crate::layers::RmsStyle;
 use crate::rope::RopeParameters;
 
 /// Gemma with its language-model head: transformers' `GemmaForCausalLM`. See [`CausalLm`] for
@@ -126,13 +127,14 @@ impl sealed::Sealed for GemmaConfig {
             mlp_bias: false,
             qk_norm: false,
             sliding_window: None,
-            gemma: true,
+            norm: RmsStyle::Gemma,
             rope: RopeParameters::resolve(
                 self.rope_parameters.as_ref(),
                 self.rope_theta,
                 self.rope_scaling.as_ref(),
                 10_000.0,
             ),
+            features: Features::default(),
         }
     }
 }

@@ -12,7 +12,7 @@ use hooks::Hookable;
 use tch::{nn, Kind, Tensor};
 
 // `hooks::Hook`; a pass-through under the `uninstrumented` feature, for the benchmark (see lib.rs).
-use crate::Hook;
+use crate::{Hook, HookPoint};
 
 /// How a new model's weights start.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -74,34 +74,49 @@ pub(crate) fn linear(p: nn::Path<'_>, input: i64, output: i64, bias: bool, init:
     Hook::new(nn::linear(p, input, output, config))
 }
 
-/// Root-mean-square layer norm over the last dimension, `[..., width]` → the same, in either of
-/// transformers' two forms:
+/// Which of transformers' RMS norms a [`RmsNorm`] computes. All three normalise in f32; they
+/// differ in where the weight multiplies and in what it stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RmsStyle {
+    /// `LlamaRMSNorm` (and its copies in Mistral, Qwen2, Qwen3, Phi-3): `weight * (x̂` cast back
+    /// to the input's dtype`)`.
+    Llama,
+    /// `GemmaRMSNorm` (Gemma, Gemma 2, Gemma 3): `x̂ * (1 + weight)` in f32, then cast back; the
+    /// stored weight is an offset from 1.
+    Gemma,
+    /// `Olmo2RMSNorm`: `weight * x̂` in f32, then cast back.
+    Olmo2,
+}
+
+/// Root-mean-square layer norm over the last dimension, `[..., width]` → the same:
+/// `x̂ = x / sqrt(mean(x²) + eps)` computed in f32, then the weight, as [`RmsStyle`] says.
 ///
-/// - `LlamaRMSNorm` (and its copies in Mistral, Qwen2, Qwen3): `weight * (x / sqrt(mean(x²) +
-///   eps))`, normalised in f32 and cast back to the input's dtype before the weight multiplies;
-/// - `GemmaRMSNorm`: `(x / sqrt(mean(x²) + eps)) * (1 + weight)`, all in f32, then cast back; the
-///   stored weight is an offset from 1.
+/// Besides its output, each norm offers the capture point `PATH.normalized`: `x̂` before the
+/// weight, in the input's dtype (TransformerLens' `lnN.hook_normalized`, which no transformers
+/// module outputs; Gemma Scope's transcoders read `ln2.hook_normalized`, the
+/// `pre_feedforward_layernorm.normalized` of Gemma 2 and 3). It is an observer: it cannot be
+/// edited.
 #[derive(Debug, Hookable)]
 pub struct RmsNorm {
     /// `[width]`.
     pub weight: Tensor,
+    /// `PATH.normalized`: `x / sqrt(mean(x²) + eps)`, the shape of the input; computed only when
+    /// captured.
+    pub normalized: HookPoint,
     eps: f64,
-    gemma: bool,
+    style: RmsStyle,
 }
 
 impl RmsNorm {
-    /// A hooked Llama-style RMS norm over `width` features: weight 1 (a checkpoint overwrites it).
-    pub(crate) fn new(p: nn::Path<'_>, width: i64, eps: f64) -> Hook<RmsNorm> {
-        Self::with_style(p, width, eps, false)
-    }
-
-    /// A hooked RMS norm, Gemma's when `gemma` (its weight starts at 0, an offset from 1).
-    pub(crate) fn with_style(p: nn::Path<'_>, width: i64, eps: f64, gemma: bool) -> Hook<RmsNorm> {
-        let start = if gemma { 0.0 } else { 1.0 };
+    /// A hooked RMS norm of `style` over `width` features: weight 1 (Gemma's 0, an offset from
+    /// 1); a checkpoint overwrites it.
+    pub(crate) fn with_style(p: nn::Path<'_>, width: i64, eps: f64, style: RmsStyle) -> Hook<RmsNorm> {
+        let start = if style == RmsStyle::Gemma { 0.0 } else { 1.0 };
         Hook::new(RmsNorm {
             weight: p.var("weight", &[width], nn::Init::Const(start)),
+            normalized: HookPoint::observer(),
             eps,
-            gemma,
+            style,
         })
     }
 }
@@ -111,10 +126,13 @@ impl nn::Module for RmsNorm {
         let hidden = xs.to_kind(Kind::Float);
         let variance = hidden.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
         let normed = hidden * (variance + self.eps).rsqrt();
-        if self.gemma {
-            (normed * (self.weight.to_kind(Kind::Float) + 1.0)).to_kind(xs.kind())
-        } else {
-            &self.weight * normed.to_kind(xs.kind())
+        if self.normalized.is_capturing() {
+            self.normalized.observe(&normed.to_kind(xs.kind()));
+        }
+        match self.style {
+            RmsStyle::Gemma => (normed * (self.weight.to_kind(Kind::Float) + 1.0)).to_kind(xs.kind()),
+            RmsStyle::Olmo2 => (self.weight.to_kind(Kind::Float) * normed).to_kind(xs.kind()),
+            RmsStyle::Llama => &self.weight * normed.to_kind(xs.kind()),
         }
     }
 }

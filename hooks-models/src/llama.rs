@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::config::{ArchConfig, Invalid};
-use crate::decoder::{sealed, CausalLm, DecoderConfig, DecoderSpec};
+use crate::decoder::{sealed, CausalLm, DecoderConfig, DecoderSpec, Features};
+use crate::layers::RmsStyle;
 use crate::rope::RopeParameters;
 
 /// Llama with its language-model head: transformers' `LlamaForCausalLM`. See [`CausalLm`] for
@@ -173,8 +174,9 @@ impl sealed::Sealed for LlamaConfig {
             mlp_bias: self.mlp_bias,
             qk_norm: false,
             sliding_window: None,
-            gemma: false,
+            norm: RmsStyle::Llama,
             rope: self.rope(),
+            features: Features::default(),
         }
     }
 }

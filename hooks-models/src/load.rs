@@ -9,10 +9,14 @@ use crate::bert::Bert;
 use crate::config::ConfigFile;
 use crate::error::{ModelError, Result};
 use crate::gemma::Gemma;
+use crate::gemma2::Gemma2;
+use crate::gemma3::Gemma3;
 use crate::gpt2::Gpt2;
 use crate::gpt_neox::GptNeox;
 use crate::llama::Llama;
 use crate::mistral::Mistral;
+use crate::olmo2::Olmo2;
+use crate::phi3::Phi3;
 use crate::qwen2::Qwen2;
 use crate::qwen3::Qwen3;
 use crate::text_model::{Pretrained, TextModel};
@@ -48,6 +52,10 @@ const ARCHITECTURES: &[Architecture] = &[
     architecture::<Qwen3>(),
     architecture::<Gemma>(),
     architecture::<GptNeox>(),
+    architecture::<Gemma2>(),
+    architecture::<Gemma3>(),
+    architecture::<Olmo2>(),
+    architecture::<Phi3>(),
 ];
 
 /// The `model_type`s of `config.json` that [`load`] loads, in the order they were added.

@@ -6,7 +6,8 @@ use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::config::{ArchConfig, Invalid};
-use crate::decoder::{sealed, CausalLm, DecoderConfig, DecoderSpec};
+use crate::decoder::{sealed, CausalLm, DecoderConfig, DecoderSpec, Features};
+use crate::layers::RmsStyle;
 use crate::rope::RopeParameters;
 
 /// Mistral with its language-model head: transformers' `MistralForCausalLM`. See [`CausalLm`] for
@@ -112,13 +113,14 @@ impl sealed::Sealed for MistralConfig {
             mlp_bias: false,
             qk_norm: false,
             sliding_window: self.sliding_window,
-            gemma: false,
+            norm: RmsStyle::Llama,
             rope: RopeParameters::resolve(
                 self.rope_parameters.as_ref(),
                 self.rope_theta,
                 self.rope_scaling.as_ref(),
                 10_000.0,
             ),
+            features: Features::default(),
         }
     }
 }

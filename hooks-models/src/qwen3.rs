@@ -6,7 +6,8 @@ use serde::Deserialize;
 
 use crate::activation::Activation;
 use crate::config::{ArchConfig, Invalid};
-use crate::decoder::{full_attention_only, sealed, CausalLm, DecoderConfig, DecoderSpec};
+use crate::decoder::{full_attention_only, sealed, CausalLm, DecoderConfig, DecoderSpec, Features};
+use crate::layers::RmsStyle;
 use crate::rope::RopeParameters;
 
 /// Qwen3 with its language-model head: transformers' `Qwen3ForCausalLM`. See [`CausalLm`] for
@@ -119,13 +120,14 @@ impl sealed::Sealed for Qwen3Config {
             mlp_bias: false,
             qk_norm: true,
             sliding_window: None,
-            gemma: false,
+            norm: RmsStyle::Llama,
             rope: RopeParameters::resolve(
                 self.rope_parameters.as_ref(),
                 self.rope_theta,
                 self.rope_scaling.as_ref(),
                 10_000.0,
             ),
+            features: Features::default(),
         }
     }
 }

@@ -136,6 +136,9 @@ pub struct KvCache {
     slots: Vec<KvSlot>,
     /// `[B, Tk]` int64: each key column's position, and `[B, Tk]` bool: whether it holds a token.
     columns: Option<(Tensor, Tensor)>,
+    /// What a model fixes per row at the prefill and keeps for the batch's life (Phi-3's choice
+    /// of `longrope` factors, `[B]` bool).
+    rows: Option<Tensor>,
 }
 
 impl KvCache {
@@ -199,6 +202,31 @@ impl KvCache {
             window,
             kind,
         ))
+    }
+
+    /// The steps's masks as [`step_mask`](Self::step_mask) makes them, for a model whose layers
+    /// attend fully and (when `any_sliding`) within `window`: `(full, sliding)`.
+    pub(crate) fn step_masks(
+        &mut self,
+        positions: &Tensor,
+        valid: &Tensor,
+        window: Option<i64>,
+        any_sliding: bool,
+        kind: Kind,
+    ) -> Result<(Mask, Option<Mask>)> {
+        let (key_positions, key_valid) = self.advance(positions, valid)?;
+        let mask = |window| attention::positions_mask(positions, &key_positions, &key_valid, window, kind);
+        let sliding = window.filter(|_| any_sliding).map(|w| mask(Some(w)));
+        Ok((mask(None), sliding))
+    }
+
+    /// The per-row state fixed at the prefill: `first()` on the first step (while the cache is
+    /// empty), the stored value after.
+    pub(crate) fn rows_state(&mut self, first: impl FnOnce() -> Tensor) -> Tensor {
+        if self.is_empty() || self.rows.is_none() {
+            self.rows = Some(first());
+        }
+        self.rows.as_ref().map_or_else(Tensor::new, Tensor::shallow_clone)
     }
 
     /// The slots of a model's `layers` attention layers, in order.

@@ -14,8 +14,8 @@ use hooks_test_support::{compare, minilm_dir, python, Comparison};
 use tch::{Device, Kind, Tensor};
 
 use reference::{
-    capture_all, capture_step, expected_layer_names, is_probabilities, layer_names_of, module_names, read_modules,
-    reference, write_inputs,
+    capture_all, capture_step, expected_layer_names, is_own_point, is_probabilities, layer_names_of, module_names,
+    read_modules, reference, write_inputs,
 };
 
 /// Three right-padded rows of different lengths (5, 3 and 1 tokens) over a vocabulary of 100.
@@ -61,7 +61,7 @@ fn random_model_parity(arch: &str, batch: fn() -> (Tensor, Tensor)) -> Option<te
     let aliases: Vec<String> = model
         .alias_names()
         .into_iter()
-        .filter(|n| !n.ends_with(hooks::INPUT_SUFFIX) && !is_probabilities(n) && n != "embed_out")
+        .filter(|n| !n.ends_with(hooks::INPUT_SUFFIX) && !is_own_point(n) && n != "embed_out")
         .collect();
     let base = modules.base_modules.as_deref().map(layer_names_of).unwrap_or_default();
     assert_eq!(aliases, base, "{arch}: aliases");
@@ -72,6 +72,14 @@ fn random_model_parity(arch: &str, batch: fn() -> (Tensor, Tensor)) -> Option<te
         &modules.attn_implementation,
         start,
     );
+    // The logits the model returns (after any final soft-cap): the readout's, from the last
+    // hidden state.
+    if let Some(readout) = model.readout() {
+        let hidden = model.forward(&ids, &mask).unwrap();
+        let mut logits = hooks::Activations::new();
+        logits.insert("__logits__", readout.logits_of_normed(&hidden));
+        let _ = compare(&logits, &capture, &mask);
+    }
     Some(tmp)
 }
 
@@ -138,7 +146,7 @@ fn random_gpt2_lm_head_has_both_classes_names() {
         let base: Vec<String> = names
             .iter()
             .filter_map(|n| n.strip_prefix("transformer."))
-            .filter(|n| !is_probabilities(n))
+            .filter(|n| !is_own_point(n))
             .map(String::from)
             .collect();
         let (ids, mask) = padded_batch();
@@ -166,8 +174,11 @@ fn random_gpt2_lm_head_has_both_classes_names() {
 /// The Llama-like decoders: grouped-query attention (3 query heads per key head), head widths
 /// that are not hidden / heads, llama3 and linear rotary scaling, tied and untied heads, every
 /// bias (Llama tied), Qwen2's query/key/value biases, Qwen3's per-head norms, Mistral's sliding
-/// window binding inside the batch, Gemma's `(1 + weight)` norms and scaled embeddings; and
-/// GPT-NeoX's partial rotary, fused projection, parallel and sequential residuals.
+/// window binding inside the batch, Gemma's `(1 + weight)` norms and scaled embeddings; Gemma 2's
+/// sandwich norms, soft-caps, alternating windows and `query_pre_attn_scalar`; Gemma 3's per-head
+/// norms after the transpose and two ropes; OLMo 2's post norms and full-width query and key
+/// norms; Phi-3's fused projections, window and `longrope` attention factor; and GPT-NeoX's
+/// partial rotary, fused projection, parallel and sequential residuals.
 #[test]
 fn random_decoders_match_transformers_on_every_layer() {
     for arch in [
@@ -177,6 +188,10 @@ fn random_decoders_match_transformers_on_every_layer() {
         "qwen2",
         "qwen3",
         "gemma",
+        "gemma2",
+        "gemma3_text",
+        "olmo2",
+        "phi3",
         "gpt_neox",
         "gpt_neox-sequential",
     ] {
@@ -280,6 +295,10 @@ fn old_form_configs_match_transformers() {
         "qwen2-oldconfig",
         "qwen3-oldconfig",
         "gemma-oldconfig",
+        "gemma2-oldconfig",
+        "gemma3_text-oldconfig",
+        "olmo2-oldconfig",
+        "phi3-oldconfig",
         "gpt_neox-sequential-oldconfig",
     ] {
         let tmp = or_skip!(random_model_parity(arch, padded_batch));
@@ -294,7 +313,97 @@ fn old_form_configs_match_transformers() {
 /// transformers loading the same file in f32.
 #[test]
 fn a_bf16_checkpoint_matches_transformers() {
-    or_skip!(random_model_parity("llama-bf16", padded_batch));
+    for arch in ["llama-bf16", "gemma3_text-bf16", "olmo2-bf16"] {
+        or_skip!(random_model_parity(arch, padded_batch));
+    }
+}
+
+/// Phi-3's `longrope` takes each row's factors by the row's own length: a row of 24 tokens
+/// (past the 16 of pre-training: the long factors) and one of 6 (the short ones), batched, each
+/// match transformers run on that row alone, on every layer. (transformers, batching them, would
+/// give the short row the long factors.)
+#[test]
+fn longrope_takes_each_rows_own_factors() {
+    let python = or_skip!(python());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("phi3-longrope");
+    let dir_s = dir.to_str().unwrap();
+    let long: Vec<i64> = (0..24).map(|t| (t * 37 + 11) % 100).collect();
+    let short: Vec<i64> = long[..6].iter().map(|t| (t + 50) % 100).collect();
+    let rows = [long.clone(), short.clone()];
+    let mut steps = vec!["build".to_owned(), "phi3-longrope".to_owned(), dir_s.to_owned()];
+    for (i, row) in rows.iter().enumerate() {
+        let ids = Tensor::from_slice(row).unsqueeze(0);
+        let inputs = tmp.path().join(format!("row{i}.npz"));
+        write_inputs(&inputs, &ids, &ids.ones_like());
+        let capture = tmp.path().join(format!("row{i}.ref.npz"));
+        steps.push("+".to_owned());
+        steps.extend(capture_step(dir_s, &inputs, &capture).map(str::to_owned));
+    }
+    reference(&python, &steps.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let model = hooks_models::load(&dir, Device::Cpu, Kind::Float).unwrap();
+    let mut padded = short.clone();
+    padded.resize(24, 0);
+    let ids = Tensor::from_slice2(&[long.as_slice(), padded.as_slice()]);
+    let mask = Tensor::from_slice2(&[[1i64; 24], std::array::from_fn(|t| i64::from(t < 6))]);
+    let ours = capture_all(&*model, &ids, &mask);
+    for (i, len) in [(0i64, 24i64), (1, 6)] {
+        let mut row = hooks::Activations::new();
+        for (name, tensor) in &ours {
+            row.insert(name, tensor.narrow(0, i, 1).narrow(1, 0, len));
+        }
+        let capture = tmp.path().join(format!("row{i}.ref.npz"));
+        let alone = Tensor::ones([1, len], (Kind::Int64, Device::Cpu));
+        report(
+            &format!("phi3 longrope, row of {len} batched"),
+            &compare(&row, &capture, &alone),
+            "sdpa",
+            Instant::now(),
+        );
+    }
+}
+
+/// Each RMS norm's `normalized` point is `x / sqrt(mean(x²) + eps)` of its input (TransformerLens'
+/// `hook_normalized`, before the weight), and the norm's output is that times its weight in the
+/// architecture's form: `(1 + w)` for Gemma 2, `w` for OLMo 2 and Llama.
+#[test]
+fn the_normalized_point_is_the_norm_before_its_weight() {
+    for (arch, norm, gemma) in [
+        ("gemma2", "model.layers.1.pre_feedforward_layernorm", true),
+        ("olmo2", "model.layers.0.post_feedforward_layernorm", false),
+        ("llama", "model.layers.1.input_layernorm", false),
+    ] {
+        let python = or_skip!(python());
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(arch);
+        reference(&python, &["build", arch, dir.to_str().unwrap()]);
+        let model = hooks_models::load(&dir, Device::Cpu, Kind::Float).unwrap();
+        let (ids, mask) = padded_batch();
+        let (input, normalized) = (format!("{norm}:input"), format!("{norm}.normalized"));
+        let store = ActivationStore::new(&*model, [input.as_str(), normalized.as_str(), norm]).unwrap();
+        store.enable();
+        let _ = model.forward(&ids, &mask).unwrap();
+        let x = store.get(&input).unwrap().to_kind(Kind::Double);
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        let eps = config["rms_norm_eps"].as_f64().unwrap();
+        let want = &x / (x.square().mean_dim(-1, true, Kind::Double) + eps).sqrt();
+        let got = store.get(&normalized).unwrap().to_kind(Kind::Double);
+        let diff = (&got - &want).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{arch} `{normalized}`: differs from x / rms(x) by {diff}");
+        let weight = Tensor::read_safetensors(dir.join("model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .find(|(name, _)| name == &format!("{norm}.weight"))
+            .unwrap()
+            .1
+            .to_kind(Kind::Double);
+        let gain = if gemma { weight + 1.0 } else { weight };
+        let out = store.get(norm).unwrap().to_kind(Kind::Double);
+        let diff = (out - want * gain).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{arch} `{norm}`: differs from normalized × gain by {diff}");
+    }
 }
 
 #[test]

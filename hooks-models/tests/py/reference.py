@@ -44,6 +44,10 @@ from transformers import (
     AutoTokenizer,
     BertConfig,
     BertModel,
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GemmaConfig,
     GemmaForCausalLM,
     GPT2Config,
@@ -55,6 +59,10 @@ from transformers import (
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    Olmo2Config,
+    Olmo2ForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
     Qwen3Config,
@@ -75,6 +83,30 @@ def gpt2_config(**overrides):
         activation_function="gelu_new",
         bos_token_id=0,
         eos_token_id=0,
+        **overrides,
+    )
+
+
+def phi3_config(**overrides):
+    """The small Phi-3 with longrope every `phi3` case builds, with `overrides`."""
+    return Phi3Config(
+        vocab_size=100,
+        hidden_size=64,
+        intermediate_size=80,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        rope_parameters={
+            "rope_type": "longrope",
+            "rope_theta": 10000.0,
+            "partial_rotary_factor": 0.75,
+            "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5],
+            "long_factor": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0],
+        },
         **overrides,
     )
 
@@ -191,6 +223,70 @@ CONFIGS = {
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         )
     ),
+    # Three layers: sliding, full, sliding (the default alternation), a window of 3 keys within the
+    # test's 5 tokens; head_dim 16 with hidden 48 and 4 heads, query_pre_attn_scalar 20 (not
+    # head_dim); both soft-caps small enough to bind on these scores and logits; a tied head.
+    "gemma2": lambda: Gemma2ForCausalLM(
+        Gemma2Config(
+            vocab_size=100,
+            hidden_size=48,
+            intermediate_size=72,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=64,
+            query_pre_attn_scalar=20,
+            sliding_window=3,
+            attn_logit_softcapping=1.0,
+            final_logit_softcapping=2.0,
+            rope_parameters={"rope_type": "default", "rope_theta": 5000.0},
+        )
+    ),
+    # Gemma 3's text decoder: layers sliding, full, sliding, with a rope each (the global one
+    # scaled), per-head query and key norms, an untied head and a final soft-cap.
+    "gemma3_text": lambda: Gemma3ForCausalLM(
+        Gemma3TextConfig(
+            vocab_size=100,
+            hidden_size=48,
+            intermediate_size=72,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=64,
+            query_pre_attn_scalar=24,
+            sliding_window=3,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            final_logit_softcapping=2.0,
+            tie_word_embeddings=False,
+            rope_parameters={
+                "full_attention": {"rope_type": "linear", "rope_theta": 50000.0, "factor": 2.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 1000.0},
+            },
+        )
+    ),
+    # Norms after each sublayer only; the query and key norms over the full projections.
+    "olmo2": lambda: Olmo2ForCausalLM(
+        Olmo2Config(
+            vocab_size=100,
+            hidden_size=48,
+            intermediate_size=80,
+            num_hidden_layers=2,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            rope_parameters={"rope_type": "default", "rope_theta": 20000.0},
+        )
+    ),
+    # Fused projections, three quarters of each 16-wide head rotating, a window of 3 keys on
+    # every layer, and longrope: the tests' rows and generations stay within
+    # original_max_position_embeddings (the short factors; `phi3-longrope` takes rows past it),
+    # with the attention factor sqrt(1 + ln 2 / ln 32) on cos and sin.
+    "phi3": lambda: Phi3ForCausalLM(phi3_config(sliding_window=3, original_max_position_embeddings=32)),
+    # Without a window, pre-trained on 16 tokens: rows of up to 24 take the long factors, and the
+    # attention factor is sqrt(1 + ln 4 / ln 16).
+    "phi3-longrope": lambda: Phi3ForCausalLM(phi3_config(original_max_position_embeddings=16)),
     # Parallel residual, a quarter of each 16-wide head rotating.
     "gpt_neox": lambda: GPTNeoXForCausalLM(
         GPTNeoXConfig(
@@ -219,7 +315,7 @@ CONFIGS = {
 }
 
 # The `model_type`s whose names are `AutoModelForCausalLM`'s (`model.layers.0...`, `lm_head`).
-CAUSAL_LM = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gpt_neox"}
+CAUSAL_LM = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gpt_neox", "gemma2", "gemma3_text", "olmo2", "phi3"}
 
 
 def build(arch, out_dir):
@@ -250,9 +346,32 @@ def to_old_config(path):
     GPT-NeoX's `rotary_pct` and `rotary_emb_base`. transformers reads both forms alike."""
     with open(path) as f:
         config = json.load(f)
-    rope = dict(config.pop("rope_parameters"))
     if "dtype" in config:
         config["torch_dtype"] = config.pop("dtype")
+    if config["model_type"] == "gemma3_text":
+        # The Hub's Gemma 3 form: the global rope's base and scaling at the top, the local base as
+        # `rope_local_base_freq`, and `sliding_window_pattern` instead of `layer_types`.
+        config.pop("_sliding_window_pattern", None)
+        ropes = config.pop("rope_parameters")
+        full, local = dict(ropes["full_attention"]), ropes["sliding_attention"]
+        config["rope_theta"] = full.pop("rope_theta")
+        config["rope_local_base_freq"] = local["rope_theta"]
+        if full.pop("rope_type") != "default":
+            config["rope_scaling"] = {"rope_type": "linear", **full}
+        types = config.pop("layer_types")
+        assert types == ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(len(types))]
+        config["sliding_window_pattern"] = 2
+        with open(path, "w") as f:
+            json.dump(config, f, indent=2)
+        return
+    if config["model_type"] == "gemma2":
+        # The Hub's Gemma 2 configs predate `layer_types` (the alternation is the default) and
+        # carry `hidden_act` beside `hidden_activation`.
+        types = config.pop("layer_types")
+        assert types == ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(len(types))]
+        config["hidden_act"] = config["hidden_activation"]
+        config["cache_implementation"] = "hybrid"
+    rope = dict(config.pop("rope_parameters"))
     theta = rope.pop("rope_theta")
     fraction = rope.pop("partial_rotary_factor", None)
     if config["model_type"] == "gpt_neox":
@@ -260,6 +379,11 @@ def to_old_config(path):
         config["rotary_pct"] = fraction if fraction is not None else 1.0
     else:
         config["rope_theta"] = theta
+        if fraction is not None and fraction != 1.0:
+            config["partial_rotary_factor"] = fraction
+    if config["model_type"] == "phi3":
+        # Phi-3 keeps the pre-training length at the top level.
+        rope.pop("original_max_position_embeddings", None)
     rope_type = rope.pop("rope_type")
     if rope_type != "default":
         config["rope_scaling"] = {"type": rope_type, **rope}
@@ -319,7 +443,10 @@ def capture(model_dir, inputs, out):
     input_ids = torch.from_numpy(data["input_ids"]).long()
     attention_mask = torch.from_numpy(data["attention_mask"]).long()
     with torch.no_grad():
-        model(input_ids=input_ids, attention_mask=attention_mask)
+        output = model(input_ids=input_ids, attention_mask=attention_mask)
+    # The logits the model returns (after any final soft-cap), beside the modules' outputs.
+    if getattr(output, "logits", None) is not None:
+        captured["__logits__"] = output.logits.detach().cpu().numpy().copy()
 
     np.savez(out, **captured)
     with open(out + ".modules.json", "w") as f:

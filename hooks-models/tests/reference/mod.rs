@@ -63,19 +63,21 @@ pub fn layer_names_of(modules: &[PyModule]) -> Vec<String> {
         .collect()
 }
 
-/// Whether `name` is a capture point of ours that is no module of transformers' (the attention
-/// probabilities, compared with `output_attentions` instead).
+/// Whether `name` is the attention probabilities' capture point (compared with
+/// `output_attentions` instead).
 pub fn is_probabilities(name: &str) -> bool {
     name.ends_with(".attn_weights")
 }
 
+/// Whether `name` is a capture point of ours that is no module of transformers': the attention
+/// probabilities, and an RMS norm's `normalized` (checked by its definition).
+pub fn is_own_point(name: &str) -> bool {
+    is_probabilities(name) || name.ends_with(".normalized")
+}
+
 /// `model`'s layers that are transformers' modules, in order.
 pub fn module_names(model: &dyn TextModel) -> Vec<String> {
-    model
-        .layer_names()
-        .into_iter()
-        .filter(|n| !is_probabilities(n))
-        .collect()
+    model.layer_names().into_iter().filter(|n| !is_own_point(n)).collect()
 }
 
 /// Runs `model` on the batch with every layer that is a transformers module captured.
