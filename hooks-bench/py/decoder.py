@@ -1,14 +1,20 @@
-"""The transformers side of section 8 of `make bench`: a Llama-shaped model with random weights,
-and the extraction `hooks extract` is measured against, written as a transformers user writes it.
+"""The transformers side of section 8 of `make bench`: a Llama-shaped model with random weights
+(and Gemma-2-shaped ones), and the extraction `hooks extract` is measured against, written as a
+transformers user writes it.
 
     decoder.py make --out DIR --hidden H --intermediate I --layers L --heads N --kv-heads K
-                    --vocab V --seed S
+                    --vocab V --seed S [--arch llama|gemma2] [--window W] [--softcap 0|1]
         LlamaForCausalLM(LlamaConfig(...)) with seeded random weights (transformers' own init),
         saved with save_pretrained: config.json and f32 model.safetensors, no tokenizer.
+        `--arch gemma2`: Gemma2ForCausalLM(Gemma2Config(...)) of the same sizes (head_dim
+        H / N, query_pre_attn_scalar head_dim), its sliding window W on alternating layers
+        (0: none) and, with `--softcap 1`, Gemma 2's soft-caps (50 on attention scores, 30 on
+        logits; 0: none).
 
     decoder.py extract --model DIR --input IDS.jsonl --batch-size N --pool none|mean
-                       --threads N --out FILE
-        AutoModelForCausalLM.from_pretrained(DIR) (its default attention, sdpa), a forward hook
+                       --threads N --out FILE [--attn sdpa|eager]
+        AutoModelForCausalLM.from_pretrained(DIR) (its default attention, sdpa, or the one
+        `--attn` names), a forward hook
         on each `model.layers.N` keeping `output.detach().cpu()`; the lines of IDS.jsonl
         (`{"input_ids": [...]}`) in the batches `hooks extract` makes: sorted by length,
         longest first (stable), cut into batches of N, each right-padded to its own longest
@@ -32,9 +38,28 @@ import torch
 
 
 def make(args):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(args.seed)
+    if args.arch == "gemma2":
+        head_dim = args.hidden // args.heads
+        config = Gemma2Config(
+            hidden_size=args.hidden,
+            intermediate_size=args.intermediate,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.heads,
+            num_key_value_heads=args.kv_heads,
+            head_dim=head_dim,
+            query_pre_attn_scalar=head_dim,
+            vocab_size=args.vocab,
+            max_position_embeddings=2048,
+            sliding_window=args.window or None,
+            attn_logit_softcapping=50.0 if args.softcap else None,
+            final_logit_softcapping=30.0 if args.softcap else None,
+        )
+        model = Gemma2ForCausalLM(config).to(torch.float32).eval()
+        model.save_pretrained(args.out, safe_serialization=True)
+        return
     config = LlamaConfig(
         hidden_size=args.hidden,
         intermediate_size=args.intermediate,
@@ -94,7 +119,8 @@ def extract(args):
 
     torch.set_num_threads(args.threads)
     rows = read_rows(args.input)
-    model = AutoModelForCausalLM.from_pretrained(args.model).eval()
+    kwargs = {"attn_implementation": args.attn} if args.attn else {}
+    model = AutoModelForCausalLM.from_pretrained(args.model, **kwargs).eval()
     names = [f"model.layers.{i}" for i in range(model.config.num_hidden_layers)]
     modules = dict(model.named_modules())
     kept = {name: [] for name in names}
@@ -134,6 +160,9 @@ def main():
     m.add_argument("--out", required=True)
     for flag in ["hidden", "intermediate", "layers", "heads", "kv-heads", "vocab", "seed"]:
         m.add_argument(f"--{flag}", type=int, required=True)
+    m.add_argument("--arch", choices=["llama", "gemma2"], default="llama")
+    m.add_argument("--window", type=int, default=0)
+    m.add_argument("--softcap", type=int, choices=[0, 1], default=1)
     e = commands.add_parser("extract")
     e.add_argument("--model", required=True)
     e.add_argument("--input", required=True)
@@ -141,6 +170,7 @@ def main():
     e.add_argument("--pool", choices=["none", "mean"], required=True)
     e.add_argument("--threads", type=int, required=True)
     e.add_argument("--out", required=True)
+    e.add_argument("--attn", choices=["sdpa", "eager"])
     args = parser.parse_args()
     {"make": make, "extract": extract}[args.command](args)
 

@@ -267,6 +267,78 @@ fn bad_configs_are_errors() {
     }
 }
 
+/// The later families read `config.json` strictly: a key they neither read nor know to change
+/// nothing is refused, naming it (never ignored in silence); so are Gemma 3's attention soft-cap
+/// (which transformers' Gemma 3 does not apply), bidirectional attention, an unknown layer type,
+/// `longrope` factors of the wrong length, and Gemma 3's multimodal checkpoints. A config with
+/// only keys known to be harmless loads as far as its (absent) weights.
+#[test]
+fn later_families_refuse_what_they_would_ignore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let phi3_rope = |short: usize| {
+        serde_json::json!({
+            "type": "longrope",
+            "short_factor": vec![1.0; short],
+            "long_factor": vec![2.0; 4],
+        })
+    };
+    let cases = [
+        (
+            "gemma2",
+            serde_json::json!({ "quantization_config": { "bits": 4 } }),
+            "`quantization_config` is set",
+        ),
+        ("olmo2", serde_json::json!({ "clip_qkv": 8.0 }), "`clip_qkv` is set"),
+        (
+            "phi3",
+            serde_json::json!({ "attention_bias": true }),
+            "`attention_bias` is set",
+        ),
+        (
+            "gemma3_text",
+            serde_json::json!({ "attn_logit_softcapping": 50.0 }),
+            "does not apply it",
+        ),
+        (
+            "gemma3_text",
+            serde_json::json!({ "use_bidirectional_attention": true }),
+            "only the causal decoder",
+        ),
+        (
+            "gemma2",
+            serde_json::json!({ "layer_types": ["chunked_attention"] }),
+            "`chunked_attention`",
+        ),
+        (
+            "phi3",
+            serde_json::json!({ "hidden_size": 64, "num_attention_heads": 4, "rope_scaling": phi3_rope(3) }),
+            "`short_factor` has 3 values; 16 rotated features need 8",
+        ),
+        ("gemma3", serde_json::json!({}), "unsupported model_type `gemma3`"),
+        // Harmless keys (and nulls) pass; the weights are what is missing.
+        (
+            "phi3",
+            serde_json::json!({ "resid_pdrop": 0.1, "auto_map": {}, "sliding_window": null, "torch_dtype": "bfloat16" }),
+            "model.safetensors` not found",
+        ),
+        (
+            "gemma2",
+            serde_json::json!({ "hidden_act": "gelu_pytorch_tanh", "cache_implementation": "hybrid" }),
+            "model.safetensors` not found",
+        ),
+    ];
+    for (i, (model_type, patch, needle)) in cases.into_iter().enumerate() {
+        let dir = tmp.path().join(format!("{i}-{model_type}"));
+        fs::create_dir(&dir).unwrap();
+        let mut config = patch;
+        config["model_type"] = model_type.into();
+        fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let message = load_err(&dir).to_string();
+        assert!(message.contains(needle), "{model_type} {config}: {message}");
+        assert_eq!(message.lines().count(), 1, "{message}");
+    }
+}
+
 #[test]
 fn unsupported_kind_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
@@ -436,9 +508,11 @@ fn readme_lists_exactly_the_supported_architectures() {
         .split("## Supported architectures")
         .nth(1)
         .expect("README has a `## Supported architectures` section");
-    let section = section.split("\n## ").next().unwrap();
+    // The section's first table (another, of TransformerLens' names, follows).
     let listed: Vec<&str> = section
         .lines()
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
         .filter_map(|line| line.strip_prefix("| `"))
         .filter_map(|rest| rest.split('`').next())
         .filter(|name| *name != "model_type")

@@ -1,8 +1,11 @@
 //! Section 8: a decoder. `hooks extract` (the binary, the whole command) against transformers'
 //! Llama with forward hooks (`py/decoder.py extract`, the whole script), on a Llama-shaped model
 //! with random weights that transformers makes in the run: equal lengths unpooled, a long-tailed
-//! corpus mean-pooled in right-padded batches, and one short input (the start-up alone). Every
-//! pair of files is checked to agree: a comparison of different computations would be worthless.
+//! corpus mean-pooled in right-padded batches, and one short input (the start-up alone); then the
+//! same sizes shaped as Gemma 2 (sandwich norms, soft-caps, sliding windows on alternating
+//! layers), against transformers' eager attention, with and without its soft-caps and windows.
+//! Every pair of files is checked to agree: a comparison of different computations would be
+//! worthless.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -82,6 +85,17 @@ impl Arch {
         Ok(std::fs::metadata(dir.join("model.safetensors"))?.len())
     }
 
+    /// Makes the Gemma-2-shaped model of these sizes in `dir`: sliding `window` on alternating
+    /// layers (0: none), Gemma 2's soft-caps when `softcap`.
+    fn make_gemma2(&self, ctx: &Ctx, dir: &Path, window: i64, softcap: bool) -> BenchResult<()> {
+        let mut make = crate::python::command(&ctx.python, ctx.cfg.threads);
+        make.arg(script()).arg("make").arg("--out").arg(dir).args(self.flags());
+        make.args(["--arch", "gemma2", "--window", &window.to_string()]);
+        make.args(["--softcap", if softcap { "1" } else { "0" }]);
+        timed(make, "decoder.py make --arch gemma2")?;
+        Ok(())
+    }
+
     fn flags(&self) -> Vec<String> {
         [
             ("--hidden", self.hidden),
@@ -103,6 +117,32 @@ struct Workload {
     input: PathBuf,
     pool: &'static str,
 }
+
+/// The Gemma-2-shaped variants: what they keep of Gemma 2 (a window on alternating layers, in
+/// tokens, 0 for none; the soft-caps).
+struct Gemma2Variant {
+    label: &'static str,
+    window: i64,
+    softcap: bool,
+}
+
+const GEMMA2_VARIANTS: [Gemma2Variant; 3] = [
+    Gemma2Variant {
+        label: "Gemma 2: windows, soft-caps",
+        window: 64,
+        softcap: true,
+    },
+    Gemma2Variant {
+        label: "windows, no soft-caps",
+        window: 64,
+        softcap: false,
+    },
+    Gemma2Variant {
+        label: "no windows, no soft-caps",
+        window: 0,
+        softcap: false,
+    },
+];
 
 /// One row of the table at one thread count.
 pub struct Row {
@@ -142,6 +182,10 @@ pub struct Decoder {
     missing_cli: bool,
     /// What attention patterns cost, in process, on the same model.
     patterns: crate::patterns::PatternCost,
+    /// The Gemma-2-shaped rows, equal lengths: each variant's label and its row per thread count.
+    gemma2: Vec<(&'static str, Row)>,
+    /// Over every Gemma-2-shaped pair of files.
+    gemma2_agreement: Agreement,
 }
 
 /// `decoder.py`, next to this crate's manifest.
@@ -239,8 +283,24 @@ fn python_extract(
     threads: i32,
     out: &Path,
 ) -> BenchResult<f64> {
+    python_extract_with(ctx, model, work, batch, threads, out, None)
+}
+
+/// `decoder.py extract` with the attention `attn` names (`eager`), or transformers' default.
+fn python_extract_with(
+    ctx: &Ctx,
+    model: &Path,
+    work: &Workload,
+    batch: usize,
+    threads: i32,
+    out: &Path,
+    attn: Option<&str>,
+) -> BenchResult<f64> {
     let mut cmd = python_side(ctx, &script(), "extract", [model, &work.input, out], batch, threads);
     cmd.args(["--pool", work.pool]);
+    if let Some(attn) = attn {
+        cmd.args(["--attn", attn]);
+    }
     timed(cmd, "decoder.py extract")
 }
 
@@ -341,6 +401,11 @@ pub fn run(ctx: &mut Ctx) -> BenchResult<Decoder> {
         }; 2],
         missing_cli: hooks.is_none(),
         patterns,
+        gemma2: Vec::new(),
+        gemma2_agreement: Agreement {
+            max_abs: 0.0,
+            max_rel: 0.0,
+        },
     };
     let Some(hooks) = hooks else {
         return Ok(result);
@@ -397,6 +462,49 @@ pub fn run(ctx: &mut Ctx) -> BenchResult<Decoder> {
                 ratio: Summary::of(&paired_ratios(ours_s, theirs_s)),
             });
         }
+    }
+    // The Gemma-2-shaped variants, equal lengths, transformers' eager attention (the one that
+    // applies the soft-cap). The smoke run makes the first variant, with a window that binds in
+    // its 8 tokens, and runs it once.
+    let variants = if full {
+        &GEMMA2_VARIANTS[..]
+    } else {
+        &GEMMA2_VARIANTS[..1]
+    };
+    for variant in variants {
+        let dir = ctx.path("gemma2");
+        let window = if full { variant.window } else { variant.window.min(4) };
+        arch.make_gemma2(ctx, &dir, window, variant.softcap)?;
+        for &n in threads {
+            let work = &workloads[EQUAL];
+            if full {
+                hooks_extract(&hooks, &dir, work, batch, n, &ours)?;
+                python_extract_with(ctx, &dir, work, batch, n, &theirs, Some("eager"))?;
+            }
+            let mut samples: [Vec<f64>; 2] = Default::default();
+            for round in 0..rounds {
+                for side in if round % 2 == 1 { [1, 0] } else { [0, 1] } {
+                    samples[side].push(if side == 0 {
+                        hooks_extract(&hooks, &dir, work, batch, n, &ours)?
+                    } else {
+                        python_extract_with(ctx, &dir, work, batch, n, &theirs, Some("eager"))?
+                    });
+                }
+                let agreement = compare(&ours, &theirs, arch.layers)?;
+                result.gemma2_agreement.max_abs = result.gemma2_agreement.max_abs.max(agreement.max_abs);
+                result.gemma2_agreement.max_rel = result.gemma2_agreement.max_rel.max(agreement.max_rel);
+            }
+            result.gemma2.push((
+                variant.label,
+                Row {
+                    threads: n,
+                    hooks_s: Summary::of(&samples[0]),
+                    python_s: Summary::of(&samples[1]),
+                    ratio: Summary::of(&paired_ratios(&samples[0], &samples[1])),
+                },
+            ));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
     for path in [&ours, &theirs].into_iter().chain(workloads.iter().map(|w| &w.input)) {
         let _ = std::fs::remove_file(path);
@@ -515,6 +623,45 @@ impl Decoder {
             s,
             "\nThe issue sets no number for this ratio; the targets table holds the equal-lengths \
              row to ≤ 1.0 (not slower than transformers on the same work)."
+        );
+        let _ = writeln!(
+            s,
+            "\n### Gemma-2-shaped\n\n\
+             The same sizes as `Gemma2ForCausalLM(Gemma2Config(...))` (`decoder.py make --arch \
+             gemma2`: `head_dim` {}, `query_pre_attn_scalar` {}, a norm before and after each \
+             sublayer, `(1 + w)` norms, scaled embeddings), the equal-lengths workload ({} inputs \
+             × {} tokens, unpooled), transformers with `attn_implementation=\"eager\"` (the \
+             attention that applies the soft-cap; `sdpa` would drop it). `hooks` runs a \
+             soft-capped layer on its own eager path (libtorch's fused kernel has no soft-cap) \
+             and the others on the fused kernel, so the rows without soft-caps are eager against \
+             fused. Sliding windows of 64 keys (of the {} tokens) on alternating layers, the \
+             first sliding; soft-caps 50 on attention scores, 30 on logits (the logits are not \
+             computed here). Files agree to {:.1e} ({:.1e} relative).\n\n\
+             | variant | threads | `hooks extract` s | transformers (eager) s | hooks / transformers |\n\
+             |---|---|---|---|---|",
+            a.hidden / a.heads,
+            a.hidden / a.heads,
+            self.inputs,
+            self.len,
+            self.len,
+            self.gemma2_agreement.max_abs,
+            self.gemma2_agreement.max_rel,
+        );
+        for (label, row) in &self.gemma2 {
+            let _ = writeln!(
+                s,
+                "| {label} | {} | {} | {} | {} |",
+                row.threads,
+                row.hooks_s.show(2),
+                row.python_s.show(2),
+                row.ratio.show(3)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nWhat each costs `hooks`: the first row against the second is the soft-cap (the \
+             eager path and the tanh), the second against the third the windows (a second \
+             mask)."
         );
         s.push_str(&self.patterns.markdown());
         s

@@ -16,7 +16,8 @@ MODEL_DIR is loaded with AutoModelForCausalLM in float32. INPUT.jsonl holds `{"i
 lines. LAYERS is a comma-separated list of module names whose output is read (or `NAME:input`
 for a module's first input, through a forward pre-hook). For each sample alone, a forward hook on
 each of those modules keeps its output; each is read through the model's own final norm module
-and `lm_head` (`get_output_embeddings()`), in torch, then in float64: `log_softmax`, top-k,
+and `lm_head` (`get_output_embeddings()`) and, where the config has one, the soft-cap
+`final_logit_softcapping` the model's forward applies, in torch, then in float64: `log_softmax`, top-k,
 entropy, KL(p_final || p_layer) with p_final the softmax of the logits the model itself returns,
 and, with TARGETS (one id or JSON list per line), the target's probability and rank (how many
 tokens are strictly more probable).
@@ -117,6 +118,10 @@ def compare(model_dir, inputs, ours_path, k, layers, targets_path=None):
                 # The final norm's own output is normalised already: the head alone reads it.
                 is_norm = ":" not in name and model.get_submodule(name) is norm
                 read = head(captured[name]) if is_norm else head(norm(captured[name]))
+                # The model's own soft-cap on the logits it returns (Gemma 2), as its forward applies it.
+                cap = getattr(model.config, "final_logit_softcapping", None)
+                if cap is not None:
+                    read = torch.tanh(read / cap) * cap
                 layer_logits = read[0].double()
                 if is_norm:
                     report["max_kl_final_norm"] = max(
