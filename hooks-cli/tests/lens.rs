@@ -45,13 +45,13 @@ fn stderr(out: &Output) -> String {
 
 /// The default layers of a causal LM: the residual entering the first block, then each block's
 /// output (`reference.py`'s models have 2 blocks).
-fn default_layers(model_type: &str) -> Vec<String> {
+fn default_layers(model_type: &str, layers: usize) -> Vec<String> {
     let (first, block) = match model_type {
         "gpt2" => ("transformer.h.0:input", "transformer.h"),
         "gpt_neox" => ("gpt_neox.embed_in", "gpt_neox.layers"),
         _ => ("model.embed_tokens", "model.layers"),
     };
-    let blocks = (0..2).map(|i| format!("{block}.{i}"));
+    let blocks = (0..layers).map(|i| format!("{block}.{i}"));
     std::iter::once(first.to_owned()).chain(blocks).collect()
 }
 
@@ -146,9 +146,15 @@ fn lens_matches_transformers_on_every_causal_architecture() {
         } else {
             arch.split('-').next().unwrap()
         };
+        let config: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(arch).join("config.json")).unwrap()).unwrap();
+        let layers = config["num_hidden_layers"]
+            .as_u64()
+            .or_else(|| config["n_layer"].as_u64())
+            .unwrap();
         assert_eq!(
             r["layers"],
-            serde_json::json!(default_layers(model_type)),
+            serde_json::json!(default_layers(model_type, usize::try_from(layers).unwrap())),
             "{arch}: the default layers"
         );
         assert!(r["layers_dtype"].as_str().unwrap().starts_with("<U"), "{arch}: {r}");

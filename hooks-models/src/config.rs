@@ -64,8 +64,13 @@ impl ConfigFile {
             reason: format!("not JSON ({e})"),
         })?;
         let model_type = match json.get("model_type") {
-            Some(serde_json::Value::String(t)) => t.clone(),
-            _ => String::new(),
+            Some(serde_json::Value::String(t)) if !t.is_empty() => t.clone(),
+            _ => {
+                return Err(ModelError::BadConfig {
+                    path: Some(path),
+                    reason: "it has no `model_type`, the architecture's name that `save_pretrained` writes (`llama`, `bert`, ...); add it, or save the model with transformers again".into(),
+                })
+            }
         };
         Ok(ConfigFile { path, model_type, json })
     }

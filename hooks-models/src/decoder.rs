@@ -113,11 +113,12 @@ pub(crate) mod sealed {
     /// Where `q_norm` and `k_norm` normalise (with `qk_norm` on).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
     pub enum QkNorm {
-        /// Qwen3's: each head, on `[B, T, heads, head_dim]`.
+        /// Qwen3's and Gemma 3's: each head, on `[B, T, heads, head_dim]`. (Gemma 3 normalises
+        /// after the heads' transpose, `[B, heads, T, head_dim]`: the same values, but its
+        /// captures here keep the token axis at dim 1, as every output the engine pools and
+        /// pads has it.)
         #[default]
         PerHead,
-        /// Gemma 3's: each head, on `[B, heads, T, head_dim]` (after the transpose).
-        PerHeadTransposed,
         /// OLMo 2's: the full projection `[B, T, heads × head_dim]`, before the heads split.
         FullWidth,
     }
@@ -455,7 +456,7 @@ fn check_longrope_step(rope: &LongRope, long_rows: &Tensor, positions: &Tensor, 
     }
     Err(crate::error::ModelError::InvalidInput {
         reason: format!(
-            "a sequence passes `original_max_position_embeddings` ({limit}) while decoding with the short `longrope` factors its prompt chose; hooks does not recompute the cache with the long factors as transformers does, so keep prompt and new tokens within {limit} tokens, or give a prompt longer than {limit}"
+            "a sequence grows past `original_max_position_embeddings` ({limit} tokens) while decoding, but its prompt (of at most {limit} tokens) chose the short `longrope` factors and hooks does not recompute the cache with the long ones as transformers does; lower --max-new-tokens so that no prompt grows past {limit} tokens, or give prompts longer than {limit} tokens"
         ),
     })
 }
@@ -666,9 +667,11 @@ pub struct DecoderAttention {
     /// `...qkv_proj` (Phi-3): queries, keys and values side by side,
     /// `[B, T, (heads + 2 × kv_heads) × head_dim]`.
     pub qkv_proj: Option<Hook<nn::Linear>>,
-    /// `...q_norm` (Qwen3, Gemma 3, OLMo 2): the queries normalised, per head (Qwen3
-    /// `[B, T, heads, head_dim]`, Gemma 3 `[B, heads, T, head_dim]`) or over the full projection
-    /// (OLMo 2, `[B, T, heads × head_dim]`).
+    /// `...q_norm` (Qwen3, Gemma 3, OLMo 2): the queries normalised, per head (Qwen3, Gemma 3:
+    /// `[B, T, heads, head_dim]`; transformers' Gemma 3 module outputs them transposed,
+    /// `[B, heads, T, head_dim]`, and its capture here keeps the token axis at dim 1 instead, as
+    /// every output the engine pools and pads has it) or over the full projection (OLMo 2,
+    /// `[B, T, heads × head_dim]`).
     pub q_norm: Option<Hook<RmsNorm>>,
     /// `...k_norm`: the keys, as `q_norm`.
     pub k_norm: Option<Hook<RmsNorm>>,
@@ -695,7 +698,7 @@ impl DecoderAttention {
         };
         let (q_width, k_width) = match features.qk_norm {
             QkNorm::FullWidth => (heads * d, kv_heads * d),
-            QkNorm::PerHead | QkNorm::PerHeadTransposed => (d, d),
+            QkNorm::PerHead => (d, d),
         };
         let separate =
             |name: &str, width: i64| (!features.fused).then(|| linear(&p / name, h, width, spec.qkv_bias, init));
@@ -730,7 +733,6 @@ impl DecoderAttention {
         };
         match self.qk_norm {
             QkNorm::PerHead => norm.forward(&split(x)).transpose(1, 2),
-            QkNorm::PerHeadTransposed => norm.forward(&split(x).transpose(1, 2)),
             QkNorm::FullWidth => split(&norm.forward(x)).transpose(1, 2),
         }
     }

@@ -2,8 +2,11 @@
 //! ([`modeling_gemma3.py`](https://github.com/huggingface/transformers/blob/main/src/transformers/models/gemma3/modeling_gemma3.py)),
 //! `model_type` `gemma3_text`: its config; the computation is Gemma 2's (sandwich norms, scaled
 //! embeddings, `query_pre_attn_scalar`, sliding windows by `layer_types`) with an RMS norm over
-//! each head's query and key (`q_norm`, `k_norm`, after the transpose), a rope of its own on the
-//! sliding ("local") layers, and no attention soft-cap.
+//! each head's query and key (`q_norm`, `k_norm`), a rope of its own on the sliding ("local")
+//! layers, and no attention soft-cap. transformers applies `q_norm` and `k_norm` after the heads'
+//! transpose, so its modules output `[batch, heads, tokens, head_dim]`; their captures here are
+//! `[batch, tokens, heads, head_dim]`, the same values with the token axis at dim 1, where the
+//! engine pads, pools and windows every output.
 //!
 //! The multimodal `gemma3` checkpoints (4B and up: the text trunk under `model.language_model`,
 //! its config under `text_config`) are not loaded; their `model_type` is refused.
@@ -216,7 +219,7 @@ impl sealed::Sealed for Gemma3TextConfig {
             rope: global,
             features: Features {
                 norms: NormPlacement::Sandwich,
-                qk_norm: QkNorm::PerHeadTransposed,
+                qk_norm: QkNorm::PerHead,
                 query_pre_attn_scalar: Some(self.query_pre_attn_scalar),
                 final_logit_softcapping: self.final_logit_softcapping,
                 sliding_layers: Some(sliding_layers(

@@ -201,11 +201,46 @@ fn read_file(path: &Path) -> Result<HashMap<String, Tensor>> {
             hint: "a shard listed in `model.safetensors.index.json` is absent; copy the whole model folder",
         });
     }
-    let tensors = Tensor::read_safetensors(path).map_err(|e| ModelError::BadWeights {
+    let bad = |reason: String| ModelError::BadWeights {
         path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    if let Some(reason) = cut_short(path) {
+        return Err(bad(reason));
+    }
+    let tensors = Tensor::read_safetensors(path).map_err(|e| bad(e.to_string()))?;
     Ok(tensors.into_iter().collect())
+}
+
+/// Whether a safetensors file holds fewer bytes than its header describes (an interrupted
+/// download or copy), said plainly; `None` when it does not, or when the header cannot be read
+/// (the reader then says why).
+fn cut_short(path: &Path) -> Option<String> {
+    use std::io::Read as _;
+    let mut file = fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let mut size = [0u8; 8];
+    file.read_exact(&mut size).ok()?;
+    let header_len = u64::from_le_bytes(size);
+    let short = |needed: u64| {
+        format!("the file is cut short ({len} bytes of the {needed} its header describes; an interrupted download or copy?)")
+    };
+    if header_len > len.saturating_sub(8) {
+        // A header longer than the file: cut inside the header, or not safetensors at all.
+        return (header_len < 100 << 20).then(|| short(8 + header_len));
+    }
+    let mut header = vec![0u8; usize::try_from(header_len).ok()?];
+    file.read_exact(&mut header).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    let end = header
+        .as_object()?
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .filter_map(|(_, info)| info.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    let needed = 8 + header_len + end;
+    (needed > len).then(|| short(needed))
 }
 
 /// The shard files named by a `model.safetensors.index.json`, each once.

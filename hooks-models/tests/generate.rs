@@ -272,3 +272,35 @@ fn cached_steps_equal_one_forward_over_the_sequence() {
 fn ids_of(rows: i64) -> Tensor {
     Tensor::ones([rows, 1], (Kind::Int64, Device::Cpu))
 }
+
+/// Phi-3's `longrope`: a prompt past `original_max_position_embeddings` (16) generates with the
+/// long factors; a short prompt whose continuation would grow past it is refused with one line
+/// (transformers recomputes the whole sequence with the long factors there; a KV cache of keys
+/// rotated with the short ones cannot), and within it generates.
+#[test]
+fn a_short_prompt_may_not_decode_past_longrope_s_original_length() {
+    let Some(python) = hooks_test_support::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("phi3-longrope");
+    reference(&python, &["build", "phi3-longrope", folder.to_str().unwrap()]);
+    let model = hooks_models::load(&folder, Device::Cpu, Kind::Float).unwrap();
+    let options = |max_new_tokens| GenerateOptions {
+        max_new_tokens,
+        ..GenerateOptions::default()
+    };
+    let prompt = |len: i64| Item::new((0..len).map(|t| (t * 7 + 3) % 100).collect::<Vec<i64>>());
+    let long = generate(&*model, &[prompt(20)], &options(6), &mut |_, _| {}).unwrap();
+    assert_eq!(long[0].output_ids.len(), 6);
+    let within = generate(&*model, &[prompt(10)], &options(7), &mut |_, _| {}).unwrap();
+    assert_eq!(within[0].output_ids.len(), 7);
+    let err = generate(&*model, &[prompt(10), prompt(3)], &options(12), &mut |_, _| {}).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("grows past `original_max_position_embeddings` (16 tokens)"),
+        "{message}"
+    );
+    assert!(message.contains("lower --max-new-tokens"), "{message}");
+    assert_eq!(message.lines().count(), 1);
+}

@@ -804,3 +804,25 @@ fn gpt_neox_rotary_settings_old_and_new_read_alike() {
     );
     assert!(!outputs[0].equal(&outputs[2]), "the defaults are another rotation");
 }
+
+/// A weights file cut short (an interrupted download) says so, on one line, rather than naming a
+/// parser's internal error.
+#[test]
+fn a_truncated_weights_file_is_named_as_cut_short() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bert");
+    write_model(&dir, &bert_config(), &bert_weights(), "");
+    let file = dir.join("model.safetensors");
+    let len = fs::metadata(&file).unwrap().len();
+    for keep in [len - 1, len / 2, 20] {
+        let bytes = fs::read(&file).unwrap();
+        let cut = dir.with_file_name(format!("cut-{keep}"));
+        fs::create_dir_all(&cut).unwrap();
+        fs::copy(dir.join("config.json"), cut.join("config.json")).unwrap();
+        fs::write(cut.join("model.safetensors"), &bytes[..usize::try_from(keep).unwrap()]).unwrap();
+        let message = load_err(&cut).to_string();
+        assert!(message.contains("the file is cut short"), "{keep}: {message}");
+        assert!(message.contains(&format!("{keep} bytes of the")), "{keep}: {message}");
+        assert_eq!(message.lines().count(), 1);
+    }
+}

@@ -137,9 +137,8 @@ impl Comparison {
 }
 
 /// Compares every layer of `ours` with the same-named array of the `.npz` at `reference`, on
-/// the positions where `attention_mask` is 1 (tensors whose first two dims are `[B, T]`, or
-/// head-major `[B, heads, T, d]`), or in full (others: `[1, T, H]` position embeddings, `[B, H]`
-/// pooler outputs).
+/// the positions where `attention_mask` is 1 (tensors whose first two dims are `[B, T]`), or in
+/// full (others: `[1, T, H]` position embeddings, `[B, H]` pooler outputs).
 ///
 /// # Panics
 ///
@@ -159,14 +158,9 @@ pub fn compare(ours: &Activations, reference: &Path, attention_mask: &Tensor) ->
         assert_eq!(ours.size(), theirs.size(), "shape of `{name}`");
         let (a, b) = (ours.to_kind(Kind::Double), theirs.to_kind(Kind::Double));
         let size = a.size();
-        // Token-major `[B, T, ...]`, or head-major `[B, heads, T, d]` (Gemma 3's per-head norms):
-        // real tokens only.
-        let flat = |t: &Tensor| t.reshape([batch * len, -1]).index_select(0, &keep);
         let (a, b) = if size.len() >= 2 && size[0] == batch && size[1] == len {
+            let flat = |t: &Tensor| t.reshape([batch * len, -1]).index_select(0, &keep);
             (flat(&a), flat(&b))
-        } else if size.len() == 4 && size[0] == batch && size[2] == len {
-            let tokens = |t: &Tensor| flat(&t.transpose(1, 2).contiguous());
-            (tokens(&a), tokens(&b))
         } else {
             (a, b)
         };

@@ -409,6 +409,14 @@ def first_tensor(output):
     return None
 
 
+def token_major(model, name, tensor):
+    """Gemma 3's `q_norm` and `k_norm` output `[batch, heads, tokens, head_dim]`; hooks keeps their
+    token axis at dim 1, `[batch, tokens, heads, head_dim]` (the same values, transposed)."""
+    if model.config.model_type == "gemma3_text" and name.endswith(("self_attn.q_norm", "self_attn.k_norm")):
+        return tensor.transpose(1, 2)
+    return tensor
+
+
 def capture(model_dir, inputs, out):
     # In float32 whatever the checkpoint's dtype, as the Rust side loads it with Kind::Float.
     model = auto_class(model_dir).from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -418,7 +426,7 @@ def capture(model_dir, inputs, out):
         def hook(_module, _args, output):
             tensor = first_tensor(output)
             if tensor is not None:
-                captured[name] = tensor.detach().cpu().numpy().copy()
+                captured[name] = token_major(model, name, tensor).detach().cpu().numpy().copy()
 
         return hook
 
@@ -549,7 +557,7 @@ def intervene(model_dir, inputs, spec, out):
             def hook(_module, _args, output):
                 tensor = first_tensor(output)
                 if tensor is not None:
-                    captured[name] = tensor.detach().numpy().copy()
+                    captured[name] = token_major(model, name, tensor).detach().numpy().copy()
 
             return hook
 
