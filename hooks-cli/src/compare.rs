@@ -133,12 +133,20 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
         )));
     }
     drop(plot);
+    let rows = a.layers.first().map_or(0, |(_, s, _)| s.rows());
+    if let Metric::MinibatchCka { batch } = metric {
+        if batch >= rows {
+            eprintln!(
+                "note: `--minibatch {batch}` is not below the {rows} rows: one minibatch of all of them, so this is the unbiased CKA of all rows (as `--unbiased` computes it), not a minibatch estimate"
+            );
+        }
+    }
     out!(
         "{} of {} × {} layers over {} rows: {}{}",
         metric.label(),
         matrix.rows.len(),
         matrix.columns.len(),
-        a.layers.first().map_or(0, |(_, s, _)| s.rows()),
+        rows,
         args.out.display(),
         args.plot
             .as_ref()

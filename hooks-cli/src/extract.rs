@@ -1,11 +1,12 @@
 //! `hooks layers` and `hooks extract`: the main job.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use hooks::{
-    is_sample_column, save_npz, ActivationStore, Extractor, Item, LayerTree, NpzArray, Repeats, SampleColumn, Walker,
-    SAMPLE_INDEX,
+    is_sample_column, save_npz_unless, ActivationStore, Extractor, Item, LayerTree, NpzArray, Repeats, SampleColumn,
+    Walker, SAMPLE_INDEX,
 };
 use hooks_models::Tokenizer;
 use tch::{Device, Kind, Tensor};
@@ -346,13 +347,15 @@ pub(crate) fn sample_columns(
 }
 
 /// Writes an `.npz` output: the layers, `input_ids`, `attention_mask`, then the per-sample
-/// columns (numbers as tensors, strings as numpy unicode).
+/// columns (numbers as tensors, strings as numpy unicode). With `cancel` raised before the file
+/// replaces `path` (Ctrl-C during the write), nothing is written: [`hooks::Error::Interrupted`].
 pub(crate) fn save_output(
     acts: &hooks::Activations,
     input_ids: &Tensor,
     attention_mask: &Tensor,
     columns: &[(String, SampleColumn)],
     path: &Path,
+    cancel: &AtomicBool,
 ) -> Result<PathBuf, hooks::Error> {
     let tensors: Vec<Option<Tensor>> = columns.iter().map(|(_, c)| c.to_tensor()).collect();
     let mut arrays: Vec<(&str, NpzArray<'_>)> = acts.iter().map(|(n, t)| (n, NpzArray::Tensor(t))).collect();
@@ -366,7 +369,7 @@ pub(crate) fn save_output(
         };
         arrays.push((name, array));
     }
-    save_npz(arrays, path)
+    save_npz_unless(arrays, path, cancel)
 }
 
 /// `hooks extract`.
@@ -391,6 +394,7 @@ pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
     // Said on stderr once the file is written: a failed run prints its one error line only.
     let mut notes = Vec::new();
     let input = input::read(args.input.as_deref(), args.input_format, &args.keep_keys)?;
+    let input_sha256 = input.sha256;
     notes.extend(input.note);
     let mut samples = input.samples;
     if let Some(max) = args.max_samples {
@@ -464,6 +468,7 @@ pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
         let request = folder::Request {
             model_dir: &dir,
             input: args.input.as_deref(),
+            input_sha256: &input_sha256,
             layers: &layers,
             settings: json!({
                 "pool": format!("{:?}", pooling.pool).to_lowercase(),
@@ -500,13 +505,17 @@ pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
     ));
     let acts = extracted.activations;
     let layer_count = acts.len();
-    let path = save_output(
+    let path = match save_output(
         &acts,
         &extracted.input_ids,
         &extracted.attention_mask,
         &columns,
         &args.out,
-    )?;
+        &interrupt.flag(),
+    ) {
+        Err(hooks::Error::Interrupted) => return Err(interrupt.error("nothing was written")),
+        other => other?,
+    };
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     out!(
         "extracted {} samples x {layer_count} layers, {bytes} bytes{} -> {}",

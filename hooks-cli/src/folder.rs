@@ -45,7 +45,10 @@ pub fn parse_shard(spec: &str) -> Result<(usize, usize), CliError> {
 /// What a dataset folder records as its request: a rerun resumes only the same request.
 pub struct Request<'a> {
     pub model_dir: &'a Path,
+    /// `--input` (`-` for standard input), or `None` for the bundled sentences.
     pub input: Option<&'a Path>,
+    /// The sha256 of the input's bytes as read ([`crate::input::Input::sha256`]).
+    pub input_sha256: &'a str,
     pub layers: &'a [&'a str],
     /// Every setting that changes the bytes (pooling, lengths, dtype, device, batching).
     pub settings: serde_json::Value,
@@ -55,39 +58,84 @@ pub struct Request<'a> {
 }
 
 impl Request<'_> {
-    /// The manifest's `config`: the model folder and its files' sha256, the resolved layers,
-    /// the settings (`--max-samples` among them), the input file's sha256, hooks' version.
+    /// The manifest's `config`: the model folder and the sha256 of every file that shapes the
+    /// bytes ([`model_files`]: config, weights, tokenizer, sentence-transformers' settings), the
+    /// resolved layers, the settings (`--max-samples` among them), the input's sha256, hooks'
+    /// version and [`WRITER_FORMAT`]. A resume that differs names the first difference: the file
+    /// that changed (`model_sha256.tokenizer.json`).
     pub fn config(&self, model: &dyn TextModel) -> Result<serde_json::Value, CliError> {
         let store = hooks::ActivationStore::new(model, self.layers)?;
-        let mut weights = serde_json::Map::new();
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(self.model_dir)
-            .map_err(|e| CliError::Input(format!("cannot read `{}`: {e}", self.model_dir.display())))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                name == "config.json" || name.ends_with(".safetensors") || name.ends_with(".safetensors.index.json")
-            })
-            .collect();
-        entries.sort();
-        for path in entries {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_owned();
-            weights.insert(name, json!(sha256(&path)?));
+        let mut files = serde_json::Map::new();
+        for (name, path) in model_files(self.model_dir)? {
+            files.insert(name, json!(sha256(&path)?));
         }
         let input = match self.input {
-            Some(p) => json!({ "path": p.canonicalize().unwrap_or_else(|_| p.to_owned()), "sha256": sha256(p)? }),
+            Some(p) if crate::input::is_stdin(p) => json!({ "path": "standard input", "sha256": self.input_sha256 }),
+            Some(p) => {
+                json!({ "path": p.canonicalize().unwrap_or_else(|_| p.to_owned()), "sha256": self.input_sha256 })
+            }
             None => json!({ "path": "the bundled sentences" }),
         };
         Ok(json!({
             "hooks": env!("CARGO_PKG_VERSION"),
+            "writer_format": WRITER_FORMAT,
             "model": self.model_dir.canonicalize().unwrap_or_else(|_| self.model_dir.to_owned()),
-            "model_sha256": weights,
+            "model_sha256": files,
             "layers": store.layer_names(),
             "settings": self.settings,
             "input": input,
             "columns": self.columns.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
         }))
     }
+}
+
+/// The version of what a run writes for a given request, recorded in the request: a folder
+/// written by a program whose bytes differ for the same request is not resumed (its request
+/// differs here). Raised whenever the bytes of a request change.
+pub const WRITER_FORMAT: u32 = 2;
+
+/// The files of a model folder whose bytes shape an extraction, as `(name relative to the
+/// folder, path)`, sorted: `config.json`, the weights (`*.safetensors`, a sharded index), the
+/// tokenizer's files (`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`,
+/// `added_tokens.json`, vocabularies), the chat template, and sentence-transformers' settings
+/// (`modules.json`, `config_sentence_transformers.json`, `sentence_bert_config.json`, and each
+/// module folder's `config.json`, such as `1_Pooling/config.json`).
+pub fn model_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, CliError> {
+    const NAMED: [&str; 14] = [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "vocab.txt",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer.model",
+        "chat_template.jinja",
+        "chat_template.json",
+        "modules.json",
+        "config_sentence_transformers.json",
+        "sentence_bert_config.json",
+    ];
+    let read =
+        |d: &Path| std::fs::read_dir(d).map_err(|e| CliError::Input(format!("cannot read `{}`: {e}", d.display())));
+    let mut files = Vec::new();
+    for entry in read(dir)?.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if path.is_file()
+            && (NAMED.contains(&name.as_str())
+                || name.ends_with(".safetensors")
+                || name.ends_with(".safetensors.index.json"))
+        {
+            files.push((name, path));
+        } else if path.is_dir() && path.join("config.json").is_file() && dir.join("modules.json").is_file() {
+            // A sentence-transformers module's settings (`1_Pooling/config.json`).
+            files.push((format!("{name}/config.json"), path.join("config.json")));
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// The sha256 of a file, in hex.

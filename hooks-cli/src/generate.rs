@@ -3,6 +3,7 @@
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use hooks::{Activations, DatasetWriter, Item, Pool as LibPool, SampleColumn};
 use hooks_models::generate::{eos_token_ids, generate, GenerateOptions, Generation, InterveneOn, Sampling};
 use hooks_models::{ChatTemplate, ModelError, TextModel, Tokenizer};
 use serde_json::json;
+use sha2::Digest as _;
 use tch::{Kind, Tensor};
 
 use crate::compare::temp_beside;
@@ -128,7 +130,7 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
     check_outputs(args, &layers)?;
     let device = parse_device(&args.device)?;
     let edits = Edits::parse(&args.edits, &[], order)?;
-    let input_name = format!("`{}`", args.input.display());
+    let input_name = input::display_name(&args.input);
     if let Some(key) = args
         .keep_keys
         .iter()
@@ -138,20 +140,21 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
             "`--keep-keys {key}`: `{key}` is a key of the JSON lines `generate` writes; rename it in the input"
         )));
     }
-    let (items, note, columns) = if args.chat {
+    let (items, note, columns, input_sha256) = if args.chat {
         if !args.keep_keys.is_empty() {
             return Err(CliError::Usage(
                 "`--keep-keys` reads keys beside `text` or `input_ids`; with --chat a line holds `messages` alone"
                     .into(),
             ));
         }
-        let (items, lines) = conversations(&args.input, &args.model)?;
+        let (items, lines, sha256) = conversations(&args.input, &args.model)?;
         let columns = sample_columns(lines, Vec::new(), items.len());
-        (items, None, columns)
+        (items, None, columns, sha256)
     } else {
         let input = input::read(Some(&args.input), args.input_format, &args.keep_keys)?;
         let columns = sample_columns(input.lines.clone(), input.meta.clone(), input.samples.len());
-        (Vec::new(), Some(input), columns)
+        let sha256 = input.sha256.clone();
+        (Vec::new(), Some(input), columns, sha256)
     };
     let model = hooks_models::load(&args.model, device, args.dtype.kind())?;
     if model.readout().is_none() {
@@ -200,7 +203,7 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
     let started = Instant::now();
     let mut on_token = |_, _| {
         tokens += 1;
-        if terminal && tokens % 8 == 0 {
+        if terminal && tokens.is_multiple_of(8) {
             let rate = tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
             eprint!("\r{tokens} tokens, {rate:.1} tokens/s");
         }
@@ -208,7 +211,14 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
     let pool = lib_pool(args.pool)?;
     let folder = args.activations.as_deref().filter(|p| !is_npz(p));
     let mut writer = match folder {
-        Some(dir) => Some(open_folder(args, &*model, &edits, &options, &columns, dir)?),
+        Some(dir) => Some(open_folder(
+            args,
+            &*model,
+            &edits,
+            &options,
+            (&columns, &input_sha256),
+            dir,
+        )?),
         None => None,
     };
     // A folder is written window by window; anything else is one window.
@@ -285,6 +295,10 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
         }
         (None, None) => None,
     };
+    // A signal before the files replace their paths: nothing is written (the temporaries go).
+    if interrupt.raised() {
+        return Err(interrupt.error("nothing was written"));
+    }
     lines
         .persist(&args.out)
         .map_err(|e| CliError::Usage(format!("cannot write `{}`: {}", args.out.display(), e.error)))?;
@@ -327,7 +341,7 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
 
 /// `--chat`: each non-blank line's `messages` through the folder's chat template, tokenized; and
 /// each line's 0-based number.
-fn conversations(path: &Path, model_dir: &Path) -> Result<(Vec<Item>, Vec<i64>), CliError> {
+fn conversations(path: &Path, model_dir: &Path) -> Result<(Vec<Item>, Vec<i64>, String), CliError> {
     let template = ChatTemplate::from_dir(model_dir)?;
     if !model_dir.join("tokenizer.json").is_file() {
         return Err(CliError::Input(format!(
@@ -336,8 +350,7 @@ fn conversations(path: &Path, model_dir: &Path) -> Result<(Vec<Item>, Vec<i64>),
         )));
     }
     let tokenizer = Tokenizer::from_dir(model_dir)?;
-    let name = format!("`{}`", path.display());
-    let bytes = std::fs::read(path).map_err(|e| CliError::Input(format!("cannot read {name}: {e}")))?;
+    let (name, bytes) = input::read_bytes(path)?;
     let lines = input::non_blank_lines(&bytes, &name)?.lines;
     if lines.is_empty() {
         return Err(CliError::Input(format!(
@@ -376,7 +389,11 @@ fn conversations(path: &Path, model_dir: &Path) -> Result<(Vec<Item>, Vec<i64>),
             Ok(Item::new(ids))
         })
         .collect::<Result<_, CliError>>()?;
-    Ok((items, numbers))
+    let sha256 = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((items, numbers, sha256))
 }
 
 /// `--temperature`, `--top-k`, `--top-p`, checked.
@@ -547,7 +564,7 @@ fn open_folder(
     model: &dyn TextModel,
     edits: &Edits,
     options: &GenerateOptions,
-    columns: &[(String, SampleColumn)],
+    (columns, input_sha256): (&[(String, SampleColumn)], &str),
     dir: &Path,
 ) -> Result<DatasetWriter, CliError> {
     let layers: Vec<&str> = options.layers.iter().map(String::as_str).collect();
@@ -557,6 +574,7 @@ fn open_folder(
     let request = Request {
         model_dir: &args.model,
         input: Some(&args.input),
+        input_sha256,
         layers: &layers,
         settings: json!({
             "command": "generate",
@@ -646,6 +664,7 @@ fn write_activations(
 ) -> Result<tempfile::NamedTempFile, CliError> {
     let (acts, ids, mask) = captured(generations, pool, pad_id)?;
     let temp = temp_beside(path, ".npz")?;
-    save_output(&acts, &ids, &mask, columns, temp.path())?;
+    // A temporary: the caller persists it (or drops it, on Ctrl-C).
+    save_output(&acts, &ids, &mask, columns, temp.path(), &AtomicBool::new(false))?;
     Ok(temp)
 }

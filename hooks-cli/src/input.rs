@@ -2,9 +2,11 @@
 //! `attention_mask` a padding tokenizer writes beside them). Every line is read exactly or
 //! refused with its line number.
 
+use std::io::Read as _;
 use std::path::Path;
 
 use hooks::SampleColumn;
+use sha2::{Digest, Sha256};
 
 use crate::error::CliError;
 
@@ -55,9 +57,39 @@ pub struct Input {
     /// Which blank lines were skipped, when any were: rows follow the non-blank lines, so labels
     /// kept by line number would shift.
     pub note: Option<String>,
+    /// The sha256 of the bytes read, in hex: what a dataset folder's request records (a file
+    /// read once, so the hash is of what was extracted).
+    pub sha256: String,
 }
 
-/// Reads `path`, or the bundled sentences when `None`. Blank lines are skipped; a leading UTF-8
+/// `--input -`: standard input.
+pub fn is_stdin(path: &Path) -> bool {
+    path == Path::new("-")
+}
+
+/// `path`'s name in messages: `` `data.txt` ``, or `standard input` for `-`.
+pub fn display_name(path: &Path) -> String {
+    if is_stdin(path) {
+        "standard input".to_owned()
+    } else {
+        format!("`{}`", path.display())
+    }
+}
+
+/// The bytes of `path` (standard input for `-`) and its name for messages.
+pub fn read_bytes(path: &Path) -> Result<(String, Vec<u8>), CliError> {
+    let name = display_name(path);
+    let mut bytes = Vec::new();
+    let read = if is_stdin(path) {
+        std::io::stdin().lock().read_to_end(&mut bytes).map(|_| ())
+    } else {
+        std::fs::read(path).map(|b| bytes = b)
+    };
+    read.map_err(|e| CliError::Input(format!("cannot read {name}: {e}")))?;
+    Ok((name, bytes))
+}
+
+/// Reads `path` (standard input for `-`), or the bundled sentences when `None`. Blank lines are skipped; a leading UTF-8
 /// byte-order mark (as some editors save files) is not part of the first line. The JSON keys in
 /// `keep` are read into columns (every line must hold each).
 pub fn read(path: Option<&Path>, format: InputFormat, keep: &[String]) -> Result<Input, CliError> {
@@ -79,12 +111,10 @@ pub fn read(path: Option<&Path>, format: InputFormat, keep: &[String]) -> Result
         }
     }
     let (name, contents) = match path {
-        Some(p) => {
-            let bytes = std::fs::read(p).map_err(|e| CliError::Input(format!("cannot read `{}`: {e}", p.display())))?;
-            (format!("`{}`", p.display()), bytes)
-        }
+        Some(p) => read_bytes(p)?,
         None => ("the bundled sentences".to_owned(), DEFAULT_INPUT.as_bytes().to_vec()),
     };
+    let sha256: String = Sha256::digest(&contents).iter().map(|b| format!("{b:02x}")).collect();
     let Lines { lines, blank } = non_blank_lines(&contents, &name)?;
     let mut samples = Vec::new();
     let mut numbers = Vec::new();
@@ -122,6 +152,7 @@ pub fn read(path: Option<&Path>, format: InputFormat, keep: &[String]) -> Result
         lines: numbers,
         meta,
         note,
+        sha256,
     })
 }
 

@@ -2,9 +2,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use hooks::{save_npz, Item, NpzArray};
+use hooks::{save_npz_unless, Item, NpzArray};
 use hooks_models::lens::{logit_lens, Lens, LensOptions, Target};
 use hooks_models::{ModelError, Tokenizer};
 
@@ -72,7 +73,7 @@ pub fn run(args: &LensArgs) -> Result<(), CliError> {
     let device = parse_device(&args.device)?;
     let input = input::read(Some(&args.input), args.input_format, &[])?;
     let samples = input.samples;
-    let input_name = format!("`{}`", args.input.display());
+    let input_name = input::display_name(&args.input);
     if args.plot.is_some() && args.plot_sample >= samples.len() {
         return Err(CliError::Usage(format!(
             "`--plot-sample {}`: {input_name} has {} samples, numbered from 0",
@@ -123,10 +124,12 @@ pub fn run(args: &LensArgs) -> Result<(), CliError> {
     }
     let targets = match args.targets.as_deref() {
         Some(path) => {
-            // The input's line numbers, for messages (the reader skipped its blank lines).
-            let bytes = fs::read(&args.input).unwrap_or_default();
-            let input_lines = input::non_blank_lines(&bytes, &input_name)?.lines;
-            let lines: Vec<usize> = input_lines.iter().map(|(n, _)| *n).collect();
+            // The input's 1-based line numbers, for messages (the reader skipped its blank lines).
+            let lines: Vec<usize> = input
+                .lines
+                .iter()
+                .map(|&l| usize::try_from(l).unwrap_or(0) + 1)
+                .collect();
             let (targets, cut) = read_targets(path, &items, &lines, max_length, vocab)?;
             if cut > 0 {
                 notes.push(format!(
@@ -164,7 +167,11 @@ pub fn run(args: &LensArgs) -> Result<(), CliError> {
         Some(path) => Some((path, draw(&lens, args.plot_sample, &args.model, path)?)),
         None => None,
     };
-    let written = write(&lens, &args.out)?;
+    let written = match write(&lens, &args.out, &interrupt.flag()) {
+        // A signal during the write: neither file replaces its path.
+        Err(hooks::Error::Interrupted) => return Err(interrupt.error("nothing was written")),
+        other => other?,
+    };
     if let Some((path, temp)) = plot {
         if let Err(e) = temp.persist(path) {
             let _ = fs::remove_file(&written);
@@ -297,7 +304,7 @@ fn read_targets(
 }
 
 /// The `.npz`, written atomically; returns its path.
-fn write(lens: &Lens, out: &Path) -> Result<PathBuf, CliError> {
+fn write(lens: &Lens, out: &Path, cancel: &AtomicBool) -> Result<PathBuf, hooks::Error> {
     let mut arrays = vec![
         ("layers", NpzArray::Strings(&lens.layers)),
         ("input_ids", NpzArray::Tensor(&lens.input_ids)),
@@ -311,7 +318,7 @@ fn write(lens: &Lens, out: &Path) -> Result<PathBuf, CliError> {
         arrays.push(("target_prob", NpzArray::Tensor(prob)));
         arrays.push(("target_rank", NpzArray::Tensor(rank)));
     }
-    Ok(save_npz(arrays, out)?)
+    save_npz_unless(arrays, out, cancel)
 }
 
 /// The canonical logit-lens figure of sample `index` into a temporary PNG beside `path`: one row

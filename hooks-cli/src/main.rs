@@ -106,7 +106,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // The library's hint names its Rust API too; a command-line user lists layers so.
+            let line = e
+                .to_string()
+                .replace(hooks::LIST_LAYERS, "list every layer with `hooks layers --model DIR`");
+            eprintln!("error: {line}");
             ExitCode::from(e.exit_code())
         }
     }

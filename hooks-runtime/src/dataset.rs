@@ -12,7 +12,14 @@
 //!                            writer was given it (see [`DatasetWriter::set_columns`])
 //!   meta.<key>.npy           [N]: a key of the input's JSON lines (int64, float64, bool, <U{n}),
 //!                            when given
+//!   .lock                    while a run holds the folder: its pid
 //! ```
+//!
+//! A run holds an exclusive lock on the folder (`flock` on `.lock`) from before it reads the
+//! manifest to its end, and removes the file when it is done: a second run on the folder
+//! (extract, resume, `--overwrite`, merge) is refused meanwhile, naming the holder's pid. The
+//! operating system releases the lock when its process ends, however it ends, so the `.lock` a
+//! killed run leaves never blocks.
 //!
 //! Every `.npy` starts with a 128-byte header (numpy's format 1.0). While a run is in progress
 //! the header is zeros and the data grows behind it; `finish` writes the headers. A window's
@@ -40,6 +47,65 @@ const HEADER: u64 = 128;
 
 /// The manifest's `format` field.
 const FORMAT: &str = "hooks-dataset";
+
+/// The lock file of a folder.
+const LOCK: &str = ".lock";
+
+/// An exclusive lock on a dataset folder, held while the value lives: `DIR/.lock`, locked with
+/// `flock` and holding the holder's pid. Dropped, it removes the file (still holding the lock)
+/// and releases it; the operating system releases it when the process ends however it ends, so
+/// the file a killed process leaves never blocks.
+#[derive(Debug)]
+pub struct FolderLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl Drop for FolderLock {
+    fn drop(&mut self) {
+        // Removed before the lock is released (when `file` closes): a run that opens `.lock`
+        // after this makes a new one, and the folder is this holder's no longer.
+        let _ = fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+    }
+}
+
+impl FolderLock {
+    /// Locks the existing folder `dir`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FolderInUse`] when another run holds it (naming its pid), [`Error::Io`] when the
+    /// lock file cannot be created or locked.
+    pub fn acquire(dir: &Path) -> Result<FolderLock> {
+        let path = dir.join(LOCK);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io("cannot create", &path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(Error::FolderInUse {
+                    dir: dir.to_owned(),
+                    pid: holder.trim().parse().ok(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io("cannot lock", &path, e)),
+        }
+        let pid = format!("{}\n", std::process::id());
+        file.set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| file.write_all(pid.as_bytes()))
+            .map_err(|e| io("cannot write", &path, e))?;
+        Ok(FolderLock { file, path })
+    }
+}
 
 /// How a layer's rows are laid out in its `.npy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +252,8 @@ pub struct DatasetWriter {
     fresh: Option<bool>,
     /// Per-sample columns written beside the layers, one value per sample of the folder.
     columns: Vec<(String, SampleColumn)>,
+    /// The folder's exclusive lock, for the writer's life.
+    _lock: FolderLock,
 }
 
 impl DatasetWriter {
@@ -196,6 +264,7 @@ impl DatasetWriter {
     ///
     /// # Errors
     ///
+    /// [`Error::FolderInUse`] when another run holds the folder's lock (see the module docs);
     /// [`Error::DatasetMismatch`] when `dir` holds a run of another request (naming the first
     /// difference) and `overwrite` is false; [`Error::BadFile`] when `dir` is a non-empty folder
     /// without a `manifest.json`, or its manifest is unreadable; [`Error::Io`].
@@ -216,6 +285,28 @@ impl DatasetWriter {
             done: Done::default(),
             complete: false,
         };
+        if dir.is_file() {
+            return Err(Error::InvalidArgument {
+                name: "out",
+                reason: format!(
+                    "`{}` is a file, not a folder; a dataset folder needs a folder path (or end the path in .npz for one file)",
+                    dir.display()
+                ),
+            });
+        }
+        // The folder exists from here, so that it can be locked before anything in it is read.
+        let created = !dir.exists();
+        fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+        let lock = match FolderLock::acquire(dir) {
+            Ok(lock) => lock,
+            Err(err) => {
+                if created {
+                    // Only if still empty: a `.lock` there is another run's.
+                    let _ = fs::remove_dir(dir);
+                }
+                return Err(err);
+            }
+        };
         let manifest_path = dir.join("manifest.json");
         if manifest_path.exists() {
             let old = read_manifest(dir)?;
@@ -227,6 +318,7 @@ impl DatasetWriter {
                         windows: 0,
                         fresh: None,
                         columns: Vec::new(),
+                        _lock: lock,
                     };
                     writer.cut_back()?;
                     return Ok(writer);
@@ -241,18 +333,12 @@ impl DatasetWriter {
                 }
                 Some(_) => remove_dataset(dir, &old)?,
             }
-        } else if dir.is_file() {
-            return Err(Error::InvalidArgument {
-                name: "out",
-                reason: format!(
-                    "`{}` is a file, not a folder; a dataset folder needs a folder path (or end the path in .npz for one file)",
-                    dir.display()
-                ),
-            });
-        } else if dir.exists() {
+        } else if !created {
             // A run killed while creating the folder may have left a manifest's temporary alone.
             remove_manifest_temporaries(dir)?;
-            let mut entries = fs::read_dir(dir).map_err(|e| io("cannot read", dir, e))?;
+            let mut entries = fs::read_dir(dir)
+                .map_err(|e| io("cannot read", dir, e))?
+                .filter(|e| e.as_ref().map_or(true, |e| e.file_name() != LOCK));
             if entries.next().is_some() {
                 return Err(Error::InvalidArgument {
                     name: "out",
@@ -263,14 +349,13 @@ impl DatasetWriter {
                 });
             }
         }
-        let created = !dir.exists();
-        fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
         let writer = DatasetWriter {
             dir: dir.to_owned(),
             manifest: fresh,
             windows: 0,
             fresh: Some(created),
             columns: Vec::new(),
+            _lock: lock,
         };
         writer.save_manifest()?;
         Ok(writer)
@@ -295,6 +380,7 @@ impl DatasetWriter {
         remove_dataset(&self.dir, &self.manifest)?;
         if created {
             // Empty now, unless something else wrote into it meanwhile: then it stays.
+            let _ = fs::remove_file(self.dir.join(LOCK));
             let _ = fs::remove_dir(&self.dir);
         }
         Ok(())
@@ -313,6 +399,7 @@ impl DatasetWriter {
         };
         remove_dataset(&self.dir, &self.manifest)?;
         if created {
+            let _ = fs::remove_file(self.dir.join(LOCK));
             let _ = fs::remove_dir(&self.dir);
         }
         Ok(())
@@ -698,6 +785,15 @@ impl ActivationSink for DatasetWriter {
 /// of another number of shards, or shards that overlap or leave gaps; [`Error::Io`].
 pub fn merge_datasets(out: &Path, inputs: &[PathBuf]) -> Result<()> {
     let bad = |reason: String| Error::InvalidArgument { name: "shards", reason };
+    // Each shard is read as a dataset folder first, then locked (no run may write it while it
+    // is merged) and read again under the lock.
+    for dir in inputs {
+        let _ = read_manifest(dir)?;
+    }
+    let _locks = inputs
+        .iter()
+        .map(|dir| FolderLock::acquire(dir))
+        .collect::<Result<Vec<_>>>()?;
     let manifests = inputs
         .iter()
         .map(|dir| read_manifest(dir))
@@ -1230,6 +1326,38 @@ fn crash_point(point: &str, window: usize) {
 mod tests {
     use super::*;
     use crate::store::Activations;
+
+    /// A folder in use is refused to a second writer (naming the holder's pid) until the first
+    /// is dropped; a `.lock` file no process holds (a killed run's) never blocks; a finished
+    /// folder keeps no `.lock`.
+    #[test]
+    fn a_folder_in_use_is_refused_and_a_dead_lock_never_blocks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("acts");
+        let config = serde_json::json!({"test": 1});
+        let first = DatasetWriter::create(&dir, config.clone(), None, 4, false).unwrap();
+        for overwrite in [false, true] {
+            let err = DatasetWriter::create(&dir, config.clone(), None, 4, overwrite).unwrap_err();
+            let pid = std::process::id();
+            assert!(
+                matches!(&err, Error::FolderInUse { pid: Some(p), .. } if *p == pid),
+                "{err}"
+            );
+            assert!(
+                err.to_string().contains(&format!("in use by another run (pid {pid})")),
+                "{err}"
+            );
+        }
+        drop(first);
+        assert!(!dir.join(LOCK).exists(), "the lock file goes with its holder");
+        // A killed run's lock file, held by no process.
+        fs::write(dir.join(LOCK), "999999999\n").unwrap();
+        let mut writer = write(&dir, 4, Vec::new()).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        assert!(!dir.join(LOCK).exists());
+        assert!(read_manifest(&dir).unwrap().complete);
+    }
 
     /// Writes `samples` one-token samples in windows of 2, with `columns`.
     fn write(dir: &Path, samples: usize, columns: Vec<(String, SampleColumn)>) -> Result<DatasetWriter> {

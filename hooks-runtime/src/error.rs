@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+/// How the layer errors say to list a model's layers (the `hooks` command says it its own way).
+pub const LIST_LAYERS: &str = "list every layer with `layer_names()` on the model or `hooks layers`";
+
 /// Everything that can go wrong in `hooks`: bad input, I/O, libtorch.
 ///
 /// Messages are one line, name the culprit in backticks and say how to fix it.
@@ -9,10 +12,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// A selected layer path names no capture site of the bound model.
-    #[error(
-        "unknown layer `{path}`{}; list every layer with `layer_names()` on the model or `hooks layers`",
-        did_you_mean(.suggestions)
-    )]
+    #[error("unknown layer `{path}`{}; {LIST_LAYERS}", did_you_mean(.suggestions))]
     UnknownLayer {
         /// The path as given.
         path: String,
@@ -20,7 +20,7 @@ pub enum Error {
         suggestions: Vec<String>,
     },
     /// A glob matched no capture site.
-    #[error("the pattern `{pattern}` matches no layer; list every layer with `layer_names()` on the model or `hooks layers`")]
+    #[error("the pattern `{pattern}` matches no layer; {LIST_LAYERS}")]
     NoMatch {
         /// The glob as given.
         pattern: String,
@@ -88,6 +88,14 @@ pub enum Error {
         there: String,
         /// Its value now (JSON).
         now: String,
+    },
+    /// Another run holds the dataset folder's lock (see [`FolderLock`](crate::FolderLock)).
+    #[error("`{}` is in use by another run ({}); wait for it to end, or write to another folder", dir.display(), pid.map_or_else(|| "its pid is not recorded yet".to_owned(), |pid| format!("pid {pid}")))]
+    FolderInUse {
+        /// The folder.
+        dir: PathBuf,
+        /// The holder's process id, as it recorded it.
+        pid: Option<u32>,
     },
     /// The run was interrupted (its interrupt flag was raised: Ctrl-C, say).
     #[error("interrupted")]

@@ -30,9 +30,10 @@ pub mod switch;
 pub use builder::{HookPaths, NoLayers, SeqPaths};
 pub use columns::{is_sample_column, SampleColumn, META_PREFIX, SAMPLE_INDEX};
 pub use dataset::{
-    merge_datasets, read_manifest, ArrayInfo, ArrayReader, Dataset, DatasetWriter, Done, Manifest, Rows, Shard,
+    merge_datasets, read_manifest, ArrayInfo, ArrayReader, Dataset, DatasetWriter, Done, FolderLock, Manifest, Rows,
+    Shard,
 };
-pub use error::{Error, Result};
+pub use error::{Error, Result, LIST_LAYERS};
 pub use extract::{
     extract_representations, ActivationSink, BatchForward, Chunk, Extracted, Extractor, InputIds, Item, MemorySink,
     NpzSink, Progress, Repeats, Report, Stats, Unmasked,
@@ -40,7 +41,9 @@ pub use extract::{
 pub use hook::{CaptureOutput, Hook, HookPoint};
 pub use hookable::{Hookable, LayerTree, Walker};
 pub use intervene::{Intervention, Interventions};
-pub use npz::{load_activations, load_npy, load_npz, load_numeric, save_activations, save_npz, NpzArray, NpzValue};
+pub use npz::{
+    load_activations, load_npy, load_npz, load_numeric, save_activations, save_npz, save_npz_unless, NpzArray, NpzValue,
+};
 pub use path::{LayerPath, Prefix, INPUT_SUFFIX};
 pub use pool::Pool;
 pub use positions::{Position, Positions, TokenPositions};

@@ -7,8 +7,10 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use ndarray_npy::{
@@ -52,7 +54,7 @@ where
     I: IntoIterator<Item = (K, &'a Tensor)>,
 {
     let arrays = activations.into_iter().map(|(name, t)| (name, NpzArray::Tensor(t)));
-    save_with_fault(arrays, path.as_ref(), None)
+    save_with_fault(arrays, path.as_ref(), None, None)
 }
 
 /// One array of an `.npz` that [`save_npz`] writes.
@@ -88,11 +90,32 @@ where
     K: AsRef<str> + 'a,
     I: IntoIterator<Item = (K, NpzArray<'a>)>,
 {
-    save_with_fault(arrays, path.as_ref(), None)
+    save_with_fault(arrays, path.as_ref(), None, None)
 }
 
-/// [`save_npz`], failing with an I/O error after `fail_after` bytes (for tests).
-pub(crate) fn save_with_fault<'a, K, I>(arrays: I, path: &Path, fail_after: Option<u64>) -> Result<PathBuf>
+/// [`save_npz`], unless `cancel` is raised before the file replaces the one at `path` (Ctrl-C
+/// during the write): then the temporary is removed, any earlier file at `path` is left as it
+/// was, and the result is [`Error::Interrupted`].
+///
+/// # Errors
+///
+/// As [`save_npz`]; [`Error::Interrupted`].
+pub fn save_npz_unless<'a, K, I>(arrays: I, path: impl AsRef<Path>, cancel: &AtomicBool) -> Result<PathBuf>
+where
+    K: AsRef<str> + 'a,
+    I: IntoIterator<Item = (K, NpzArray<'a>)>,
+{
+    save_with_fault(arrays, path.as_ref(), None, Some(cancel))
+}
+
+/// [`save_npz`], failing with an I/O error after `fail_after` bytes (for tests), and stopping
+/// before the rename when `cancel` is raised.
+pub(crate) fn save_with_fault<'a, K, I>(
+    arrays: I,
+    path: &Path,
+    fail_after: Option<u64>,
+    cancel: Option<&AtomicBool>,
+) -> Result<PathBuf>
 where
     K: AsRef<str> + 'a,
     I: IntoIterator<Item = (K, NpzArray<'a>)>,
@@ -144,12 +167,15 @@ where
             inner: BufWriter::with_capacity(1 << 20, temp.as_file()),
             left: fail_after,
         };
-        let mut npz = NpzWriter::new_with_options(
+        // Not dropped on an error: the zip writer's `Drop` would try to finish the archive on a
+        // failed file and print a line of its own to stderr before the real error. Its buffers
+        // leak on that path, and the temporary is removed all the same.
+        let mut npz = ManuallyDrop::new(NpzWriter::new_with_options(
             writer,
             SimpleFileOptions::default()
                 .compression_method(CompressionMethod::Stored)
                 .large_file(true),
-        );
+        ));
         for (name, array) in &arrays {
             match array {
                 NpzArray::Tensor(tensor) => add_array(&mut npz, name.as_ref(), tensor),
@@ -158,15 +184,31 @@ where
             .map_err(write_err)?;
         }
         // `finish` writes the zip directory; dropping the writer instead would swallow its errors.
-        let FaultyWriter { inner, .. } = npz.finish().map_err(|e| write_err(with_causes(&e)))?;
+        let FaultyWriter { inner, .. } = ManuallyDrop::into_inner(npz)
+            .finish()
+            .map_err(|e| write_err(with_causes(&e)))?;
         inner
             .into_inner()
             .map_err(|e| write_err(e.into_error()))?
             .sync_all()
             .map_err(write_err)?;
     }
+    pause_point("npz-rename");
+    if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+        // `temp` removes itself; the file at `path`, if any, is untouched.
+        return Err(Error::Interrupted);
+    }
     temp.persist(&path).map_err(|e| write_err(e.error))?;
     Ok(path)
+}
+
+/// A place where a test holds the process for two seconds (`HOOKS_PAUSE_AT=npz-rename`: the
+/// `.npz` written and synced to its temporary, not yet renamed), to send it a signal there.
+/// Unset, it does nothing. A testing aid, as the dataset folder's crash points are.
+fn pause_point(point: &str) {
+    if std::env::var("HOOKS_PAUSE_AT").is_ok_and(|at| at == point) {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
 }
 
 /// A temporary-file builder whose file gets the mode any new file gets here: `0o666` less the
@@ -343,8 +385,9 @@ fn through_symlink(path: &Path) -> Result<PathBuf> {
     ))
 }
 
+/// `path`, with `.npz` added unless it ends in it (in any case: `x.NPZ` stays `x.NPZ`).
 fn with_npz_extension(path: &Path) -> PathBuf {
-    if path.extension().is_some_and(|e| e == "npz") {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz")) {
         path.to_path_buf()
     } else {
         let mut s = path.as_os_str().to_owned();
@@ -768,6 +811,7 @@ mod tests {
                 [("a", NpzArray::Tensor(&t)), ("b", NpzArray::Tensor(&t))],
                 &path,
                 Some(fail_after),
+                None,
             )
             .unwrap_err();
             assert!(err.to_string().contains("injected write failure"), "{err}");
@@ -779,7 +823,30 @@ mod tests {
             assert_eq!(names, ["acts.npz"], "a temporary file was left behind");
         }
         // And without a fault the same call replaces the file.
-        save_with_fault([("a", NpzArray::Tensor(&t))], &path, None).unwrap();
+        save_with_fault([("a", NpzArray::Tensor(&t))], &path, None, None).unwrap();
+        assert!(load_activations(&path).unwrap().get("a").unwrap().equal(&t));
+    }
+
+    /// A raised cancel flag (Ctrl-C during the write) leaves the previous file untouched and no
+    /// temporary; `x.NPZ` is an `.npz` path already, in any case.
+    #[test]
+    fn a_cancelled_write_leaves_the_old_file_and_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("acts.NPZ");
+        fs::write(&path, b"previous contents").unwrap();
+        let t = sample();
+        let cancel = AtomicBool::new(true);
+        let err = save_npz_unless([("a", NpzArray::Tensor(&t))], &path, &cancel).unwrap_err();
+        assert!(matches!(err, Error::Interrupted), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"previous contents");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["acts.NPZ"], "a temporary file was left behind");
+        cancel.store(false, Ordering::SeqCst);
+        let written = save_npz_unless([("a", NpzArray::Tensor(&t))], &path, &cancel).unwrap();
+        assert_eq!(written, path, "`.NPZ` is not suffixed again");
         assert!(load_activations(&path).unwrap().get("a").unwrap().equal(&t));
     }
 

@@ -1,0 +1,317 @@
+//! What is on disk stays what it claims to be: a folder in use is locked, a resume checks every
+//! file that shaped the bytes (the tokenizer among them), Ctrl-C during an `.npz` write leaves the
+//! previous file, and the small cases a newcomer's trial found (`--input -`, `--out x.NPZ`, a
+//! config without `model_type`, `--minibatch` past the rows, the CLI's layer hint).
+#![allow(clippy::unwrap_used)] // a failing test should fail loudly
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The all-MiniLM-L6-v2 folder `make` installs, or `None` (with a note) outside `make`.
+fn minilm() -> Option<PathBuf> {
+    hooks_test_support::python().map(|python| hooks_test_support::minilm_dir(&python))
+}
+
+fn hooks_cmd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hooks"));
+    cmd.env_remove("LD_LIBRARY_PATH")
+        .env_remove("HOOKS_CRASH_AT")
+        .env_remove("HOOKS_PAUSE_AT");
+    cmd
+}
+
+fn arg(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The one line of a failed run's stderr, checked to be one line and to contain each of `needles`.
+fn fails_with(out: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "succeeded: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "`{needle}` not in: {err}");
+    }
+    err
+}
+
+fn ok(out: &Output) {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Waits until `cond` holds, for at most two minutes.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Two processes on one folder: while the first writes it, a second run on the same folder (the
+/// same command, or another with `--overwrite`) is refused with one line naming the folder and
+/// the first one's pid, and changes nothing; the first finishes as if alone, and leaves no lock.
+#[test]
+fn a_second_run_on_a_folder_in_use_is_refused() {
+    let Some(model) = minilm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("many.txt");
+    std::fs::write(&input, "A sentence to embed, one of many.\n".repeat(400)).unwrap();
+    let out = dir.path().join("acts");
+    let run = |layers: &str, extra: &[&str]| {
+        let mut cmd = hooks_cmd();
+        cmd.args([
+            "extract",
+            "--model",
+            arg(&model),
+            "--input",
+            arg(&input),
+            "--layers",
+            layers,
+        ])
+        .args(["--batch-size", "4", "--window", "8", "--out", arg(&out)])
+        .args(extra);
+        cmd
+    };
+    let first = run("encoder.layer.1.output", &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the first window", || {
+        hooks::read_manifest(&out).is_ok_and(|m| m.done.samples > 0 && !m.complete)
+    });
+    let pid = first.id().to_string();
+    for extra in [&[][..], &["--overwrite"][..]] {
+        let second = run("encoder.layer.2.output", extra).output().unwrap();
+        fails_with(&second, &[arg(&out), "is in use by another run", &format!("pid {pid}")]);
+    }
+    let output = first.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let manifest = hooks::read_manifest(&out).unwrap();
+    assert!(manifest.complete);
+    assert_eq!(manifest.config["layers"], serde_json::json!(["encoder.layer.1.output"]));
+    assert!(!out.join(".lock").exists());
+    // Free again: the same command finds it complete.
+    ok(&run("encoder.layer.1.output", &[]).output().unwrap());
+}
+
+/// A copy of the MiniLM folder whose weights are a link to the original (the rest copied, so it
+/// can be edited).
+fn editable_copy(model: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(model).unwrap() {
+        let entry = entry.unwrap();
+        let (from, dest) = (entry.path(), to.join(entry.file_name()));
+        if from.is_dir() {
+            editable_copy(&from, &dest);
+        } else if entry.file_name().to_string_lossy().ends_with(".safetensors") {
+            std::os::unix::fs::symlink(&from, &dest).unwrap();
+        } else {
+            std::fs::copy(&from, &dest).unwrap();
+        }
+    }
+}
+
+/// The tokenizer is part of a resume's identity: a run killed part-way, its model folder's
+/// `tokenizer.json` edited (the post-processor that adds `[CLS]` and `[SEP]` removed), and the
+/// same command again is refused, naming the file; so is a changed sentence-transformers pooling
+/// setting. Unchanged, the same command resumes.
+#[test]
+fn a_changed_tokenizer_is_named_and_not_resumed() {
+    let Some(model) = minilm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("minilm");
+    editable_copy(&model, &copy);
+    let input = dir.path().join("texts.txt");
+    std::fs::write(
+        &input,
+        "One short text.\nAnother, a little longer than it.\nA third.\n".repeat(4),
+    )
+    .unwrap();
+    let out = dir.path().join("acts");
+    let run = || {
+        let mut cmd = hooks_cmd();
+        cmd.args(["extract", "--model", arg(&copy), "--input", arg(&input)])
+            .args([
+                "--layers",
+                "encoder.layer.1.output",
+                "--batch-size",
+                "2",
+                "--window",
+                "4",
+            ])
+            .args(["--out", arg(&out)]);
+        cmd
+    };
+    let killed = run().env("HOOKS_CRASH_AT", "manifest:1").status().unwrap();
+    assert!(!killed.success());
+    assert!(!hooks::read_manifest(&out).unwrap().complete);
+
+    let tokenizer = copy.join("tokenizer.json");
+    let original = std::fs::read(&tokenizer).unwrap();
+    let mut json: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    json["post_processor"] = serde_json::Value::Null;
+    std::fs::write(&tokenizer, serde_json::to_vec(&json).unwrap()).unwrap();
+    fails_with(
+        &run().output().unwrap(),
+        &[
+            "holds an extraction with another `model_sha256.tokenizer.json`",
+            "--overwrite",
+        ],
+    );
+
+    std::fs::write(&tokenizer, &original).unwrap();
+    let pooling = copy.join("1_Pooling/config.json");
+    if pooling.is_file() {
+        let before = std::fs::read(&pooling).unwrap();
+        std::fs::write(&pooling, [&before[..], b"\n"].concat()).unwrap();
+        fails_with(&run().output().unwrap(), &["`model_sha256.1_Pooling/config.json`"]);
+        std::fs::write(&pooling, before).unwrap();
+    }
+    ok(&run().output().unwrap());
+    assert!(hooks::read_manifest(&out).unwrap().complete);
+}
+
+/// Ctrl-C while the `.npz` is written (held at the moment before its rename): exit 130, the
+/// previous file untouched, no temporary left.
+#[test]
+fn sigint_during_the_npz_write_leaves_the_previous_file() {
+    let Some(model) = minilm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("texts.txt");
+    std::fs::write(&input, "One text.\nAnother.\n").unwrap();
+    let out = dir.path().join("acts.npz");
+    std::fs::write(&out, b"the previous run's file").unwrap();
+    let child = hooks_cmd()
+        .args([
+            "extract",
+            "--model",
+            arg(&model),
+            "--input",
+            arg(&input),
+            "--out",
+            arg(&out),
+        ])
+        .args(["--layers", "encoder.layer.5.output"])
+        .env("HOOKS_PAUSE_AT", "npz-rename")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let temporaries = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+            .count()
+    };
+    // The temporary exists from the start of the write; the pause holds it 2 s past its sync.
+    wait_until("the .npz write", || temporaries() > 0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted by SIGINT (Ctrl-C); nothing was written"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"the previous run's file");
+    assert_eq!(temporaries(), 0);
+}
+
+/// `--input -` reads standard input (the manifest says so, with its bytes' sha256); `--out x.NPZ`
+/// writes `x.NPZ`; a config without `model_type` says so; `--minibatch` at or past the row count
+/// is noted; an unknown layer's hint names the command, not the Rust API.
+#[test]
+fn small_cases_say_what_they_do() {
+    let Some(model) = minilm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let text = "A sentence from standard input.\nAnd a second one.\nA third.\nThe fourth and\nfifth lines.\n";
+    let input = dir.path().join("texts.txt");
+    std::fs::write(&input, text).unwrap();
+    let (from_file, from_stdin) = (dir.path().join("file.NPZ"), dir.path().join("stdin"));
+    ok(&hooks_cmd()
+        .args([
+            "extract",
+            "--model",
+            arg(&model),
+            "--input",
+            arg(&input),
+            "--pool",
+            "mean",
+        ])
+        .args(["--layers", "encoder.layer.4.output,encoder.layer.5.output"])
+        .args(["--out", arg(&from_file)])
+        .output()
+        .unwrap());
+    assert!(from_file.is_file(), "`--out x.NPZ` writes x.NPZ");
+    assert!(!dir.path().join("file.NPZ.npz").exists());
+    let mut child = hooks_cmd()
+        .args(["extract", "--model", arg(&model), "--input", "-", "--pool", "mean"])
+        .args(["--layers", "encoder.layer.4.output,encoder.layer.5.output"])
+        .args(["--out", arg(&from_stdin)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    ok(&child.wait_with_output().unwrap());
+    let manifest = hooks::read_manifest(&from_stdin).unwrap();
+    assert_eq!(manifest.config["input"]["path"], "standard input");
+    let sha: String = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        text.as_bytes(),
+    ))
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect();
+    assert_eq!(manifest.config["input"]["sha256"], sha.as_str());
+    let npz = hooks::load_activations(&from_file).unwrap();
+    let folder = hooks::Dataset::open(&from_stdin).unwrap();
+    let ours = folder.array("encoder.layer.5.output").unwrap();
+    let theirs = npz.get("encoder.layer.5.output").unwrap();
+    assert!(ours.equal(theirs), "standard input and the file give the same rows");
+
+    let bare = dir.path().join("bare");
+    std::fs::create_dir(&bare).unwrap();
+    std::fs::write(bare.join("config.json"), r#"{"hidden_size": 8}"#).unwrap();
+    fails_with(
+        &hooks_cmd().args(["layers", "--model", arg(&bare)]).output().unwrap(),
+        &["has no `model_type`"],
+    );
+
+    let cmp = hooks_cmd()
+        .args([
+            "compare",
+            arg(&from_file),
+            "--layers-a",
+            "encoder.layer.4.output,encoder.layer.5.output",
+        ])
+        .args(["--minibatch", "64", "--out", arg(&dir.path().join("m.csv"))])
+        .output()
+        .unwrap();
+    ok(&cmp);
+    let err = String::from_utf8_lossy(&cmp.stderr);
+    assert!(err.contains("note: `--minibatch 64` is not below the"), "{err}");
+
+    let err = fails_with(
+        &hooks_cmd()
+            .args(["extract", "--model", arg(&model), "--layers", "encoder.layr.1.output"])
+            .args(["--out", arg(&dir.path().join("x.npz"))])
+            .output()
+            .unwrap(),
+        &["did you mean `encoder.layer.1.output`", "`hooks layers --model DIR`"],
+    );
+    assert!(!err.contains("layer_names()"), "{err}");
+}
