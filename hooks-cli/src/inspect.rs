@@ -1,4 +1,4 @@
-//! `hooks inspect`: what an `.npz` file holds.
+//! `hooks inspect`: what an `.npz` file or a dataset folder holds.
 
 use std::path::Path;
 
@@ -8,8 +8,11 @@ use tch::Kind;
 use crate::error::CliError;
 
 /// Prints one line per array: name, dtype, shape, bytes, min / max / mean (for strings, the
-/// first few).
+/// first few); for a dataset folder, finished or not, see [`folder`].
 pub fn run(path: &Path) -> Result<(), CliError> {
+    if path.is_dir() {
+        return folder(path);
+    }
     let arrays = hooks::load_npz(path)?;
     let width = arrays.iter().map(|(name, _)| name.len()).max().unwrap_or(4).max(4);
     out!(
@@ -65,6 +68,67 @@ pub fn run(path: &Path) -> Result<(), CliError> {
     }
     out!("{} arrays, {} bytes of data in {}", arrays.len(), total, path.display())?;
     Ok(())
+}
+
+/// A dataset folder, from its manifest alone (so a folder being written, or left by a killed run,
+/// is described as numpy sees it now): whether it is complete, the samples and tokens written,
+/// and per file its dtype, the shape its `.npy` header gives now and its bytes.
+fn folder(dir: &Path) -> Result<(), CliError> {
+    let m = hooks::read_manifest(dir)?;
+    let (samples, tokens) = (m.done.samples, m.done.tokens);
+    let mut files: Vec<(String, String, Vec<u64>)> = m
+        .arrays
+        .iter()
+        .map(|(name, info)| {
+            let rows = if info.rows == hooks::Rows::Tokens {
+                tokens
+            } else {
+                samples as u64
+            };
+            let shape = std::iter::once(rows)
+                .chain(info.row_shape.iter().map(|&d| u64::try_from(d).unwrap_or(0)))
+                .collect();
+            (name.clone(), numpy_name(&info.descr), shape)
+        })
+        .collect();
+    if !m.arrays.is_empty() {
+        files.push(("offsets.npy".into(), "int64".into(), vec![samples as u64 + 1]));
+        files.push(("input_ids.npy".into(), "int64".into(), vec![tokens]));
+    }
+    let width = files.iter().map(|(name, _, _)| name.len()).max().unwrap_or(4).max(4);
+    out!("{:<width$}  {:<7} {:<18} {:>12}", "file", "dtype", "shape", "bytes")?;
+    for (name, dtype, shape) in &files {
+        let bytes = m.done.bytes.get(name).copied().unwrap_or(0);
+        out!("{name:<width$}  {dtype:<7} {:<18} {bytes:>12}", format!("{shape:?}"))?;
+    }
+    let state = if m.complete {
+        "complete"
+    } else {
+        "in progress (or stopped)"
+    };
+    let shard = m.shard.map_or_else(String::new, |s| {
+        format!(", shard {}/{} (samples {}..{})", s.index, s.count, s.first, s.end)
+    });
+    out!(
+        "dataset folder {}: {state}, {samples} of {} samples and {tokens} tokens written{shard}; every .npy opens in numpy with the rows written",
+        dir.display(),
+        m.samples
+    )?;
+    Ok(())
+}
+
+/// numpy's name for a `.npy` dtype string (`<f4` → `float32`); strings as they are (`<U12`).
+fn numpy_name(descr: &str) -> String {
+    match descr {
+        "<f4" => "float32",
+        "<f8" => "float64",
+        "<f2" => "float16",
+        "<i8" => "int64",
+        "<i4" => "int32",
+        "|b1" => "bool",
+        other => other,
+    }
+    .to_owned()
 }
 
 /// numpy's name for a tch kind (as our `.npz` files store it).

@@ -76,9 +76,9 @@ enum Command {
     /// stratified folds with an optional control task; writes one CSV row per layer, the folds,
     /// and optionally the probe directions and the accuracy-by-layer plot.
     Probe(Box<probe::ProbeArgs>),
-    /// Show each array of an .npz file: name, dtype, shape, bytes, min/max/mean.
+    /// Show each array of an .npz file (name, dtype, shape, bytes, min/max/mean), or each file of a dataset folder, finished or not.
     Inspect {
-        /// The .npz file.
+        /// The .npz file, or a dataset folder (finished, being written, or left by a stopped run).
         path: PathBuf,
     },
 }

@@ -315,3 +315,83 @@ fn small_cases_say_what_they_do() {
     );
     assert!(!err.contains("layer_names()"), "{err}");
 }
+
+/// A folder killed part-way (as a running one stands at each manifest commit) opens in numpy:
+/// every `.npy`, memory-mapped, has the rows the manifest counts, equal to the first rows of the
+/// finished run's; `hooks inspect DIR` describes it.
+#[test]
+fn a_killed_folder_reads_in_numpy_as_the_rows_so_far() {
+    let Some(model) = minilm() else { return };
+    let python = hooks_test_support::python().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("texts.jsonl");
+    let lines: Vec<String> = (0..12)
+        .map(|i| {
+            format!(
+                r#"{{"text": "Sentence number {i} {}", "label": {}}}"#,
+                "and more ".repeat(i % 5),
+                i % 3
+            )
+        })
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let run = |out: &Path| {
+        let mut cmd = hooks_cmd();
+        cmd.args([
+            "extract",
+            "--model",
+            arg(&model),
+            "--input",
+            arg(&input),
+            "--keep-keys",
+            "label",
+        ])
+        .args([
+            "--layers",
+            "encoder.layer.1.output,pooler",
+            "--batch-size",
+            "2",
+            "--window",
+            "4",
+        ])
+        .args(["--out", arg(out)]);
+        cmd
+    };
+    let (whole, killed) = (dir.path().join("whole"), dir.path().join("killed"));
+    ok(&run(&whole).output().unwrap());
+    let status = run(&killed).env("HOOKS_CRASH_AT", "manifest:2").status().unwrap();
+    assert!(!status.success());
+    let manifest = hooks::read_manifest(&killed).unwrap();
+    assert_eq!((manifest.done.samples, manifest.complete), (8, false));
+    let script = r#"
+import json, os, sys
+import numpy as np
+killed, whole = sys.argv[1], sys.argv[2]
+m = json.load(open(os.path.join(killed, "manifest.json")))
+samples, tokens = m["done"]["samples"], m["done"]["tokens"]
+names = sorted(n for n in os.listdir(whole) if n.endswith(".npy"))
+assert names == sorted(n for n in os.listdir(killed) if n.endswith(".npy")), names
+for name in names:
+    a = np.load(os.path.join(killed, name), mmap_mode="r")
+    b = np.load(os.path.join(whole, name))
+    rows = m["arrays"][name]["rows"] if name in m["arrays"] else None
+    want = {"offsets.npy": samples + 1, "input_ids.npy": tokens}.get(name, tokens if rows == "tokens" else samples)
+    assert a.shape[0] == want, (name, a.shape, want)
+    assert a.dtype == b.dtype and a.shape[1:] == b.shape[1:], name
+    assert np.array_equal(np.asarray(a), b[: a.shape[0]]), name
+print(len(names))
+"#;
+    let out = hooks_test_support::python_command(&python)
+        .args(["-c", script, arg(&killed), arg(&whole)])
+        .output()
+        .unwrap();
+    ok(&out);
+    let checked: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(checked, 6, "two layers, offsets, input_ids, sample_index, meta.label");
+
+    let inspect = hooks_cmd().args(["inspect", arg(&killed)]).output().unwrap();
+    ok(&inspect);
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(text.contains("in progress (or stopped), 8 of 12 samples"), "{text}");
+    assert!(text.contains("meta.label.npy"), "{text}");
+}

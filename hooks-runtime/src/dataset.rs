@@ -21,12 +21,14 @@
 //! operating system releases the lock when its process ends, however it ends, so the `.lock` a
 //! killed run leaves never blocks.
 //!
-//! Every `.npy` starts with a 128-byte header (numpy's format 1.0). While a run is in progress
-//! the header is zeros and the data grows behind it; `finish` writes the headers. A window's
-//! bytes are appended to every file and synced before `manifest.json` (replaced atomically) says
-//! they are done: after a crash, a rerun cuts each file back to what the manifest counts and
-//! goes on from there, and the finished folder is byte for byte the one an uninterrupted run
-//! writes.
+//! Every `.npy` starts with a 128-byte header (numpy's format 1.0), reserved so that it never
+//! moves the data. A window's bytes are appended to every file, each header rewritten in place to
+//! describe the rows written so far, and all of it synced before `manifest.json` (replaced
+//! atomically) says they are done: at every manifest commit, numpy opens each file of a running or
+//! killed folder (`mmap_mode="r"` too) with the rows the manifest counts, equal to the first rows
+//! of the finished run's. After a crash, a rerun cuts each file back to what the manifest counts
+//! (and its header with it) and goes on from there, and the finished folder is byte for byte the
+//! one an uninterrupted run writes.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -495,6 +497,42 @@ impl DatasetWriter {
                 }
             }
         }
+        // A crash after a window's headers but before its manifest left them counting rows that
+        // are cut now.
+        if !self.manifest.arrays.is_empty() {
+            self.write_headers(&self.headers_now()?)?;
+        }
+        Ok(())
+    }
+
+    /// Each file's `.npy` header for the rows the manifest counts now (the final headers once
+    /// every sample is written).
+    fn headers_now(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let m = &self.manifest;
+        let tokens = i64::try_from(m.done.tokens).unwrap_or(i64::MAX);
+        let samples = i64::try_from(m.done.samples).unwrap_or(i64::MAX);
+        let mut headers = Vec::new();
+        for (name, info) in &m.arrays {
+            let rows = if info.rows == Rows::Tokens { tokens } else { samples };
+            let shape: Vec<i64> = std::iter::once(rows).chain(info.row_shape.iter().copied()).collect();
+            headers.push((name.clone(), npy_header(&info.descr, &shape)?));
+        }
+        headers.push(("offsets.npy".into(), npy_header("<i8", &[samples + 1])?));
+        headers.push(("input_ids.npy".into(), npy_header("<i8", &[tokens])?));
+        Ok(headers)
+    }
+
+    /// Writes `headers` at the start of their files, each synced.
+    fn write_headers(&self, headers: &[(String, Vec<u8>)]) -> Result<()> {
+        for (name, header) in headers {
+            let path = self.dir.join(name);
+            let mut file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| io("cannot open", &path, e))?;
+            file.write_all(header).map_err(|e| io("cannot write", &path, e))?;
+            file.sync_data().map_err(|e| io("cannot sync", &path, e))?;
+        }
         Ok(())
     }
 
@@ -627,25 +665,9 @@ impl DatasetWriter {
                 ),
             });
         }
-        let tokens = i64::try_from(m.done.tokens).unwrap_or(i64::MAX);
-        let samples = i64::try_from(m.samples).unwrap_or(i64::MAX);
-        let mut headers = Vec::new();
-        for (name, info) in &m.arrays {
-            let rows = if info.rows == Rows::Tokens { tokens } else { samples };
-            let shape: Vec<i64> = std::iter::once(rows).chain(info.row_shape.iter().copied()).collect();
-            headers.push((name.clone(), npy_header(&info.descr, &shape)?));
-        }
-        headers.push(("offsets.npy".into(), npy_header("<i8", &[samples + 1])?));
-        headers.push(("input_ids.npy".into(), npy_header("<i8", &[tokens])?));
-        for (name, header) in headers {
-            let path = self.dir.join(&name);
-            let mut file = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| io("cannot open", &path, e))?;
-            file.write_all(&header).map_err(|e| io("cannot write", &path, e))?;
-            file.sync_data().map_err(|e| io("cannot sync", &path, e))?;
-        }
+        // Every window rewrote them already; written once more (the same bytes) so that a folder
+        // from before headers were kept current finishes whole.
+        self.write_headers(&self.headers_now()?)?;
         crash_point("finish", 0);
         self.manifest.complete = true;
         self.save_manifest()
@@ -762,6 +784,14 @@ impl ActivationSink for DatasetWriter {
         // windows, whose bytes are on disk, and a rerun cuts the rest back. `finish` syncs it.
         self.manifest.done.samples += chunk.len();
         self.manifest.done.tokens = u64::try_from(at).unwrap_or(0);
+        // Each header now describes the rows written so far, in its reserved 128 bytes, and is
+        // synced with the data it describes.
+        for (name, header) in self.headers_now()? {
+            if let Some(i) = names.iter().position(|n| *n == name) {
+                std::os::unix::fs::FileExt::write_all_at(&files[i], &header, 0)
+                    .map_err(|e| io("cannot write", &self.dir.join(&name), e))?;
+            }
+        }
         let manifest = self.manifest_temporary()?;
         let mut syncs: Vec<(&File, PathBuf)> = files.iter().zip(&names).map(|(f, n)| (f, self.dir.join(n))).collect();
         syncs.push((manifest.as_file(), self.dir.join("manifest.json")));
@@ -790,10 +820,14 @@ pub fn merge_datasets(out: &Path, inputs: &[PathBuf]) -> Result<()> {
     for dir in inputs {
         let _ = read_manifest(dir)?;
     }
-    let _locks = inputs
-        .iter()
-        .map(|dir| FolderLock::acquire(dir))
-        .collect::<Result<Vec<_>>>()?;
+    // Each folder once: a shard given twice is refused below, by position.
+    let mut locked: Vec<(PathBuf, FolderLock)> = Vec::new();
+    for dir in inputs {
+        let key = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+        if !locked.iter().any(|(k, _)| *k == key) {
+            locked.push((key, FolderLock::acquire(dir)?));
+        }
+    }
     let manifests = inputs
         .iter()
         .map(|dir| read_manifest(dir))
@@ -1027,7 +1061,25 @@ impl Dataset {
     pub fn array(&self, name: &str) -> Result<Tensor> {
         let ArrayReader { path, kind, shape, .. } = self.reader(name)?;
         let elt = kind.elt_size_in_bytes() as i64;
-        let count: i64 = shape.iter().product();
+        let bad = |reason: String| Error::BadFile {
+            path: path.clone(),
+            reason,
+        };
+        let count = shape
+            .iter()
+            .try_fold(1i64, |n, &d| n.checked_mul(d))
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| bad(format!("the manifest describes an impossible shape {shape:?}")))?;
+        let needed = count
+            .checked_mul(elt)
+            .and_then(|n| n.checked_add(HEADER as i64))
+            .ok_or_else(|| bad(format!("the manifest describes an impossible shape {shape:?}")))?;
+        let len = fs::metadata(&path).map_err(|e| io("cannot read", &path, e))?.len();
+        if u64::try_from(needed).map_or(true, |needed| len < needed) {
+            return Err(bad(format!(
+                "it holds {len} bytes, but the manifest describes {needed}; the folder was cut short or changed after it was written (extract it again)"
+            )));
+        }
         let header_elts = HEADER as i64 / elt;
         let name = path.to_str().ok_or_else(|| Error::BadFile {
             path: path.clone(),
