@@ -300,6 +300,26 @@ pub fn layers(model: Option<&Path>) -> Result<(), CliError> {
             .map_or_else(|| "(not called)".to_owned(), |t| format!("{:?}", t.size()));
         out!("{name:<width$}  {shape}")?;
     }
+    let points: Vec<&str> = [
+        (".attn_weights", "`.attn_weights` (attention probabilities [batch, heads, query, key])"),
+        (
+            ".normalized",
+            "`.normalized` (an RMS norm's input over its root mean square, before its weight: TransformerLens' `hook_normalized`)",
+        ),
+    ]
+    .into_iter()
+    .filter(|(suffix, _)| names.iter().any(|n| n.ends_with(suffix)))
+    .map(|(_, what)| what)
+    .collect();
+    if !points.is_empty() {
+        eprintln!(
+            "note: the names ending in {} are capture points of hooks, not transformers modules",
+            points.join(" and ")
+        );
+    }
+    for note in model.notes() {
+        eprintln!("note: {note}");
+    }
     let aliases = aliases(&*model);
     if let Some((alias, own)) = aliases.first() {
         eprintln!(
@@ -402,6 +422,7 @@ pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
     }
     let columns = sample_columns(input.lines, input.meta, samples.len());
     let model = hooks_models::load(&dir, device, args.dtype.kind())?;
+    notes.extend(model.notes());
     let input_name = args
         .input
         .as_ref()

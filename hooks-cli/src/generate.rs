@@ -313,7 +313,7 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
         tokens as f64 / seconds.max(1e-9),
         args.out.display()
     )?;
-    if let Some(note) = note {
+    for note in note.into_iter().chain(model.notes()) {
         eprintln!("note: {note}");
     }
     let untouched = options

@@ -101,7 +101,7 @@ pub fn run(args: &LensArgs) -> Result<(), CliError> {
         .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX))
         .min(model.max_length());
     let (items, texts_cut) = tokenize(&samples, &args.model, max_length)?;
-    let mut notes: Vec<String> = input.note.into_iter().collect();
+    let mut notes: Vec<String> = input.note.into_iter().chain(model.notes()).collect();
     if let Some(asked) = args
         .max_length
         .filter(|&m| usize::try_from(m).map_or(true, |m| m > model.max_length()))

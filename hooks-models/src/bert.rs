@@ -134,6 +134,7 @@ impl ArchConfig for BertConfig {
         ] {
             config::positive(name, value)?;
         }
+        config::layers("num_hidden_layers", self.num_hidden_layers)?;
         if let Some(pad) = self.pad_token_id.filter(|pad| !(0..self.vocab_size).contains(pad)) {
             return Err(Invalid::Value(format!(
                 "`pad_token_id` is {pad}, outside the vocabulary 0..{}",
@@ -274,6 +275,29 @@ impl Pretrained for Bert {
         let config: BertConfig = file.config()?;
         let checkpoint = Checkpoint::read(dir)?;
         let pooler = checkpoint.contains("pooler.dense.weight", PREFIX);
+        let h = config.hidden_size;
+        let embeddings = [
+            ("word_embeddings", config.vocab_size, "`vocab_size` and `hidden_size`"),
+            (
+                "position_embeddings",
+                config.max_position_embeddings,
+                "`max_position_embeddings`",
+            ),
+            ("token_type_embeddings", config.type_vocab_size, "`type_vocab_size`"),
+        ];
+        for (table, rows, settings) in embeddings {
+            checkpoint.expect_shape(&format!("embeddings.{table}.weight"), PREFIX, &[rows, h], settings)?;
+        }
+        checkpoint.expect_blocks("encoder.layer", PREFIX, config.num_hidden_layers, "`num_hidden_layers`")?;
+        if config.num_hidden_layers > 0 {
+            let inner = [config.intermediate_size, h];
+            checkpoint.expect_shape(
+                "encoder.layer.0.intermediate.dense.weight",
+                PREFIX,
+                &inner,
+                "`intermediate_size`",
+            )?;
+        }
         let mut bert = Bert::build(config, device, kind, Init::Placeholder, pooler);
         checkpoint.load_into(&mut bert.vs, PREFIX)?;
         Ok(bert)

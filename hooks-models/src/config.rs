@@ -209,14 +209,50 @@ impl Invalid {
     }
 }
 
-/// `value` must be at least 1.
+/// `value` must be at least 1, and no larger than any real model's [`bound`]: checked before
+/// anything is allocated, so that an absurd size is an error rather than an allocation that
+/// aborts the process.
 pub(crate) fn positive(name: &str, value: i64) -> std::result::Result<(), Invalid> {
-    if value > 0 {
-        Ok(())
-    } else {
-        Err(Invalid::Value(format!(
+    if value <= 0 {
+        return Err(Invalid::Value(format!(
             "`{name}` is {value}, but it must be at least 1"
-        )))
+        )));
+    }
+    let max = bound(name);
+    if value > max {
+        return Err(Invalid::Value(format!(
+            "`{name}` is {value}, beyond any model's (at most {max} here); it must describe the weights in this folder"
+        )));
+    }
+    Ok(())
+}
+
+/// A count of layers: at least 1 (or 0, where `allow_zero`) and at most 4096.
+pub(crate) fn layers(name: &str, value: usize) -> std::result::Result<(), Invalid> {
+    let max = bound(name);
+    if usize::try_from(max).is_ok_and(|max| value > max) {
+        return Err(Invalid::Value(format!(
+            "`{name}` is {value}, beyond any model's (at most {max} here); it must describe the weights in this folder"
+        )));
+    }
+    Ok(())
+}
+
+/// The largest value a size setting takes here: well past every released model's (vocabularies
+/// reach 262,144; hidden sizes 16,384; context lengths 10M), small enough that no single
+/// dimension can ask for an allocation the machine cannot attempt.
+fn bound(name: &str) -> i64 {
+    match name {
+        "vocab_size" => 1 << 25,
+        "hidden_size" | "n_embd" => 1 << 17,
+        "intermediate_size" | "n_inner" => 1 << 20,
+        "num_attention_heads" | "num_key_value_heads" | "n_head" => 1 << 12,
+        "head_dim" => 1 << 14,
+        "num_hidden_layers" | "n_layer" => 1 << 12,
+        "type_vocab_size" => 1 << 16,
+        // Context lengths and windows allocate nothing in the rotary models; BERT's and GPT-2's
+        // position tables are checked against their weights.
+        _ => 1 << 27,
     }
 }
 

@@ -159,6 +159,7 @@ pub(crate) mod sealed {
             ] {
                 config::positive(name, value)?;
             }
+            config::layers("num_hidden_layers", self.num_hidden_layers)?;
             config::heads_divide(
                 ("num_attention_heads", self.heads),
                 ("num_key_value_heads", self.kv_heads),
@@ -263,6 +264,9 @@ pub struct CausalLm<C: DecoderConfig> {
     #[hook(skip)]
     config: C,
     vs: nn::VarStore,
+    /// What loading noticed ([`TextModel::notes`]).
+    #[hook(skip)]
+    notes: Vec<String>,
 }
 
 impl<C: DecoderConfig> CausalLm<C> {
@@ -315,6 +319,7 @@ impl<C: DecoderConfig> CausalLm<C> {
             lm_head,
             config,
             vs,
+            notes: Vec::new(),
         })
     }
 
@@ -340,9 +345,22 @@ impl<C: DecoderConfig> Pretrained for CausalLm<C> {
         let config: C = file.config()?;
         let checkpoint = Checkpoint::read(dir)?;
         let head = has_head(file, &checkpoint, &["lm_head.weight"]);
-        let mut model = Self::build(config.clone(), &config.spec(), device, kind, Init::Placeholder, head)?;
+        let mut spec = config.spec();
+        let mut notes = Vec::new();
+        // A config that ties the head to the embeddings over weights that store a head of its
+        // own: the stored head wins, as transformers 5 decides (and warns).
+        if spec.tie_word_embeddings && checkpoint.differ("lm_head.weight", "embed_tokens.weight", "model.") {
+            spec.tie_word_embeddings = false;
+            notes.push(format!(
+                "`{}` says `tie_word_embeddings: true`, but the weights store an `lm_head.weight` that differs from the embeddings; the stored head is used, as transformers uses it (set `tie_word_embeddings` to false to silence this)",
+                file.path.display()
+            ));
+        }
+        check_sizes(&checkpoint, &spec)?;
+        let mut model = Self::build(config.clone(), &spec, device, kind, Init::Placeholder, head)?;
         // A checkpoint of the base model alone (`AutoModel.save_pretrained`) lacks the `model.`.
         checkpoint.load_into(&mut model.vs, "model.")?;
+        model.notes = notes;
         Ok(model)
     }
 }
@@ -439,9 +457,46 @@ impl<C: DecoderConfig> TextModel for CausalLm<C> {
         ))
     }
 
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
+
     /// `model.embed_tokens`, `model.layers.0`, ..., `model.layers.{N-1}`.
     fn residual_layers(&self) -> Vec<String> {
         residual_stream("model.embed_tokens", "model.layers", self.model.module().layers.len())
+    }
+}
+
+/// The sizes that decide the allocation, against the weights before anything is allocated: the
+/// embedding table, the number of blocks, the first block's attention and MLP.
+fn check_sizes(checkpoint: &Checkpoint, spec: &DecoderSpec) -> Result<()> {
+    let (h, d, p) = (spec.hidden_size, spec.head_dim, "model.");
+    checkpoint.expect_shape(
+        "embed_tokens.weight",
+        p,
+        &[spec.vocab_size, h],
+        "`vocab_size` and `hidden_size`",
+    )?;
+    checkpoint.expect_blocks("layers", p, spec.num_hidden_layers, "`num_hidden_layers`")?;
+    if spec.num_hidden_layers == 0 {
+        return Ok(());
+    }
+    let heads = "`num_attention_heads` and `head_dim`";
+    checkpoint.expect_shape("layers.0.self_attn.o_proj.weight", p, &[h, spec.heads * d], heads)?;
+    let inner = "`intermediate_size`";
+    if spec.features.fused {
+        let qkv = [(spec.heads + 2 * spec.kv_heads) * d, h];
+        checkpoint.expect_shape("layers.0.self_attn.qkv_proj.weight", p, &qkv, "`num_key_value_heads`")?;
+        checkpoint.expect_shape(
+            "layers.0.mlp.gate_up_proj.weight",
+            p,
+            &[2 * spec.intermediate_size, h],
+            inner,
+        )
+    } else {
+        let kv = [spec.kv_heads * d, h];
+        checkpoint.expect_shape("layers.0.self_attn.k_proj.weight", p, &kv, "`num_key_value_heads`")?;
+        checkpoint.expect_shape("layers.0.mlp.down_proj.weight", p, &[h, spec.intermediate_size], inner)
     }
 }
 

@@ -59,7 +59,7 @@ pub enum ModelError {
         hint: String,
     },
     /// The weights file could not be parsed.
-    #[error("cannot read the weights in `{}`: {reason}; it must be a safetensors file (`save_pretrained` writes one)", path.display())]
+    #[error("cannot read the weights in `{}`: {}; it must be a safetensors file (`save_pretrained` writes one)", path.display(), hooks::one_line(reason))]
     BadWeights {
         /// The weights file.
         path: PathBuf,
@@ -84,6 +84,14 @@ pub enum ModelError {
         path: PathBuf,
         /// The weight's name as stored.
         name: String,
+    },
+    /// A size setting disagrees with the weights, found before the model is allocated.
+    #[error("`config.json` does not describe the weights in `{}`: {reason}; check that both come from the same model", path.display())]
+    ConfigMismatch {
+        /// The weights file (or folder, for sharded weights).
+        path: PathBuf,
+        /// The settings, their values and the tensor that disagrees.
+        reason: String,
     },
     /// A weight has a different shape from the one the config implies.
     #[error("weight `{name}` in `{}` has shape {found:?}, but `config.json` implies {expected:?}; check that the weights and `config.json` come from the same model", path.display())]
@@ -142,7 +150,7 @@ pub enum ModelError {
     #[error(transparent)]
     Capture(#[from] hooks::Error),
     /// libtorch reported an error.
-    #[error("libtorch: {0}")]
+    #[error("libtorch: {}", hooks::libtorch_line(.0))]
     Torch(#[from] tch::TchError),
 }
 

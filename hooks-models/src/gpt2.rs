@@ -126,6 +126,7 @@ impl ArchConfig for Gpt2Config {
         ] {
             config::positive(name, value)?;
         }
+        config::layers("n_layer", self.n_layer)?;
         config::heads_divide(("n_embd", self.n_embd), ("n_head", self.n_head))
     }
 }
@@ -257,12 +258,33 @@ impl Gpt2 {
     }
 }
 
+/// The sizes that decide the allocation, against the weights before anything is allocated: the
+/// token and position tables, the number of blocks, the first block's MLP (`Conv1D` stores its
+/// weight `[in, out]`).
+fn check_sizes(checkpoint: &Checkpoint, config: &Gpt2Config) -> Result<()> {
+    let h = config.n_embd;
+    checkpoint.expect_shape(
+        "wte.weight",
+        PREFIX,
+        &[config.vocab_size, h],
+        "`vocab_size` and `n_embd`",
+    )?;
+    checkpoint.expect_shape("wpe.weight", PREFIX, &[config.n_positions, h], "`n_positions`")?;
+    checkpoint.expect_blocks("h", PREFIX, config.n_layer, "`n_layer`")?;
+    if config.n_layer == 0 {
+        return Ok(());
+    }
+    let inner = config.n_inner.unwrap_or(4 * h);
+    checkpoint.expect_shape("h.0.mlp.c_fc.weight", PREFIX, &[h, inner], "`n_inner`")
+}
+
 impl Pretrained for Gpt2 {
     const MODEL_TYPE: &'static str = "gpt2";
 
     fn load_from(dir: &Path, file: &ConfigFile, device: Device, kind: Kind) -> Result<Gpt2> {
         let config: Gpt2Config = file.config()?;
         let checkpoint = Checkpoint::read(dir)?;
+        check_sizes(&checkpoint, &config)?;
         let mut gpt2 = Gpt2::build(config, device, kind, Init::Placeholder);
         checkpoint.load_into(&mut gpt2.vs, PREFIX)?;
         Ok(gpt2)
@@ -416,6 +438,7 @@ impl Pretrained for Gpt2LmHead {
     fn load_from(dir: &Path, file: &ConfigFile, device: Device, kind: Kind) -> Result<Gpt2LmHead> {
         let config: Gpt2Config = file.config()?;
         let checkpoint = Checkpoint::read(dir)?;
+        check_sizes(&checkpoint, &config)?;
         let (mut transformer, lm_head) = Gpt2LmHead::build(config, device, kind, Init::Placeholder);
         checkpoint.load_into(&mut transformer.vs, PREFIX)?;
         Ok(Gpt2LmHead {

@@ -127,6 +127,7 @@ impl ArchConfig for GptNeoxConfig {
         ] {
             config::positive(name, value)?;
         }
+        config::layers("num_hidden_layers", self.num_hidden_layers)?;
         config::heads_divide(
             ("hidden_size", self.hidden_size),
             ("num_attention_heads", self.num_attention_heads),
@@ -243,6 +244,18 @@ impl Pretrained for GptNeox {
         let config: GptNeoxConfig = file.config()?;
         let checkpoint = Checkpoint::read(dir)?;
         let head = has_head(file, &checkpoint, &["lm_head.weight", "embed_out.weight"]);
+        let (h, p) = (config.hidden_size, "gpt_neox.");
+        checkpoint.expect_shape(
+            "embed_in.weight",
+            p,
+            &[config.vocab_size, h],
+            "`vocab_size` and `hidden_size`",
+        )?;
+        checkpoint.expect_blocks("layers", p, config.num_hidden_layers, "`num_hidden_layers`")?;
+        if config.num_hidden_layers > 0 {
+            let inner = [config.intermediate_size, h];
+            checkpoint.expect_shape("layers.0.mlp.dense_h_to_4h.weight", p, &inner, "`intermediate_size`")?;
+        }
         let mut model = GptNeox::build(config, device, kind, Init::Placeholder, head)?;
         checkpoint.load_renamed(&mut model.vs, "gpt_neox.", &[("lm_head.weight", "embed_out.weight")])?;
         Ok(model)

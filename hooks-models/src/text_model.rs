@@ -119,6 +119,13 @@ pub trait TextModel: LayerTree + fmt::Debug + Send {
         })
     }
 
+    /// What loading noticed that the user should hear, one line each: a `config.json` that
+    /// contradicts its weights, resolved as transformers resolves it (a tied head over a stored
+    /// head of its own: the stored one is used). Empty for most folders.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The residual stream's layers, in order: the embedding's output (the residual entering
     /// the first block) and each block's output. What the logit lens reads by default; empty
     /// for a model without a [`readout`](Self::readout).

@@ -59,6 +59,76 @@ impl Checkpoint {
         self.tensors.contains_key(name) || self.tensors.contains_key(&format!("{prefix}{name}"))
     }
 
+    /// Before a model of the config's sizes is allocated: the stored `name` (with or without
+    /// `prefix`) must have the `expected` shape that `settings` give it. A size that disagrees
+    /// with the weights is then an error naming the settings and the tensor, rather than an
+    /// allocation sized by the config alone.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::MissingWeight`] when it is not stored, [`ModelError::ConfigMismatch`].
+    pub fn expect_shape(&self, name: &str, prefix: &str, expected: &[i64], settings: &str) -> Result<()> {
+        let found = self
+            .tensors
+            .get(&format!("{prefix}{name}"))
+            .map(|t| (format!("{prefix}{name}"), t))
+            .or_else(|| self.tensors.get(name).map(|t| (name.to_owned(), t)));
+        match found {
+            None => Err(ModelError::MissingWeight {
+                path: self.path.clone(),
+                name: format!("{prefix}{name}"),
+                expected: expected.to_vec(),
+            }),
+            Some((stored, t)) if t.size() != expected => Err(ModelError::ConfigMismatch {
+                path: self.path.clone(),
+                reason: format!(
+                    "{settings} give `{stored}` the shape {expected:?}, but it is stored as {:?}",
+                    t.size()
+                ),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Before allocation: the checkpoint must store at least `count` blocks `{stack}.{i}.`
+    /// (with or without `prefix`), as the config's `setting` says.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::ConfigMismatch`].
+    pub fn expect_blocks(&self, stack: &str, prefix: &str, count: usize, setting: &str) -> Result<()> {
+        let index = |key: &str| {
+            let rest = key
+                .strip_prefix(prefix)
+                .unwrap_or(key)
+                .strip_prefix(stack)?
+                .strip_prefix('.')?;
+            rest.split('.').next()?.parse::<usize>().ok()
+        };
+        let stored = self.tensors.keys().filter_map(|k| index(k)).max().map_or(0, |i| i + 1);
+        if stored < count {
+            return Err(ModelError::ConfigMismatch {
+                path: self.path.clone(),
+                reason: format!("{setting} is {count}, but the weights hold {stored} blocks `{prefix}{stack}.N`"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the checkpoint stores both `a` and `b` (each with or without `prefix`) with
+    /// different values: a head stored apart from the embedding it is said to be tied to.
+    pub fn differ(&self, a: &str, b: &str, prefix: &str) -> bool {
+        let get = |name: &str| {
+            self.tensors
+                .get(name)
+                .or_else(|| self.tensors.get(&format!("{prefix}{name}")))
+        };
+        match (get(a), get(b)) {
+            (Some(x), Some(y)) => x.size() != y.size() || !x.equal(y),
+            _ => false,
+        }
+    }
+
     /// Fills every variable of `vs` from the checkpoint's tensor of that name, converting to the
     /// variable's kind and device. Names are matched as transformers matches them when it loads:
     /// with or without the base model's `prefix` (`bert.` in a `BertFor...` checkpoint; `model.`

@@ -195,19 +195,19 @@ fn mis_shaped_weight_names_both_shapes() {
     let tmp = tempfile::tempdir().unwrap();
     let mut weights = bert_weights();
     for (name, shape) in &mut weights {
-        if name == "encoder.layer.0.intermediate.dense.weight" {
-            *shape = vec![6, 5];
+        if name == "encoder.layer.0.output.dense.weight" {
+            *shape = vec![4, 5];
         }
     }
     write_model(tmp.path(), &bert_config(), &weights, "");
     let err = load_err(tmp.path());
     assert!(
         matches!(&err, ModelError::WeightShape { name, expected, found, .. }
-            if name == "encoder.layer.0.intermediate.dense.weight" && expected == &[6, 4] && found == &[6, 5]),
+            if name == "encoder.layer.0.output.dense.weight" && expected == &[4, 6] && found == &[4, 5]),
         "{err}"
     );
     assert!(
-        err.to_string().contains("[6, 4]") && err.to_string().contains("[6, 5]"),
+        err.to_string().contains("[4, 6]") && err.to_string().contains("[4, 5]"),
         "{err}"
     );
 }
@@ -823,6 +823,35 @@ fn a_truncated_weights_file_is_named_as_cut_short() {
         let message = load_err(&cut).to_string();
         assert!(message.contains("the file is cut short"), "{keep}: {message}");
         assert!(message.contains(&format!("{keep} bytes of the")), "{keep}: {message}");
+        assert_eq!(message.lines().count(), 1);
+    }
+}
+
+/// Sizes that would decide the allocation are checked before it: against real models' bounds
+/// (2⁴⁰ is an error, not an abort), and against the weights' shapes (a vocabulary, an MLP width
+/// or a layer count the weights do not have is named with the tensor, before any tensor of the
+/// model exists).
+#[test]
+fn absurd_or_contradicted_sizes_are_refused_before_allocating() {
+    let tmp = tempfile::tempdir().unwrap();
+    let huge = 1_i64 << 40;
+    for (key, value, needle) in [
+        ("vocab_size", serde_json::json!(huge), "`vocab_size` is 1099511627776, beyond any model's"),
+        ("intermediate_size", serde_json::json!(huge), "`intermediate_size` is 1099511627776"),
+        ("max_position_embeddings", serde_json::json!(huge), "`max_position_embeddings` is 1099511627776"),
+        ("type_vocab_size", serde_json::json!(huge), "`type_vocab_size` is 1099511627776"),
+        ("num_hidden_layers", serde_json::json!(huge), "`num_hidden_layers` is 1099511627776"),
+        ("vocab_size", serde_json::json!(5000), "`vocab_size` and `hidden_size` give `embeddings.word_embeddings.weight` the shape [5000, 4], but it is stored as [10, 4]"),
+        ("intermediate_size", serde_json::json!(4096), "`intermediate_size` give `encoder.layer.0.intermediate.dense.weight` the shape [4096, 4]"),
+        ("num_hidden_layers", serde_json::json!(3), "`num_hidden_layers` is 3, but the weights hold 1 blocks"),
+        ("max_position_embeddings", serde_json::json!(4096), "`max_position_embeddings` give `embeddings.position_embeddings.weight`"),
+    ] {
+        let mut config = bert_config();
+        config[key] = value;
+        let dir = tmp.path().join(format!("{key}-{}", config[key]));
+        write_model(&dir, &config, &bert_weights(), "");
+        let message = load_err(&dir).to_string();
+        assert!(message.contains(needle), "{key}: {message}");
         assert_eq!(message.lines().count(), 1);
     }
 }

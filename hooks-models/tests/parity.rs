@@ -318,6 +318,25 @@ fn a_bf16_checkpoint_matches_transformers() {
     }
 }
 
+/// A `config.json` that says `tie_word_embeddings: true` over weights that store a head of their
+/// own: the stored head is used, as transformers 5 uses it (its logits and `lm_head` match), and
+/// the model says so in a note.
+#[test]
+fn a_tied_config_over_a_stored_head_uses_the_stored_head() {
+    let tmp = or_skip!(random_model_parity("llama-tiedconfig", padded_batch));
+    let model = hooks_models::load(tmp.path().join("llama-tiedconfig"), Device::Cpu, Kind::Float).unwrap();
+    let notes = model.notes();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("the stored head is used, as transformers uses it"),
+        "{notes:?}"
+    );
+    // Without the contradiction, no note.
+    let plain = or_skip!(random_model_parity("llama-tied", padded_batch));
+    let tied = hooks_models::load(plain.path().join("llama-tied"), Device::Cpu, Kind::Float).unwrap();
+    assert!(tied.notes().is_empty());
+}
+
 /// Phi-3's `longrope` takes each row's factors by the row's own length: a row of 24 tokens
 /// (past the 16 of pre-training: the long factors) and one of 6 (the short ones), batched, each
 /// match transformers run on that row alone, on every layer. (transformers, batching them, would

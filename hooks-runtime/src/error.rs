@@ -153,7 +153,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A file is not the `.npz` we expected.
-    #[error("cannot read `{}`: {reason}", path.display())]
+    #[error("cannot read `{}`: {}", path.display(), one_line(reason))]
     BadFile {
         /// The file.
         path: PathBuf,
@@ -219,8 +219,22 @@ pub enum Error {
         suggestions: Vec<String>,
     },
     /// libtorch reported an error.
-    #[error("libtorch: {0}")]
+    #[error("libtorch: {}", libtorch_line(.0))]
     Torch(#[from] tch::TchError),
+}
+
+/// A foreign message (a parser's, pointing at a column over several lines) on one line.
+#[must_use]
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// libtorch's message without the C++ backtrace that follows its first line ("Exception raised
+/// from ...", one line per frame).
+#[must_use]
+pub fn libtorch_line(error: &tch::TchError) -> String {
+    let text = error.to_string();
+    one_line(text.lines().next().unwrap_or(""))
 }
 
 fn list(layers: &[String]) -> String {

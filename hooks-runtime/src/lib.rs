@@ -33,7 +33,7 @@ pub use dataset::{
     merge_datasets, read_manifest, ArrayInfo, ArrayReader, Dataset, DatasetWriter, Done, FolderLock, Manifest, Rows,
     Shard,
 };
-pub use error::{Error, Result, LIST_LAYERS};
+pub use error::{libtorch_line, one_line, Error, Result, LIST_LAYERS};
 pub use extract::{
     extract_representations, ActivationSink, BatchForward, Chunk, Extracted, Extractor, InputIds, Item, MemorySink,
     NpzSink, Progress, Repeats, Report, Stats, Unmasked,

@@ -322,7 +322,11 @@ def build(arch, out_dir):
     torch.manual_seed(SEED)
     # `ARCH-bf16`: the model of ARCH, saved in bfloat16 as many Hub checkpoints are.
     # `ARCH-oldconfig`: its config.json rewritten in the form Hub checkpoints carry.
-    base, bf16, old = arch, False, False
+    # `ARCH-tiedconfig`: its config.json rewritten to say `tie_word_embeddings: true` over the
+    # untied head its weights store (a config that contradicts its weights).
+    base, bf16, old, tied_config = arch, False, False, False
+    if base.endswith("-tiedconfig"):
+        base, tied_config = base[: -len("-tiedconfig")], True
     if base.endswith("-bf16"):
         base, bf16 = base[: -len("-bf16")], True
     if base.endswith("-oldconfig"):
@@ -338,6 +342,14 @@ def build(arch, out_dir):
     model.save_pretrained(out_dir, safe_serialization=True)
     if old:
         to_old_config(os.path.join(out_dir, "config.json"))
+    if tied_config:
+        path = os.path.join(out_dir, "config.json")
+        with open(path) as f:
+            config = json.load(f)
+        assert not config.get("tie_word_embeddings", True), "the model must store its own head"
+        config["tie_word_embeddings"] = True
+        with open(path, "w") as f:
+            json.dump(config, f, indent=2)
 
 
 def to_old_config(path):
