@@ -17,8 +17,8 @@ transformers user writes it.
         `--attn` names), a forward hook
         on each `model.layers.N` keeping `output.detach().cpu()`; the lines of IDS.jsonl
         (`{"input_ids": [...]}`) in the batches `hooks extract` makes: sorted by length,
-        longest first (stable), cut into batches of N, each right-padded to its own longest
-        with its attention mask. `none` keeps every token (the inputs must then be of one
+        longest first (stable), cut into batches of at most N (and before a row shorter than
+        half its batch's width), each right-padded to its own longest with its attention mask. `none` keeps every token (the inputs must then be of one
         length); `mean` averages over real tokens. Each layer's batches are put back in input
         order with `torch.cat`, written with `numpy.savez` and fsynced, as `hooks extract` syncs
         its file.
@@ -82,11 +82,18 @@ def read_rows(path):
 
 def batches(rows, batch_size):
     """The batches `hooks extract` (and `hooks lens`) make: `rows` sorted by length, longest first
-    (stable), cut into batches of `batch_size`, each right-padded to its own longest. Yields
-    (the rows' indices in `rows`, ids, attention mask), both `[batch, width]` int64."""
+    (stable), cut into runs of at most `batch_size`, and before a row shorter than half its run's
+    width (no row padded to more than twice its length), each right-padded to its own longest.
+    Yields (the rows' indices in `rows`, ids, attention mask), both `[batch, width]` int64."""
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
-    for first in range(0, len(order), batch_size):
-        index = order[first : first + batch_size]
+    runs, start = [], 0
+    for at in range(len(order)):
+        count, width = at - start, len(rows[order[start]])
+        if count == batch_size or (count > 0 and 2 * len(rows[order[at]]) < width):
+            runs.append(order[start:at])
+            start = at
+    runs.append(order[start:])
+    for index in runs:
         width = max(len(rows[i]) for i in index)
         ids = torch.zeros(len(index), width, dtype=torch.int64)
         mask = torch.zeros(len(index), width, dtype=torch.int64)

@@ -310,6 +310,18 @@ fn read_folder(dir: &Path, wanted: &[String]) -> Result<Input, CliError> {
     for name in names {
         let kind = match manifest.arrays.get(&format!("{name}.npy")).map(|a| a.rows) {
             Some(Rows::Tokens) => RowKind::Tokens,
+            Some(Rows::Patterns) if wanted.is_empty() => {
+                eprintln!(
+                    "note: left out `{name}`: attention patterns ([heads, tokens, tokens] per sample) have no feature rows to compare"
+                );
+                continue;
+            }
+            Some(Rows::Patterns) => {
+                return Err(CliError::Input(format!(
+                    "`{name}` in `{}` holds attention patterns ([heads, tokens, tokens] per sample), not feature rows; compare other layers",
+                    dir.display()
+                )))
+            }
             _ => RowKind::Samples,
         };
         any_tokens |= kind == RowKind::Tokens;

@@ -525,6 +525,17 @@ pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
         max_length,
     ));
     let acts = extracted.activations;
+    let width = extracted.attention_mask.size().get(1).copied();
+    for (name, t) in &acts {
+        let size = t.size();
+        if size.len() == 4 && size.get(2) == width.as_ref() && size.get(3) == width.as_ref() {
+            let bytes = t.numel() * t.kind().elt_size_in_bytes();
+            notes.push(format!(
+                "`{name}` holds attention patterns, padded in an .npz to [samples, heads, longest, longest] ({:.1} MB); a dataset folder (`--out DIR`) keeps each sample's [heads, tokens, tokens] alone",
+                bytes as f64 / 1e6
+            ));
+        }
+    }
     let layer_count = acts.len();
     let path = match save_output(
         &acts,

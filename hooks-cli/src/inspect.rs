@@ -80,14 +80,21 @@ fn folder(dir: &Path) -> Result<(), CliError> {
         .arrays
         .iter()
         .map(|(name, info)| {
-            let rows = if info.rows == hooks::Rows::Tokens {
-                tokens
-            } else {
-                samples as u64
+            let rest = info.row_shape.iter().map(|&d| u64::try_from(d).unwrap_or(0));
+            let shape = match info.rows {
+                hooks::Rows::Tokens => std::iter::once(tokens).chain(rest).collect(),
+                hooks::Rows::Samples => std::iter::once(samples as u64).chain(rest).collect(),
+                // One flat [heads, T, T] block per sample: the elements written.
+                hooks::Rows::Patterns => {
+                    let bytes = m.done.bytes.get(name).copied().unwrap_or(0).saturating_sub(128);
+                    let elt = match info.descr.as_str() {
+                        "<f8" | "<i8" => 8,
+                        "<f2" => 2,
+                        _ => 4,
+                    };
+                    vec![bytes / elt]
+                }
             };
-            let shape = std::iter::once(rows)
-                .chain(info.row_shape.iter().map(|&d| u64::try_from(d).unwrap_or(0)))
-                .collect();
             (name.clone(), numpy_name(&info.descr), shape)
         })
         .collect();

@@ -262,11 +262,17 @@ impl<'a> Plan<'a> {
         Ok(per_position)
     }
 
-    /// The inputs, longest first (ties in input order), in runs of `batch_size`.
+    /// The inputs, longest first (ties in input order), in the extraction engine's batches: runs
+    /// of at most `batch_size`, none padding an input to more than twice its length
+    /// ([`hooks::length_batches`]).
     fn batches(&self, batch_size: usize) -> Vec<Vec<usize>> {
         let mut order: Vec<usize> = (0..self.lengths.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(self.lengths[i]));
-        order.chunks(batch_size).map(<[usize]>::to_vec).collect()
+        let sorted: Vec<usize> = order.iter().map(|&i| self.lengths[i]).collect();
+        hooks::length_batches(&sorted, batch_size, None)
+            .into_iter()
+            .map(|run| order[run].to_vec())
+            .collect()
     }
 
     /// The batch's ids, mask and targets, right-padded to its longest, on the model's device.

@@ -6,6 +6,8 @@
 //!   manifest.json            what was asked (config), which part (shard), how far it got (done)
 //!   <layer>.npy              per sample [N, ...] (pooled, or without a token axis), or per
 //!                            real token [n_tokens, ...] (unpooled)
+//!   <pattern>.npy            attention probabilities: per sample its [heads, T_i, T_i] block,
+//!                            flattened, one after another: [Σ_i heads·T_i²] (see `Rows::Patterns`)
 //!   offsets.npy              int64 [N + 1]: sample i is token rows offsets[i]:offsets[i+1]
 //!   input_ids.npy            int64 [n_tokens]: the real tokens, in order
 //!   sample_index.npy         int64 [N]: each sample's 0-based line in the input file, when the
@@ -42,6 +44,12 @@ use crate::columns::{is_sample_column, SampleColumn};
 use crate::error::{Error, Result};
 use crate::extract::{ActivationSink, Chunk};
 use crate::pool::Pool;
+
+/// The elements of a [`Rows::Patterns`] file of `bytes` bytes (header included).
+fn pattern_elements(info: &ArrayInfo, bytes: Option<u64>) -> i64 {
+    let elt = kind_of(&info.descr).map_or(4, |k| k.elt_size_in_bytes() as u64);
+    i64::try_from(bytes.unwrap_or(HEADER).saturating_sub(HEADER) / elt).unwrap_or(i64::MAX)
+}
 
 /// The size of every `.npy` header this module writes: a multiple of 64, as numpy aligns it, and
 /// of every element size, so that the data starts element-aligned.
@@ -117,6 +125,10 @@ pub enum Rows {
     Samples,
     /// One row per real token: `[n_tokens, ...]`, split by `offsets.npy`.
     Tokens,
+    /// Attention probabilities, each sample's `[heads, T_i, T_i]` (real tokens only) flattened,
+    /// one after another: a 1-D `[Σ_i heads·T_i²]`. With `T_i` from `offsets.npy` and `heads` the
+    /// manifest's `row_shape[0]`, sample `i` starts at `heads · Σ_{j<i} T_j²`.
+    Patterns,
 }
 
 /// One array of the folder, as the manifest records it.
@@ -513,8 +525,12 @@ impl DatasetWriter {
         let samples = i64::try_from(m.done.samples).unwrap_or(i64::MAX);
         let mut headers = Vec::new();
         for (name, info) in &m.arrays {
-            let rows = if info.rows == Rows::Tokens { tokens } else { samples };
-            let shape: Vec<i64> = std::iter::once(rows).chain(info.row_shape.iter().copied()).collect();
+            let shape: Vec<i64> = match info.rows {
+                Rows::Tokens => std::iter::once(tokens).chain(info.row_shape.iter().copied()).collect(),
+                Rows::Samples => std::iter::once(samples).chain(info.row_shape.iter().copied()).collect(),
+                // As many elements as the file holds (one flat block per sample).
+                Rows::Patterns => vec![pattern_elements(info, m.done.bytes.get(name).copied())],
+            };
             headers.push((name.clone(), npy_header(&info.descr, &shape)?));
         }
         headers.push(("offsets.npy".into(), npy_header("<i8", &[samples + 1])?));
@@ -574,22 +590,22 @@ impl DatasetWriter {
             let rows = if Pool::has_token_axis(t, chunk.attention_mask) {
                 Rows::Tokens
             } else if size.len() == 4 && size[2] == width && size[3] == width {
-                return Err(Error::InvalidArgument {
-                    name: "layers",
-                    reason: format!(
-                        "`{layer}` gives [heads, tokens, tokens] per sample (attention probabilities), which has no row-per-token layout; write it to an .npz file, or leave it out"
-                    ),
-                });
+                Rows::Patterns
             } else {
                 Rows::Samples
             };
-            let first = if rows == Rows::Tokens { 2 } else { 1 };
+            // Every dim but the first; a pattern's: its heads.
+            let row_shape = match rows {
+                Rows::Samples => size[1..].to_vec(),
+                Rows::Tokens => size[2..].to_vec(),
+                Rows::Patterns => size[1..2].to_vec(),
+            };
             let (descr, _) = npy_dtype(t.kind(), layer)?;
             self.manifest.arrays.insert(
                 format!("{layer}.npy"),
                 ArrayInfo {
                     descr: descr.into(),
-                    row_shape: size[first..].to_vec(),
+                    row_shape,
                     rows,
                 },
             );
@@ -710,14 +726,30 @@ impl ActivationSink for DatasetWriter {
             let (descr, kind) = npy_dtype(t.kind(), layer)?;
             let t = t.f_to_device(Device::Cpu)?.f_to_kind(kind)?.f_contiguous()?;
             let size = t.size();
-            let first = if info.rows == Rows::Tokens { 2 } else { 1 };
-            let got = size.get(first..).unwrap_or(&[]);
+            let got = match info.rows {
+                Rows::Tokens => size.get(2..).unwrap_or(&[]),
+                Rows::Samples => size.get(1..).unwrap_or(&[]),
+                Rows::Patterns => size.get(1..2).unwrap_or(&[]),
+            };
             if got != info.row_shape.as_slice() || descr != info.descr {
                 return Err(Error::ShapeMismatch {
                     layer: layer.to_owned(),
                     expected: info.row_shape.clone(),
                     got: got.to_vec(),
                 });
+            }
+            if info.rows == Rows::Patterns {
+                // Each sample's [heads, T_i, T_i] block of real queries and keys, copied out of
+                // its padded [heads, W, W].
+                let blocks: Vec<Tensor> = lengths
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &n)| t.f_get(i as i64)?.f_narrow(1, 0, n)?.f_narrow(2, 0, n)?.f_contiguous())
+                    .collect::<std::result::Result<_, tch::TchError>>()?;
+                let parts: Vec<&[u8]> = blocks.iter().map(tensor_bytes).collect();
+                files.push(self.append_unsynced(&name, &parts)?);
+                names.push(name);
+                continue;
             }
             let bytes = tensor_bytes(&t);
             let file = if info.rows == Rows::Tokens && padded {
@@ -1101,12 +1133,15 @@ impl Dataset {
         let path = self.dir.join(&file);
         let (descr, shape) = match (name, self.manifest.arrays.get(&file)) {
             (_, Some(info)) => {
-                let rows = if info.rows == Rows::Tokens {
-                    self.manifest.done.tokens as i64
-                } else {
-                    self.manifest.samples as i64
+                let shape: Vec<i64> = match info.rows {
+                    Rows::Tokens => std::iter::once(self.manifest.done.tokens as i64)
+                        .chain(info.row_shape.iter().copied())
+                        .collect(),
+                    Rows::Samples => std::iter::once(self.manifest.samples as i64)
+                        .chain(info.row_shape.iter().copied())
+                        .collect(),
+                    Rows::Patterns => vec![pattern_elements(info, self.manifest.done.bytes.get(&file).copied())],
                 };
-                let shape: Vec<i64> = std::iter::once(rows).chain(info.row_shape.iter().copied()).collect();
                 (info.descr.clone(), shape)
             }
             ("offsets", None) => ("<i8".to_owned(), vec![self.manifest.samples as i64 + 1]),

@@ -35,8 +35,8 @@ pub use dataset::{
 };
 pub use error::{libtorch_line, one_line, Error, Result, LIST_LAYERS};
 pub use extract::{
-    extract_representations, ActivationSink, BatchForward, Chunk, Extracted, Extractor, InputIds, Item, MemorySink,
-    NpzSink, Progress, Repeats, Report, Stats, Unmasked,
+    extract_representations, length_batches, ActivationSink, BatchForward, Chunk, Extracted, Extractor, InputIds, Item,
+    MemorySink, NpzSink, Progress, Repeats, Report, Stats, Unmasked,
 };
 pub use hook::{CaptureOutput, Hook, HookPoint};
 pub use hookable::{Hookable, LayerTree, Walker};

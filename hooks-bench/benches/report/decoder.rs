@@ -362,7 +362,10 @@ pub fn run(ctx: &mut Ctx) -> BenchResult<Decoder> {
     let mut lengths: Vec<usize> = corpus.iter().map(Vec::len).collect();
     lengths.sort_by(|a, b| b.cmp(a));
     let corpus_tokens: usize = lengths.iter().sum();
-    let positions: usize = lengths.chunks(batch).map(|c| c.len() * c[0]).sum();
+    let positions: usize = hooks::length_batches(&lengths, batch, None)
+        .into_iter()
+        .map(|run| run.len() * lengths[run.start])
+        .sum();
     let workloads = [
         Workload {
             input: ctx.path("decoder-equal.jsonl"),

@@ -1,5 +1,6 @@
 //! Section 5: the extraction engine (`hooks::Extractor`, what `hooks extract` runs) against the
-//! Python reference, at 1 and 2 threads: equal lengths, a long-tailed corpus, and the early stop.
+//! Python reference, at 1 and 2 threads: equal lengths, a long-tailed corpus, and the early stop;
+//! and the engine alone on short sentences with and without one long document among them.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -38,6 +39,11 @@ pub struct Engine {
     equal: Vec<Row>,
     long_tail: Vec<Row>,
     stop: Vec<Row>,
+    /// Short sentences with one long document among them, over the sentences alone.
+    one_long: Vec<Row>,
+    /// (sentences, their lengths, the long one's length, positions per real token with and
+    /// without it, and what the long one cost when batches only counted items).
+    one_long_shape: (usize, (usize, usize), usize, [f64; 2], f64),
     /// Max abs difference between Rust's and Python's files: equal lengths, the corpus.
     max_abs_diff: [f64; 2],
     /// Rust's share of time in forwards, for the corpus (the rest: padding, pooling, copies,
@@ -61,6 +67,26 @@ pub fn long_tailed(n: usize, seed: u64) -> Vec<Vec<i64>> {
             } else {
                 5 + next() % 36
             };
+            (0..len).map(|_| 1000 + (next() % 28_000) as i64).collect()
+        })
+        .collect()
+}
+
+/// The short sentences' lengths, in tokens (inclusive).
+const SHORT: (usize, usize) = (10, 25);
+
+/// `n` token-id lists of seeded lengths in `range` (inclusive).
+fn lengths_between(n: usize, range: (usize, usize), seed: u64) -> Vec<Vec<i64>> {
+    let mut state = seed;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        state >> 33
+    };
+    (0..n)
+        .map(|_| {
+            let len = range.0 + usize::try_from(next()).unwrap_or(0) % (range.1 - range.0 + 1);
             (0..len).map(|_| 1000 + (next() % 28_000) as i64).collect()
         })
         .collect()
@@ -121,6 +147,28 @@ pub fn run(ctx: &mut Ctx) -> BenchResult<Engine> {
     let mut sorted = input_order.clone();
     sorted.sort_by_key(|&i| std::cmp::Reverse(corpus[i].len()));
     let corpus_padding = [padding(&corpus, &input_order, batch), padding(&corpus, &sorted, batch)];
+    // Short sentences, and the same with one long document in their middle (the field case).
+    let (n_short, long_len) = if full { (256, 280) } else { (8, 40) };
+    let short = lengths_between(n_short, SHORT, 7);
+    let mut with_long = short.clone();
+    with_long.insert(n_short / 2, (0..long_len as i64).map(|t| 1000 + t).collect());
+    let short_items: Vec<Item> = short.iter().map(|r| Item::new(r.clone())).collect();
+    let long_items: Vec<Item> = with_long.iter().map(|r| Item::new(r.clone())).collect();
+    let engine_padding = |rows: &[Vec<i64>]| {
+        let mut lengths: Vec<usize> = rows.iter().map(Vec::len).collect();
+        lengths.sort_by(|a, b| b.cmp(a));
+        let positions: usize = hooks::length_batches(&lengths, batch, None)
+            .into_iter()
+            .map(|run| run.len() * lengths[run.start])
+            .sum();
+        positions as f64 / lengths.iter().sum::<usize>() as f64
+    };
+    let one_long_padding = [engine_padding(&with_long), engine_padding(&short)];
+    let old_padding = {
+        let mut order: Vec<usize> = (0..with_long.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(with_long[i].len()));
+        padding(&with_long, &order, batch)
+    };
 
     let mut result = Engine {
         inputs,
@@ -132,6 +180,8 @@ pub fn run(ctx: &mut Ctx) -> BenchResult<Engine> {
         equal: Vec::new(),
         long_tail: Vec::new(),
         stop: Vec::new(),
+        one_long: Vec::new(),
+        one_long_shape: (short.len(), (SHORT.0, SHORT.1), long_len, one_long_padding, old_padding),
         max_abs_diff: [f64::NAN; 2],
         forward_share: f64::NAN,
     };
@@ -139,7 +189,8 @@ pub fn run(ctx: &mut Ctx) -> BenchResult<Engine> {
     for threads in THREADS {
         tch::set_num_threads(threads);
         ctx.worker.call(&json!({"cmd": "threads", "n": threads}))?;
-        let (mut eq, mut lt, mut st) = (
+        let (mut eq, mut lt, mut st, mut ol) = (
+            [Vec::new(), Vec::new()],
             [Vec::new(), Vec::new()],
             [Vec::new(), Vec::new()],
             [Vec::new(), Vec::new()],
@@ -181,6 +232,12 @@ pub fn run(ctx: &mut Ctx) -> BenchResult<Engine> {
                     result.max_abs_diff[1] = compare(&ours, &theirs)?;
                 }
             }
+            // One long document among short sentences, against the sentences alone: the engine,
+            // default batching, mean-pooled.
+            for with in if python_first { [true, false] } else { [false, true] } {
+                let items = if with { &long_items } else { &short_items };
+                ol[usize::from(!with)].push(rust(model, items, &LAYERS, Pool::Mean, batch, &ours)?.0);
+            }
             // The early stop: layer 1 against layer 5, equal lengths.
             let pair = [["encoder.layer.1"], ["encoder.layer.5"]];
             for k in if python_first { [1, 0] } else { [0, 1] } {
@@ -191,6 +248,7 @@ pub fn run(ctx: &mut Ctx) -> BenchResult<Engine> {
             (&mut result.equal, &eq),
             (&mut result.long_tail, &lt),
             (&mut result.stop, &st),
+            (&mut result.one_long, &ol),
         ] {
             rows.push(Row {
                 threads,
@@ -224,6 +282,11 @@ impl Engine {
                 0.35,
             ),
             ("5. early stop: `encoder.layer.1`/`encoder.layer.5`", &self.stop, 0.45),
+            (
+                "5. one long document among short sentences: with it / without",
+                &self.one_long,
+                1.5,
+            ),
         ] {
             for row in rows {
                 targets.push(Target::at_most(
@@ -257,7 +320,12 @@ impl Engine {
              padded to its longest (as the seed's `extract_representations` did): {:.2} positions \
              per real token. The engine sorts by length: {:.2}. Files agree to {:.1e}.\n\
              - **early stop**: the engine capturing `encoder.layer.1` against capturing \
-             `encoder.layer.5`, equal lengths: the forward stops after the last selected layer.\n",
+             `encoder.layer.5`, equal lengths: the forward stops after the last selected layer.\n\
+             - **one long document**: the engine alone, default batching (batch {}), the six block \
+             outputs mean-pooled: {} sentences of {}–{} tokens with one document of {} tokens \
+             among them, against the sentences alone. The engine never pads an item to more than \
+             twice its length, so the document runs alone: {:.2} positions per real token with \
+             it, {:.2} without. Batches cut by count alone (before) gave {:.2}.\n",
             self.rounds,
             self.batch,
             self.inputs,
@@ -267,12 +335,21 @@ impl Engine {
             self.corpus_padding[0],
             self.corpus_padding[1],
             self.max_abs_diff[1],
+            self.batch,
+            self.one_long_shape.0,
+            self.one_long_shape.1 .0,
+            self.one_long_shape.1 .1,
+            self.one_long_shape.2,
+            self.one_long_shape.3[0],
+            self.one_long_shape.3[1],
+            self.one_long_shape.4,
         );
         s.push_str("| row | threads | numerator s | denominator s | ratio |\n|---|---|---|---|---|\n");
         for (name, rows) in [
             ("equal lengths: engine / Python", &self.equal),
             ("long-tailed corpus: engine / Python", &self.long_tail),
             ("early stop: layer 1 / layer 5", &self.stop),
+            ("one long document: with / without", &self.one_long),
         ] {
             for row in rows {
                 let _ = writeln!(
