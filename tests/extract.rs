@@ -202,25 +202,30 @@ fn forwards_stop_after_the_last_selected_layer_with_outputs_unchanged() {
         .unwrap();
     assert_eq!(toy.runs.swap(0, Ordering::SeqCst), 101 * full.stats.forwards);
 
+    // Lengths 4 4 3 2 | 1: the last is cut off, shorter than half the batch's width.
+    let batches = hooks::length_batches(&[4, 4, 3, 2, 1], 32, None).len();
+    assert_eq!(batches, 2);
+    assert_eq!(full.stats.forwards, batches);
     let stopped = Extractor::new().run(&toy, &["embed", "mix"], &items()).unwrap();
     // One whole forward (the shortest item alone, counting each layer's outputs), then every
     // batch stops at `mix`: `last` is never reached.
-    assert_eq!(stopped.stats.forwards, 2);
-    assert_eq!(toy.runs.swap(0, Ordering::SeqCst), 101 + 1);
+    assert_eq!(stopped.stats.forwards, 1 + batches);
+    assert_eq!(toy.runs.swap(0, Ordering::SeqCst), 101 + batches);
     for layer in ["embed", "mix"] {
         assert_eq!(stopped.activations.get(layer), full.activations.get(layer), "{layer}");
     }
 
     // Selecting the last layer runs everything.
     let _ = Extractor::new().run(&toy, &["embed", "last"], &items()).unwrap();
-    assert_eq!(toy.runs.swap(0, Ordering::SeqCst), 101 * 2);
+    assert_eq!(toy.runs.swap(0, Ordering::SeqCst), 101 * (1 + batches));
 
     // Another enabled store may want the later layers: then nothing stops.
     let other = ActivationStore::new(&toy, ["last"]).unwrap();
     other.enable();
     let _ = Extractor::new().run(&toy, &["embed"], &items()).unwrap();
-    assert_eq!(toy.runs.swap(0, Ordering::SeqCst), 101 * 2);
-    assert_eq!(other.get("last").unwrap().size(), [5, 4, 1]);
+    assert_eq!(toy.runs.swap(0, Ordering::SeqCst), 101 * (1 + batches));
+    // It holds what the last forward gave `last`: the batch of the one-token item.
+    assert_eq!(other.get("last").unwrap().size(), [1, 1, 1]);
 }
 
 #[test]
