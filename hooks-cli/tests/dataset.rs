@@ -312,28 +312,20 @@ fn another_request_on_the_same_folder_is_refused_unless_overwritten() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not a dataset folder"));
     assert_eq!(std::fs::read_dir(&stranger).unwrap().count(), 1);
 
-    // A request that fails at its first window (attention patterns have no row-per-token layout)
-    // leaves no folder, or an empty one it did not create, so the corrected command just runs.
+    // Attention patterns go to a folder too, one [heads, T, T] block per sample (see
+    // tests/integrity.rs); a folder made empty beforehand is used as a new one.
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     for folder in [dir.path().join("patterns"), empty.clone()] {
         let folder_s = folder.to_str().unwrap();
         let patterns = "encoder.layer.0.output,encoder.layer.0.attention.self.attn_weights";
-        let refused = extract(&model, &input, &["--layers", patterns, "--out", folder_s])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&refused.stderr);
-        assert!(err.contains("has no row-per-token layout"), "{err}");
-        assert_eq!(folder.exists(), folder == empty, "{folder_s}");
-        if folder.exists() {
-            assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0, "{folder_s}");
-        }
-        run_ok(&mut extract(
-            &model,
-            &input,
-            &["--layers", "encoder.layer.0.output", "--out", folder_s],
-        ));
-        assert!(hooks::read_manifest(&folder).unwrap().complete);
+        run_ok(&mut extract(&model, &input, &["--layers", patterns, "--out", folder_s]));
+        let manifest = hooks::read_manifest(&folder).unwrap();
+        assert!(manifest.complete);
+        assert_eq!(
+            manifest.arrays["encoder.layer.0.attention.self.attn_weights.npy"].rows,
+            hooks::Rows::Patterns
+        );
     }
 }
 

@@ -1446,6 +1446,23 @@ mod tests {
         assert!(read_manifest(&dir).unwrap().complete);
     }
 
+    /// A run that fails before its first window leaves no folder it created, and an empty
+    /// folder it was given empty (its lock file gone with it).
+    #[test]
+    fn a_run_failing_before_its_first_window_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let new = tmp.path().join("new");
+        let writer = DatasetWriter::create(&new, serde_json::json!({"test": 1}), None, 4, false).unwrap();
+        writer.discard_if_empty().unwrap();
+        assert!(!new.exists());
+        let given = tmp.path().join("given");
+        fs::create_dir(&given).unwrap();
+        let writer = DatasetWriter::create(&given, serde_json::json!({"test": 1}), None, 4, false).unwrap();
+        writer.discard_if_empty().unwrap();
+        assert!(given.is_dir());
+        assert_eq!(fs::read_dir(&given).unwrap().count(), 0);
+    }
+
     /// Writes `samples` one-token samples in windows of 2, with `columns`.
     fn write(dir: &Path, samples: usize, columns: Vec<(String, SampleColumn)>) -> Result<DatasetWriter> {
         let mut writer = DatasetWriter::create(dir, serde_json::json!({"test": 1}), None, samples, false)?;
