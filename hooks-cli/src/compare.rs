@@ -135,9 +135,11 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
     drop(plot);
     let rows = a.layers.first().map_or(0, |(_, s, _)| s.rows());
     if let Metric::MinibatchCka { batch } = metric {
-        if batch >= rows {
+        // Batches of at least `batch` rows: fewer than two of them when `batch > rows / 2`.
+        if batch > 0 && rows / batch < 2 {
             eprintln!(
-                "note: `--minibatch {batch}` is not below the {rows} rows: one minibatch of all of them, so this is the unbiased CKA of all rows (as `--unbiased` computes it), not a minibatch estimate"
+                "note: `--minibatch {batch}` leaves one minibatch of the {rows} rows (two need at least {} rows): this is the unbiased CKA of all rows (as `--unbiased` computes it), not a minibatch estimate",
+                2 * batch
             );
         }
     }

@@ -475,7 +475,12 @@ fn read_vector(path: &Path, flag: &str) -> Result<Tensor, CliError> {
     if !path.is_file() {
         return Err(bad("does not exist".into()));
     }
-    let vector = Tensor::read_npy(path).map_err(|e| bad(format!("is not a readable .npy file ({e})")))?;
+    // Read by hooks' own reader: tch's trusts the header (a cut-short file would give memory
+    // past the data, a negative shape a libtorch backtrace).
+    let vector = match hooks::load_npy(path)? {
+        hooks::NpzValue::Tensor(t) => t,
+        hooks::NpzValue::Strings { .. } => return Err(bad("holds strings, not numbers".into())),
+    };
     check_vector(vector, bad)
 }
 

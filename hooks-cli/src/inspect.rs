@@ -104,6 +104,16 @@ fn folder(dir: &Path) -> Result<(), CliError> {
     }
     let width = files.iter().map(|(name, _, _)| name.len()).max().unwrap_or(4).max(4);
     out!("{:<width$}  {:<7} {:<18} {:>12}", "file", "dtype", "shape", "bytes")?;
+    for (name, _, _) in &files {
+        let counted = m.done.bytes.get(name).copied().unwrap_or(0);
+        let held = std::fs::metadata(dir.join(name)).map_or(0, |meta| meta.len());
+        if held < counted {
+            return Err(CliError::Input(format!(
+                "`{name}` in `{}` holds {held} bytes, but the manifest counts {counted}: the folder was damaged after it was written",
+                dir.display()
+            )));
+        }
+    }
     for (name, dtype, shape) in &files {
         let bytes = m.done.bytes.get(name).copied().unwrap_or(0);
         out!("{name:<width$}  {dtype:<7} {:<18} {bytes:>12}", format!("{shape:?}"))?;
@@ -117,7 +127,7 @@ fn folder(dir: &Path) -> Result<(), CliError> {
         format!(", shard {}/{} (samples {}..{})", s.index, s.count, s.first, s.end)
     });
     out!(
-        "dataset folder {}: {state}, {samples} of {} samples and {tokens} tokens written{shard}; every .npy opens in numpy with the rows written",
+        "dataset folder {}: {state}, {samples} of {} samples and {tokens} tokens written{shard}; each .npy's header counts the rows of the windows the manifest counts",
         dir.display(),
         m.samples
     )?;

@@ -303,7 +303,10 @@ fn small_cases_say_what_they_do() {
         .unwrap();
     ok(&cmp);
     let err = String::from_utf8_lossy(&cmp.stderr);
-    assert!(err.contains("note: `--minibatch 64` is not below the"), "{err}");
+    assert!(
+        err.contains("note: `--minibatch 64` leaves one minibatch of the"),
+        "{err}"
+    );
 
     let err = fails_with(
         &hooks_cmd()
@@ -482,4 +485,107 @@ print("ok")
         .output()
         .unwrap();
     ok(&out);
+}
+
+/// A `.npy` header of `descr` and `shape` (numpy's format 1.0, padded to 64 bytes).
+fn npy_bytes(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&u16::try_from(header.len()).unwrap().to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+/// Files whose headers lie are refused with one line before anything is allocated or read past
+/// the data: a steering vector cut short (its header says 384 floats, it holds 10), a negative
+/// shape, an `.npz` whose array claims 10⁹ rows, a unicode width of 2⁴⁰; and a finished folder
+/// damaged since (a file cut short, a manifest edited) is refused by the same command, never
+/// "nothing to do".
+#[test]
+fn lying_headers_and_damaged_folders_are_refused() {
+    let Some(model) = minilm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let floats: Vec<u8> = (0..10).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let input = dir.path().join("texts.txt");
+    std::fs::write(&input, "One text.\nAnother one.\nA third.\n").unwrap();
+    let steer = |file: &Path| {
+        hooks_cmd()
+            .args(["extract", "--model", arg(&model), "--input", arg(&input)])
+            .args([
+                "--layers",
+                "encoder.layer.1.output",
+                "--out",
+                arg(&dir.path().join("s.npz")),
+            ])
+            .arg("--steer")
+            .arg(format!("encoder.layer.0.output={}@1", file.display()))
+            .output()
+            .unwrap()
+    };
+    let cut = write(dir.path(), "cut.npy", &npy_bytes("<f4", "(384,)", &floats));
+    fails_with(
+        &steer(&cut),
+        &[
+            "cut.npy",
+            "its header describes 1536 bytes of data, but the file holds 40",
+        ],
+    );
+    let negative = write(dir.path(), "neg.npy", &npy_bytes("<f4", "(-5,)", &floats));
+    fails_with(&steer(&negative), &["neg.npy", "its shape holds -5"]);
+    assert!(!dir.path().join("s.npz").exists());
+
+    for (name, descr, shape) in [
+        ("rows.npz", "<f4", "(1000000000, 384)"),
+        ("wide.npz", "<U1099511627776", "(2,)"),
+    ] {
+        let npz = dir.path().join(name);
+        let file = std::fs::File::create(&npz).unwrap();
+        let mut zip = zip::ZipWriter::new(file);
+        zip.start_file("a.npy", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut zip, &npy_bytes(descr, shape, &floats)).unwrap();
+        zip.finish().unwrap();
+        fails_with(
+            &hooks_cmd().args(["inspect", arg(&npz)]).output().unwrap(),
+            &[name, "array `a.npy`"],
+        );
+    }
+
+    let out = dir.path().join("acts");
+    let run = || {
+        hooks_cmd()
+            .args(["extract", "--model", arg(&model), "--input", arg(&input)])
+            .args(["--layers", "encoder.layer.1.output", "--out", arg(&out)])
+            .output()
+            .unwrap()
+    };
+    ok(&run());
+    let layer = out.join("encoder.layer.1.output.npy");
+    let bytes = std::fs::read(&layer).unwrap();
+    std::fs::write(&layer, &bytes[..bytes.len() - 100]).unwrap();
+    fails_with(
+        &run(),
+        &[
+            "encoder.layer.1.output.npy",
+            "the folder was damaged after it was written",
+        ],
+    );
+    std::fs::write(&layer, &bytes).unwrap();
+    let manifest_path = out.join("manifest.json");
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    json["done"]["samples"] = serde_json::json!(5);
+    std::fs::write(&manifest_path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    fails_with(&run(), &["manifest.json", "it was changed after the run wrote it"]);
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
 }

@@ -491,10 +491,20 @@ impl DatasetWriter {
     /// window behind them), and removes files it does not count yet.
     fn cut_back(&self) -> Result<()> {
         remove_manifest_temporaries(&self.dir)?;
+        self.check_consistent()?;
         for name in self.file_names() {
             let path = self.dir.join(&name);
             match self.manifest.done.bytes.get(&name) {
                 Some(&len) => {
+                    let held = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    if held < len {
+                        return Err(Error::BadFile {
+                            path,
+                            reason: format!(
+                                "it holds {held} bytes, but the manifest counts {len}: the folder was damaged after it was written; extract it again with --overwrite"
+                            ),
+                        });
+                    }
                     let file = OpenOptions::new()
                         .write(true)
                         .open(&path)
@@ -533,8 +543,10 @@ impl DatasetWriter {
             };
             headers.push((name.clone(), npy_header(&info.descr, &shape)?));
         }
-        headers.push(("offsets.npy".into(), npy_header("<i8", &[samples + 1])?));
         headers.push(("input_ids.npy".into(), npy_header("<i8", &[tokens])?));
+        // Last: a reader that splits rows by `offsets.npy` then finds every sample it lists
+        // whole in the other files.
+        headers.push(("offsets.npy".into(), npy_header("<i8", &[samples + 1])?));
         Ok(headers)
     }
 
@@ -548,6 +560,50 @@ impl DatasetWriter {
                 .map_err(|e| io("cannot open", &path, e))?;
             file.write_all(header).map_err(|e| io("cannot write", &path, e))?;
             file.sync_data().map_err(|e| io("cannot sync", &path, e))?;
+        }
+        Ok(())
+    }
+
+    /// The manifest's counts agree with the bytes it counts for every file (a manifest edited
+    /// after the run would otherwise have its headers rewritten to rows the files lack).
+    fn check_consistent(&self) -> Result<()> {
+        let m = &self.manifest;
+        let (samples, tokens) = (m.done.samples as u64, m.done.tokens);
+        let mut expected: Vec<(String, Option<u64>)> = m
+            .arrays
+            .iter()
+            .map(|(name, info)| {
+                let row = item_size(&info.descr).and_then(|item| {
+                    info.row_shape
+                        .iter()
+                        .try_fold(item, |n, &d| n.checked_mul(u64::try_from(d).ok()?))
+                });
+                let rows = match info.rows {
+                    Rows::Samples => Some(samples),
+                    Rows::Tokens => Some(tokens),
+                    Rows::Patterns => None,
+                };
+                (name.clone(), rows.zip(row).and_then(|(r, b)| r.checked_mul(b)))
+            })
+            .filter(|(name, _)| m.arrays[name].rows != Rows::Patterns)
+            .collect();
+        if !m.arrays.is_empty() {
+            expected.push(("offsets.npy".into(), (samples + 1).checked_mul(8)));
+            expected.push(("input_ids.npy".into(), tokens.checked_mul(8)));
+        }
+        for (name, data) in expected {
+            let counted = m.done.bytes.get(&name).copied();
+            if data.map(|d| d + HEADER) != counted {
+                return Err(Error::BadFile {
+                    path: self.dir.join("manifest.json"),
+                    reason: format!(
+                        "it counts {} samples and {} tokens, but {} bytes of `{name}`; it was changed after the run wrote it; extract again with --overwrite",
+                        samples,
+                        tokens,
+                        counted.map_or_else(|| "no".to_owned(), |c| c.to_string())
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -816,14 +872,6 @@ impl ActivationSink for DatasetWriter {
         // windows, whose bytes are on disk, and a rerun cuts the rest back. `finish` syncs it.
         self.manifest.done.samples += chunk.len();
         self.manifest.done.tokens = u64::try_from(at).unwrap_or(0);
-        // Each header now describes the rows written so far, in its reserved 128 bytes, and is
-        // synced with the data it describes.
-        for (name, header) in self.headers_now()? {
-            if let Some(i) = names.iter().position(|n| *n == name) {
-                std::os::unix::fs::FileExt::write_all_at(&files[i], &header, 0)
-                    .map_err(|e| io("cannot write", &self.dir.join(&name), e))?;
-            }
-        }
         let manifest = self.manifest_temporary()?;
         let mut syncs: Vec<(&File, PathBuf)> = files.iter().zip(&names).map(|(f, n)| (f, self.dir.join(n))).collect();
         syncs.push((manifest.as_file(), self.dir.join("manifest.json")));
@@ -834,6 +882,14 @@ impl ActivationSink for DatasetWriter {
         manifest
             .persist(&path)
             .map_err(|e| io("cannot write", &path, e.error))?;
+        // Then each header, in its reserved 128 bytes, describes the rows the manifest counts:
+        // never more (a reader of a running folder sees whole windows only), `offsets.npy` last.
+        for (name, header) in self.headers_now()? {
+            if let Some(i) = names.iter().position(|n| *n == name) {
+                std::os::unix::fs::FileExt::write_all_at(&files[i], &header, 0)
+                    .map_err(|e| io("cannot write", &self.dir.join(&name), e))?;
+            }
+        }
         crash_point("manifest", self.windows);
         Ok(())
     }
@@ -1257,6 +1313,17 @@ fn npy_dtype(kind: Kind, layer: &str) -> Result<(&'static str, Kind)> {
             })
         }
     })
+}
+
+/// The bytes of one element of numpy dtype `descr` (`<f4`: 4, `<U12`: 48).
+fn item_size(descr: &str) -> Option<u64> {
+    let digits: String = descr.chars().skip_while(|c| !c.is_ascii_digit()).collect();
+    let width: u64 = digits.parse().ok()?;
+    if descr.contains('U') {
+        width.checked_mul(4)
+    } else {
+        Some(width)
+    }
 }
 
 fn kind_of(descr: &str) -> Option<Kind> {

@@ -286,6 +286,7 @@ pub fn load_numeric(path: impl AsRef<Path>) -> Result<Activations> {
 /// holds a dtype tch has no kind for.
 pub fn load_npy(path: impl AsRef<Path>) -> Result<NpzValue> {
     let path = path.as_ref();
+    check_npy_size(path)?;
     let open = || {
         File::open(path)
             .map(BufReader::new)
@@ -322,6 +323,118 @@ pub fn load_npy(path: impl AsRef<Path>) -> Result<NpzValue> {
     }
 }
 
+/// From the start of an `.npy` (its magic, version, header length and header), the bytes of the
+/// header and of the data its `descr` and `shape` describe; `Err` with the reason for a header
+/// that cannot be read, or a size past `u64`. Checked before any array is allocated, so that a
+/// header that lies (a shape of 10⁹ rows in a small file, a cut-short file) is an error, never
+/// an allocation that aborts or a read of memory past the data.
+fn npy_sizes(head: &[u8]) -> std::result::Result<(u64, u64), String> {
+    let bad = |why: &str| Err(format!("its `.npy` header {why}"));
+    if head.len() < 10 || &head[..6] != b"\x93NUMPY" {
+        return bad("is missing (no numpy magic)");
+    }
+    let (len_bytes, start) = if head[6] == 1 { (2, 8) } else { (4, 8) };
+    let Some(raw) = head.get(start..start + len_bytes) else {
+        return bad("is cut short");
+    };
+    let header_len = raw.iter().rev().fold(0u64, |n, &b| (n << 8) | u64::from(b));
+    let end = (start + len_bytes) as u64 + header_len;
+    let Some(text) = head.get(start + len_bytes..usize::try_from(end).unwrap_or(usize::MAX)) else {
+        return bad("is cut short");
+    };
+    let text = std::str::from_utf8(text).map_err(|_| "its `.npy` header is not text".to_owned())?;
+    let dict: PyValue = text
+        .trim()
+        .parse()
+        .map_err(|_| "its `.npy` header is not a Python literal".to_owned())?;
+    let PyValue::Dict(entries) = dict else {
+        return bad("is not a dict");
+    };
+    let get = |key: &str| {
+        entries
+            .iter()
+            .find(|(k, _)| matches!(k, PyValue::String(s) if s == key))
+            .map(|(_, v)| v)
+    };
+    let Some(PyValue::String(descr)) = get("descr") else {
+        return bad("has no `descr` string");
+    };
+    let Some(PyValue::Tuple(dims)) = get("shape") else {
+        return bad("has no `shape` tuple");
+    };
+    let digits: String = descr.chars().skip_while(|c| !c.is_ascii_digit()).collect();
+    let width: u64 = digits
+        .parse()
+        .map_err(|_| format!("its dtype `{descr}` has no item size"))?;
+    let item = if descr.contains('U') {
+        width.checked_mul(4)
+    } else {
+        Some(width)
+    };
+    let mut bytes = item.ok_or_else(|| format!("its dtype `{descr}` is too wide"))?;
+    for dim in dims {
+        let n = match dim {
+            PyValue::Integer(n) => u64::try_from(n.clone()).map_err(|_| format!("its shape holds {n}"))?,
+            other => return Err(format!("its shape holds {other:?}")),
+        };
+        bytes = bytes
+            .checked_mul(n)
+            .ok_or_else(|| "its shape describes more bytes than any file holds".to_owned())?;
+    }
+    Ok((end, bytes))
+}
+
+/// A lone `.npy` must hold the bytes its header describes.
+fn check_npy_size(path: &Path) -> Result<()> {
+    let bad = |reason: String| Error::BadFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut file = File::open(path).map_err(|source| io_error("cannot open", path, source))?;
+    let len = file
+        .metadata()
+        .map_err(|source| io_error("cannot read", path, source))?
+        .len();
+    let mut head = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(&mut file, 1 << 20), &mut head)
+        .map_err(|source| io_error("cannot read", path, source))?;
+    let (header, data) = npy_sizes(&head).map_err(bad)?;
+    if header.saturating_add(data) != len {
+        return Err(bad(format!(
+            "its header describes {} bytes of data, but the file holds {} after its header (cut short, or not written by numpy)",
+            data,
+            len.saturating_sub(header)
+        )));
+    }
+    Ok(())
+}
+
+/// Each array of an `.npz` must hold the bytes its header describes (checked from the zip's
+/// own sizes before any array is read).
+fn check_npz_sizes(path: &Path) -> Result<()> {
+    let bad = |reason: String| Error::BadFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let file = File::open(path).map_err(|source| io_error("cannot open", path, source))?;
+    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| bad(format!("not an .npz file ({e})")))?;
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| bad(format!("not an .npz file ({e})")))?;
+        let (name, size) = (entry.name().to_owned(), entry.size());
+        let mut head = Vec::new();
+        io::Read::read_to_end(&mut io::Read::take(&mut entry, 1 << 20), &mut head)
+            .map_err(|e| bad(format!("array `{name}`: {e}")))?;
+        let (header, data) = npy_sizes(&head).map_err(|e| bad(format!("array `{name}`: {e}")))?;
+        if header.saturating_add(data) != size {
+            return Err(bad(format!(
+                "array `{name}`: its header describes {data} bytes of data, but the archive holds {} (cut short, or not written by numpy)",
+                size.saturating_sub(header)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// One array read by [`load_npz`].
 #[derive(Debug)]
 pub enum NpzValue {
@@ -351,6 +464,7 @@ pub fn load_npz(path: impl AsRef<Path>) -> Result<Vec<(String, NpzValue)>> {
         path: path.to_owned(),
         reason,
     };
+    check_npz_sizes(path)?;
     let mut npz = NpzReader::new(BufReader::new(file)).map_err(|e| bad(format!("not an .npz file ({e})")))?;
     let names = npz.names().map_err(|e| bad(e.to_string()))?;
     let mut out = Vec::with_capacity(names.len());
