@@ -8,7 +8,7 @@ transformers user writes it.
         saved with save_pretrained: config.json and f32 model.safetensors, no tokenizer.
         `--arch gemma2`: Gemma2ForCausalLM(Gemma2Config(...)) of the same sizes (head_dim
         H / N, query_pre_attn_scalar head_dim), its sliding window W on alternating layers
-        (0: none) and, with `--softcap 1`, Gemma 2's soft-caps (50 on attention scores, 30 on
+        (0: 2048, wider than any input, so none binds) and, with `--softcap 1`, Gemma 2's soft-caps (50 on attention scores, 30 on
         logits; 0: none).
 
     decoder.py extract --model DIR --input IDS.jsonl --batch-size N --pool none|mean
@@ -53,7 +53,9 @@ def make(args):
             query_pre_attn_scalar=head_dim,
             vocab_size=args.vocab,
             max_position_embeddings=2048,
-            sliding_window=args.window or None,
+            # No window: one wider than any input (transformers' Gemma 2 always builds the sliding
+            # mask, and refuses a config without a window).
+            sliding_window=args.window or 2048,
             attn_logit_softcapping=50.0 if args.softcap else None,
             final_logit_softcapping=30.0 if args.softcap else None,
         )

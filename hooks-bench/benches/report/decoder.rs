@@ -86,7 +86,7 @@ impl Arch {
     }
 
     /// Makes the Gemma-2-shaped model of these sizes in `dir`: sliding `window` on alternating
-    /// layers (0: none), Gemma 2's soft-caps when `softcap`.
+    /// layers (0: 2048, wider than any input, so none binds), Gemma 2's soft-caps when `softcap`.
     fn make_gemma2(&self, ctx: &Ctx, dir: &Path, window: i64, softcap: bool) -> BenchResult<()> {
         let mut make = crate::python::command(&ctx.python, ctx.cfg.threads);
         make.arg(script()).arg("make").arg("--out").arg(dir).args(self.flags());
@@ -138,7 +138,7 @@ const GEMMA2_VARIANTS: [Gemma2Variant; 3] = [
         softcap: false,
     },
     Gemma2Variant {
-        label: "no windows, no soft-caps",
+        label: "windows wider than the inputs, no soft-caps",
         window: 0,
         softcap: false,
     },
