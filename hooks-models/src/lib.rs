@@ -38,32 +38,23 @@
 
 mod activation;
 mod attention;
-pub mod bert;
 mod chat;
 mod config;
 pub mod decoder;
 mod error;
-pub mod gemma;
-pub mod gemma2;
-pub mod gemma3;
 pub mod generate;
-pub mod gpt2;
-pub mod gpt_neox;
 mod layers;
 pub mod lens;
-pub mod llama;
 mod load;
-pub mod mistral;
-pub mod olmo2;
-pub mod phi3;
-pub mod qwen2;
-pub mod qwen3;
+mod models;
 mod rope;
 mod text_model;
 mod tokenizer;
 #[cfg(feature = "uninstrumented")]
 pub mod uninstrumented;
 mod weights;
+
+pub use models::{bert, gemma, gemma2, gemma3, gpt2, gpt_neox, llama, mistral, olmo2, phi3, qwen2, qwen3};
 
 // The wrapper every capture site of the models is built with. The `uninstrumented` feature swaps
 // in a pass-through with the same forward and no capture site, so the benchmark can compare the
