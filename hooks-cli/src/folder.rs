@@ -151,7 +151,7 @@ pub fn sha256(path: &Path) -> Result<String, CliError> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::input::hex(&hasher.finalize()))
 }
 
 /// What a folder run ended with.

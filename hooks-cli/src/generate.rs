@@ -11,7 +11,6 @@ use hooks::{Activations, DatasetWriter, Item, Pool as LibPool, SampleColumn};
 use hooks_models::generate::{eos_token_ids, generate, GenerateOptions, Generation, InterveneOn, Sampling};
 use hooks_models::{ChatTemplate, ModelError, TextModel, Tokenizer};
 use serde_json::json;
-use sha2::Digest as _;
 use tch::{Kind, Tensor};
 
 use crate::compare::temp_beside;
@@ -389,10 +388,7 @@ fn conversations(path: &Path, model_dir: &Path) -> Result<(Vec<Item>, Vec<i64>, 
             Ok(Item::new(ids))
         })
         .collect::<Result<_, CliError>>()?;
-    let sha256 = sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha256 = input::sha256_hex(&bytes);
     Ok((items, numbers, sha256))
 }
 

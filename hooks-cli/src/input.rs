@@ -62,6 +62,16 @@ pub struct Input {
     pub sha256: String,
 }
 
+/// The sha256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Bytes in lowercase hex, two digits each.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// `--input -`: standard input.
 pub fn is_stdin(path: &Path) -> bool {
     path == Path::new("-")
@@ -114,7 +124,7 @@ pub fn read(path: Option<&Path>, format: InputFormat, keep: &[String]) -> Result
         Some(p) => read_bytes(p)?,
         None => ("the bundled sentences".to_owned(), DEFAULT_INPUT.as_bytes().to_vec()),
     };
-    let sha256: String = Sha256::digest(&contents).iter().map(|b| format!("{b:02x}")).collect();
+    let sha256 = sha256_hex(&contents);
     let Lines { lines, blank } = non_blank_lines(&contents, &name)?;
     let mut samples = Vec::new();
     let mut numbers = Vec::new();

@@ -43,11 +43,12 @@ use tch::{Device, Kind, Tensor};
 use crate::columns::{is_sample_column, SampleColumn};
 use crate::error::{Error, Result};
 use crate::extract::{ActivationSink, Chunk};
+use crate::npz::item_size;
 use crate::pool::Pool;
 
 /// The elements of a [`Rows::Patterns`] file of `bytes` bytes (header included).
 fn pattern_elements(info: &ArrayInfo, bytes: Option<u64>) -> i64 {
-    let elt = kind_of(&info.descr).map_or(4, |k| k.elt_size_in_bytes() as u64);
+    let elt = item_size(&info.descr).unwrap_or(4).max(1);
     i64::try_from(bytes.unwrap_or(HEADER).saturating_sub(HEADER) / elt).unwrap_or(i64::MAX)
 }
 
@@ -1313,17 +1314,6 @@ fn npy_dtype(kind: Kind, layer: &str) -> Result<(&'static str, Kind)> {
             })
         }
     })
-}
-
-/// The bytes of one element of numpy dtype `descr` (`<f4`: 4, `<U12`: 48).
-fn item_size(descr: &str) -> Option<u64> {
-    let digits: String = descr.chars().skip_while(|c| !c.is_ascii_digit()).collect();
-    let width: u64 = digits.parse().ok()?;
-    if descr.contains('U') {
-        width.checked_mul(4)
-    } else {
-        Some(width)
-    }
 }
 
 fn kind_of(descr: &str) -> Option<Kind> {

@@ -323,6 +323,18 @@ pub fn load_npy(path: impl AsRef<Path>) -> Result<NpzValue> {
     }
 }
 
+/// The bytes of one element of numpy dtype `descr` (`<f4`: 4, `<U12`: 48); `None` for a
+/// descriptor without a size, or one past `u64`.
+pub(crate) fn item_size(descr: &str) -> Option<u64> {
+    let digits: String = descr.chars().skip_while(|c| !c.is_ascii_digit()).collect();
+    let width: u64 = digits.parse().ok()?;
+    if descr.contains('U') {
+        width.checked_mul(4)
+    } else {
+        Some(width)
+    }
+}
+
 /// From the start of an `.npy` (its magic, version, header length and header), the bytes of the
 /// header and of the data its `descr` and `shape` describe; `Err` with the reason for a header
 /// that cannot be read, or a size past `u64`. Checked before any array is allocated, so that a
@@ -362,16 +374,7 @@ fn npy_sizes(head: &[u8]) -> std::result::Result<(u64, u64), String> {
     let Some(PyValue::Tuple(dims)) = get("shape") else {
         return bad("has no `shape` tuple");
     };
-    let digits: String = descr.chars().skip_while(|c| !c.is_ascii_digit()).collect();
-    let width: u64 = digits
-        .parse()
-        .map_err(|_| format!("its dtype `{descr}` has no item size"))?;
-    let item = if descr.contains('U') {
-        width.checked_mul(4)
-    } else {
-        Some(width)
-    };
-    let mut bytes = item.ok_or_else(|| format!("its dtype `{descr}` is too wide"))?;
+    let mut bytes = item_size(descr).ok_or_else(|| format!("its dtype `{descr}` has no item size"))?;
     for dim in dims {
         let n = match dim {
             PyValue::Integer(n) => u64::try_from(n.clone()).map_err(|_| format!("its shape holds {n}"))?,
