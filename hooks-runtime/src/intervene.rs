@@ -24,6 +24,9 @@ use crate::switch;
 /// A user's function from the tensor at a site to the tensor that flows on.
 type MapFn = dyn Fn(&Tensor) -> Tensor + Send + Sync;
 
+/// A user's function that may fail, or leave the tensor as it is (`None`).
+type TryMapFn = dyn Fn(&Tensor) -> Result<Option<Tensor>> + Send + Sync;
+
 /// What an [`Intervention`] does to the tensor `x` at its site (shape `S`).
 enum Edit {
     Zero,
@@ -32,6 +35,7 @@ enum Edit {
     Replace(Tensor),
     Scale(f64),
     Map(Arc<MapFn>),
+    TryMap(Arc<TryMapFn>),
 }
 
 // Given tensors are never written to, so copies may share them.
@@ -47,6 +51,7 @@ impl Clone for Edit {
             Edit::Replace(t) => Edit::Replace(t.shallow_clone()),
             Edit::Scale(s) => Edit::Scale(*s),
             Edit::Map(f) => Edit::Map(Arc::clone(f)),
+            Edit::TryMap(f) => Edit::TryMap(Arc::clone(f)),
         }
     }
 }
@@ -95,7 +100,7 @@ impl fmt::Debug for Intervention {
             Edit::Add { vector, scale } => format!("add {:?} × {scale}", vector.size()),
             Edit::Replace(v) => format!("replace {:?}", v.size()),
             Edit::Scale(s) => format!("scale {s}"),
-            Edit::Map(_) => "closure".to_owned(),
+            Edit::Map(_) | Edit::TryMap(_) => "closure".to_owned(),
         };
         f.debug_struct("Intervention")
             .field("kind", &kind)
@@ -157,6 +162,16 @@ impl Intervention {
     #[must_use]
     pub fn map(f: impl Fn(&Tensor) -> Tensor + Send + Sync + 'static) -> Self {
         Self::of(Edit::Map(Arc::new(f)))
+    }
+
+    /// A closure that may fail or leave the tensor: `Ok(None)` lets `x` flow on untouched,
+    /// `Ok(Some(y))` sends `y` on instead (of `x`'s shape; converted back to its dtype and
+    /// device), and an `Err` ends the forward as a mismatched intervention does (see
+    /// [`Interventions::run`]). What an attached module that reads a layer uses (a sparse
+    /// autoencoder that only splices its output in when asked).
+    #[must_use]
+    pub fn try_map(f: impl Fn(&Tensor) -> Result<Option<Tensor>> + Send + Sync + 'static) -> Self {
+        Self::of(Edit::TryMap(Arc::new(f)))
     }
 
     /// Limits the change to these token positions along dim 1 of a `[batch, tokens, ...]`
@@ -264,6 +279,18 @@ impl Intervention {
                 }
                 out.f_to_device(x.device())?.f_to_kind(x.kind())?
             }
+            (Edit::TryMap(f), _) => match f(x)? {
+                None => x.shallow_clone(),
+                Some(out) => {
+                    if out.size() != shape {
+                        return Err(mismatch(format!(
+                            "the closure returned shape {:?}; it must return the shape it was given",
+                            out.size()
+                        )));
+                    }
+                    out.f_to_device(x.device())?.f_to_kind(x.kind())?
+                }
+            },
             (Edit::Mean(_) | Edit::Replace(_) | Edit::Add { .. }, None) => {
                 unreachable!("the editor passes the given tensor of every kind that has one")
             }
@@ -341,7 +368,7 @@ impl Intervention {
     fn given(&self) -> Option<&Tensor> {
         match &self.edit {
             Edit::Mean(t) | Edit::Replace(t) | Edit::Add { vector: t, .. } => Some(t),
-            Edit::Zero | Edit::Scale(_) | Edit::Map(_) => None,
+            Edit::Zero | Edit::Scale(_) | Edit::Map(_) | Edit::TryMap(_) => None,
         }
     }
 }

@@ -216,6 +216,14 @@ impl Site {
         switch::active() && self.subscribed.load(Ordering::Acquire) && self.has_taker()
     }
 
+    /// Whether an enabled intervention is bound here now: with [`is_capturing`](Self::is_capturing),
+    /// lets a module computed only for what its points give (an attached sparse autoencoder)
+    /// skip the work when nobody reads or changes them.
+    #[must_use]
+    pub fn is_edited(&self) -> bool {
+        switch::busy() && self.edited.load(Ordering::Acquire) && self.active_edit().is_some()
+    }
+
     /// Whether an enabled subscriber is alive here; forgets the dropped ones.
     #[cold]
     #[inline(never)]
