@@ -146,6 +146,14 @@ pub enum ModelError {
         /// What is wrong and what would be valid.
         reason: String,
     },
+    /// A sparse autoencoder that cannot be read or used as given.
+    #[error("SAE `{}`: {reason}", path.display())]
+    Sae {
+        /// The SAE's folder or file.
+        path: std::path::PathBuf,
+        /// What is wrong, and the fix.
+        reason: String,
+    },
     /// From capturing: an unknown layer (with suggestions), a capture that failed.
     #[error(transparent)]
     Capture(#[from] hooks::Error),

@@ -48,6 +48,7 @@ pub mod lens;
 mod load;
 mod models;
 mod rope;
+pub mod sae;
 mod text_model;
 mod tokenizer;
 #[cfg(feature = "uninstrumented")]

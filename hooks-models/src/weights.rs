@@ -264,7 +264,7 @@ fn is_float(kind: Kind) -> bool {
     matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16)
 }
 
-fn read_file(path: &Path) -> Result<HashMap<String, Tensor>> {
+pub(crate) fn read_file(path: &Path) -> Result<HashMap<String, Tensor>> {
     if !path.is_file() {
         return Err(ModelError::MissingFile {
             path: path.to_path_buf(),
