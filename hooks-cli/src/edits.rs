@@ -43,6 +43,15 @@ pub struct EditArgs {
     /// Repeatable.
     #[arg(long, value_name = "LAYER=VEC.npy@SCALE[:POSITIONS]")]
     pub steer: Vec<String>,
+    /// Zero feature F of the SAE attached to LAYER (`--sae LAYER=PATH`): its
+    /// `hook_sae_acts_post`, so that the layer's output becomes the reconstruction of the edited
+    /// features plus the error term. POSITIONS as for --steer. Repeatable.
+    #[arg(long, value_name = "LAYER.sae:F[@POSITIONS]")]
+    pub ablate_feature: Vec<String>,
+    /// Add S to feature F of the SAE attached to LAYER: S x W_dec[F] is added to the layer's
+    /// output (with the error term, the rest of it unchanged). Repeatable.
+    #[arg(long, value_name = "LAYER.sae:F@S[:POSITIONS]")]
+    pub steer_feature: Vec<String>,
 }
 
 /// The interventions of one run.
@@ -55,6 +64,9 @@ pub struct Edits {
     vectors: Vec<(&'static str, String, i64, PathBuf)>,
     /// The position-limited ones: the flag's text and the positions, checked against the inputs.
     positioned: Vec<(String, Positions)>,
+    /// `--ablate-feature` and `--steer-feature`: the flag, the SAE's layer and the feature,
+    /// checked against the attached SAE.
+    features: Vec<(&'static str, String, i64)>,
     /// `--patch`.
     patches: Vec<Patch>,
     /// What a dataset folder records, so that a resume must use the same interventions.
@@ -72,10 +84,21 @@ pub enum Flag {
     Scale,
     /// `--steer`.
     Steer,
+    /// `--ablate-feature`.
+    AblateFeature,
+    /// `--steer-feature`.
+    SteerFeature,
 }
 
 impl Flag {
-    const ALL: [Flag; 4] = [Flag::Ablate, Flag::MeanAblate, Flag::Scale, Flag::Steer];
+    const ALL: [Flag; 6] = [
+        Flag::Ablate,
+        Flag::MeanAblate,
+        Flag::Scale,
+        Flag::Steer,
+        Flag::AblateFeature,
+        Flag::SteerFeature,
+    ];
 
     /// The argument's id in clap.
     fn id(self) -> &'static str {
@@ -84,6 +107,8 @@ impl Flag {
             Flag::MeanAblate => "mean_ablate",
             Flag::Scale => "scale",
             Flag::Steer => "steer",
+            Flag::AblateFeature => "ablate_feature",
+            Flag::SteerFeature => "steer_feature",
         }
     }
 
@@ -93,6 +118,8 @@ impl Flag {
             Flag::MeanAblate => &args.mean_ablate,
             Flag::Scale => &args.scale,
             Flag::Steer => &args.steer,
+            Flag::AblateFeature => &args.ablate_feature,
+            Flag::SteerFeature => &args.steer_feature,
         }
     }
 }
@@ -130,7 +157,7 @@ impl Edits {
             .iter()
             .flat_map(|&flag| std::iter::repeat_n(flag, flag.values(args).len()))
             .collect();
-        let mut next = [0usize; 4];
+        let mut next = [0usize; Flag::ALL.len()];
         for &flag in if covered { order } else { &default } {
             let i = Flag::ALL.iter().position(|&f| f == flag).unwrap_or(0);
             let Some(spec) = flag.values(args).get(next[i]) else {
@@ -142,6 +169,8 @@ impl Edits {
                 Flag::MeanAblate => edits.mean_ablate(spec)?,
                 Flag::Scale => edits.scale(spec)?,
                 Flag::Steer => edits.steer(spec)?,
+                Flag::AblateFeature => edits.feature(spec, false)?,
+                Flag::SteerFeature => edits.feature(spec, true)?,
             }
         }
         edits.patches(patch)?;
@@ -207,6 +236,63 @@ impl Edits {
         }
         let intervention = Intervention::add(vector, scale);
         self.push(layer, intervention, record, positions, format!("--steer {spec}"));
+        Ok(())
+    }
+
+    /// `--ablate-feature LAYER.sae:F[@POSITIONS]` or `--steer-feature LAYER.sae:F@S[:POSITIONS]`:
+    /// a zero, or an add of S, on feature F of `LAYER.sae.hook_sae_acts_post`.
+    fn feature(&mut self, spec: &str, steer: bool) -> Result<(), CliError> {
+        let (flag, usage, example) = if steer {
+            (
+                "--steer-feature",
+                "LAYER.sae:F@S[:POSITIONS]",
+                "model.layers.6.sae:1234@8",
+            )
+        } else {
+            ("--ablate-feature", "LAYER.sae:F[@POSITIONS]", "model.layers.6.sae:1234")
+        };
+        let invalid =
+            |why: &str| CliError::Usage(format!("invalid `{flag} {spec}`: {why}; write {usage}, like {example}"));
+        let (layer, rest) = spec
+            .rsplit_once(".sae:")
+            .filter(|(layer, _)| !layer.trim().is_empty())
+            .ok_or_else(|| invalid("no `LAYER.sae:`"))?;
+        let layer = layer.trim();
+        let (feature, tail) = match rest.split_once('@') {
+            Some((f, tail)) => (f, Some(tail)),
+            None => (rest, None),
+        };
+        let feature: i64 = feature
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&f: &i64| f >= 0)
+            .ok_or_else(|| invalid(&format!("the feature `{feature}` is not a feature index (0, 1, ...)")))?;
+        let point = format!("{layer}.sae.hook_sae_acts_post");
+        let (intervention, mut record, positions) = if steer {
+            let tail = tail.ok_or_else(|| invalid("no `@S`"))?;
+            let (scale, positions) = number_and_positions(spec, flag, tail, usage)?;
+            let add = Intervention::add(Tensor::from_slice(&[1.0f32]), scale);
+            (
+                add,
+                json!({"steer_feature": layer, "feature": feature, "scale": scale}),
+                positions,
+            )
+        } else {
+            let positions = match tail {
+                Some(p) => Some(p.parse::<Positions>().map_err(|e| invalid(&e.to_string()))?),
+                None => None,
+            };
+            (
+                Intervention::zero(),
+                json!({"ablate_feature": layer, "feature": feature}),
+                positions,
+            )
+        };
+        record["sae_feature"] = json!(feature);
+        self.features.push((flag, layer.to_owned(), feature));
+        let intervention = intervention.on_features(feature..feature + 1);
+        self.push(&point, intervention, record, positions, format!("{flag} {spec}"));
         Ok(())
     }
 
@@ -279,6 +365,14 @@ impl Edits {
         }
         let lengths: Vec<usize> = items.iter().map(|i| i.ids().len().min(max_length)).collect();
         self.check_positions(&lengths, generating)?;
+        let sites = model.site_names();
+        for (flag, layer, _) in &self.features {
+            if !sites.iter().any(|s| *s == format!("{layer}.sae.hook_sae_acts_post")) {
+                return Err(CliError::Usage(format!(
+                    "`{flag} {layer}.sae:...`: no SAE is attached to `{layer}`; attach one with --sae {layer}=PATH"
+                )));
+            }
+        }
         for patch in &self.patches {
             check_patch_rows(patch, &lengths)?;
         }
@@ -323,6 +417,16 @@ impl Edits {
                         path.display()
                     )));
                 }
+            }
+        }
+        for (flag, layer, feature) in &self.features {
+            let point = format!("{layer}.sae.hook_sae_acts_post");
+            let d_sae = store.get(&point).and_then(|t| t.size().last().copied()).unwrap_or(0);
+            if *feature >= d_sae {
+                return Err(CliError::Usage(format!(
+                    "`{flag}`: the SAE on `{layer}` has {d_sae} features (0 to {}), and feature {feature} is past them",
+                    d_sae - 1
+                )));
             }
         }
         for Patch {

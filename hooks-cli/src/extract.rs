@@ -18,6 +18,7 @@ use crate::error::CliError;
 use crate::folder;
 use crate::input::{self, InputFormat, Sample};
 use crate::pool::{Pool, Pooling};
+use crate::sae::SaeArgs;
 use crate::signals;
 
 /// Options of `hooks extract`.
@@ -47,6 +48,8 @@ pub struct ExtractArgs {
     /// captures the module's first input instead of its output (a forward pre-hook's view).
     #[arg(long, value_name = "LIST", required = true)]
     layers: String,
+    #[command(flatten)]
+    sae: SaeArgs,
     #[command(flatten)]
     edits: EditArgs,
     /// Replace LAYER's output with the array of that name in SRC.npz (activation patching),
@@ -190,7 +193,7 @@ fn default_model() -> Result<PathBuf, CliError> {
     ))
 }
 
-fn model_dir(model: Option<&Path>) -> Result<PathBuf, CliError> {
+pub(crate) fn model_dir(model: Option<&Path>) -> Result<PathBuf, CliError> {
     model.map_or_else(default_model, |m| Ok(m.to_path_buf()))
 }
 
@@ -273,9 +276,9 @@ pub(crate) fn layer_list(list: &str) -> Vec<&str> {
 }
 
 /// `hooks layers`.
-pub fn layers(model: Option<&Path>) -> Result<(), CliError> {
+pub fn layers(model: Option<&Path>, sae: &SaeArgs) -> Result<(), CliError> {
     let dir = model_dir(model)?;
-    let model = hooks_models::load(&dir, Device::Cpu, Kind::Float)?;
+    let model = sae.attach(hooks_models::load(&dir, Device::Cpu, Kind::Float)?)?;
     let sample = [Sample::Text("The quick brown fox jumps over the lazy dog.".into())];
     let sample = if dir.join("tokenizer.json").is_file() {
         sample.to_vec()
@@ -421,7 +424,7 @@ pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
         samples.truncate(usize::try_from(max).unwrap_or(usize::MAX));
     }
     let columns = sample_columns(input.lines, input.meta, samples.len());
-    let model = hooks_models::load(&dir, device, args.dtype.kind())?;
+    let model = args.sae.attach(hooks_models::load(&dir, device, args.dtype.kind())?)?;
     notes.extend(model.notes());
     let input_name = args
         .input
@@ -456,6 +459,7 @@ pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
         ));
     }
     let layers = layer_list(&args.layers);
+    args.sae.check_layers(&layers)?;
     let pooling = Pooling::resolve(args.pool, &dir)?;
     let selected = ActivationStore::new(&*model, &layers)?;
     for name in selected.layer_names() {
@@ -506,6 +510,7 @@ pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
                 "window_positions_per_sample": Extractor::WINDOW_POSITIONS_PER_ITEM,
                 "repeats": format!("{:?}", args.repeats).to_lowercase(),
                 "interventions": edits.record(),
+                "sae": args.sae.record()?,
             }),
             columns: &columns,
         };

@@ -20,6 +20,7 @@ use crate::extract::{check_vocabulary, layer_list, parse_device, sample_columns,
 use crate::folder::{is_npz, Request};
 use crate::input::{self, InputFormat};
 use crate::pool::Pool;
+use crate::sae::SaeArgs;
 use crate::signals;
 
 /// Options of `hooks generate`.
@@ -86,6 +87,8 @@ pub struct GenerateArgs {
     #[arg(long, value_enum, default_value_t = Pool::None)]
     pool: Pool,
     #[command(flatten)]
+    sae: SaeArgs,
+    #[command(flatten)]
     edits: EditArgs,
     /// Where the interventions apply: every position (the prompt's and each new token's), or
     /// the generated positions only (within the POSITIONS of one that names some).
@@ -127,6 +130,8 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
         .map(str::to_owned)
         .collect();
     check_outputs(args, &layers)?;
+    args.sae
+        .check_layers(&layers.iter().map(String::as_str).collect::<Vec<_>>())?;
     let device = parse_device(&args.device)?;
     let edits = Edits::parse(&args.edits, &[], order)?;
     let input_name = input::display_name(&args.input);
@@ -155,7 +160,9 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
         let sha256 = input.sha256.clone();
         (Vec::new(), Some(input), columns, sha256)
     };
-    let model = hooks_models::load(&args.model, device, args.dtype.kind())?;
+    let model = args
+        .sae
+        .attach(hooks_models::load(&args.model, device, args.dtype.kind())?)?;
     if model.readout().is_none() {
         return Err(ModelError::NotCausal {
             model_type: model.model_type(),
@@ -586,6 +593,7 @@ fn open_folder(
             "window": args.window.unwrap_or(64),
             "chat": args.chat,
             "interventions": edits.record(),
+            "sae": args.sae.record()?,
             "intervene_on": format!("{:?}", options.intervene_on).to_lowercase(),
             "dtype": format!("{:?}", args.dtype).to_lowercase(),
             "device": args.device,

@@ -23,6 +23,7 @@ mod lens;
 mod lineplot;
 mod pool;
 mod probe;
+mod sae;
 mod signals;
 
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ enum Command {
         /// Default: all-MiniLM-L6-v2 from the project's .venv.
         #[arg(long, value_name = "DIR")]
         model: Option<PathBuf>,
+        #[command(flatten)]
+        sae: sae::SaeArgs,
     },
     /// Run a model over an input file and save the selected layers' activations to one .npz.
     Extract(Box<extract::ExtractArgs>),
@@ -76,6 +79,10 @@ enum Command {
     /// stratified folds with an optional control task; writes one CSV row per layer, the folds,
     /// and optionally the probe directions and the accuracy-by-layer plot.
     Probe(Box<probe::ProbeArgs>),
+    /// Describe each feature of a sparse autoencoder over a corpus in one streaming pass: how
+    /// often it fires, its max, its mean when active, and its top-K max-activating examples
+    /// (sample and position); writes one .npz.
+    Features(Box<sae::FeaturesArgs>),
     /// Show each array of an .npz file (name, dtype, shape, bytes, min/max/mean), or each file of a dataset folder, finished or not.
     Inspect {
         /// The .npz file, or a dataset folder (finished, being written, or left by a stopped run).
@@ -93,7 +100,8 @@ fn main() -> ExitCode {
     };
     let order = edits::order(&matches);
     let result: Result<(), CliError> = match cli.command {
-        Command::Layers { model } => extract::layers(model.as_deref()),
+        Command::Layers { model, sae } => extract::layers(model.as_deref(), &sae),
+        Command::Features(args) => sae::features(&args),
         Command::Extract(args) => extract::run(&args, &order),
         Command::Merge { out, shards } => folder::merge(&out, &shards),
         Command::Inspect { path } => inspect::run(&path),
