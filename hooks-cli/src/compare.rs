@@ -310,7 +310,7 @@ fn read_folder(dir: &Path, wanted: &[String]) -> Result<Input, CliError> {
     let mut layers = Vec::new();
     let mut any_tokens = false;
     for name in names {
-        let kind = match manifest.arrays.get(&format!("{name}.npy")).map(|a| a.rows) {
+        let kind = match manifest.rows_of(&name).map(Rows::dense) {
             Some(Rows::Tokens) => RowKind::Tokens,
             Some(Rows::Patterns) if wanted.is_empty() => {
                 eprintln!(

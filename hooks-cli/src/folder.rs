@@ -219,6 +219,10 @@ pub fn extract(
         let _ = writer.discard_if_empty();
         return Err(err);
     }
+    if let Err(err) = writer.set_sparse(sparse_layers(model, request.layers)?) {
+        let _ = writer.discard_if_empty();
+        return Err(err);
+    }
     let resumed = writer.done_samples();
     // A shard's items are rows `first..end` of the input, and so of any patch source.
     let extractor = extractor.clone().patch_offset(first);
@@ -237,6 +241,17 @@ pub fn extract(
         resumed,
         samples: end - first,
     })
+}
+
+/// The selected layers a folder writes sparse, in scipy's CSR layout: SAEs' feature
+/// activations (`LAYER.sae.hook_sae_acts_post`), mostly zeros.
+pub fn sparse_layers(model: &dyn TextModel, layers: &[impl AsRef<str>]) -> Result<Vec<String>, hooks::Error> {
+    Ok(hooks::ActivationStore::new(model, layers)?
+        .layer_names()
+        .iter()
+        .filter(|name| name.ends_with(".sae.hook_sae_acts_post"))
+        .cloned()
+        .collect())
 }
 
 /// The notes a run leaves: samples cut to the maximum length, layers not pooled.

@@ -607,6 +607,10 @@ fn open_folder(
         let _ = writer.discard();
         return Err(e.into());
     }
+    if let Err(e) = writer.set_sparse(crate::folder::sparse_layers(model, &layers)?) {
+        let _ = writer.discard();
+        return Err(e.into());
+    }
     Ok(writer)
 }
 

@@ -85,7 +85,9 @@ fn folder(dir: &Path) -> Result<(), CliError> {
                 hooks::Rows::Tokens => std::iter::once(tokens).chain(rest).collect(),
                 hooks::Rows::Samples => std::iter::once(samples as u64).chain(rest).collect(),
                 // One flat [heads, T, T] block per sample: the elements written.
-                hooks::Rows::Patterns => {
+                hooks::Rows::SparseTokens => vec![tokens + 1],
+                hooks::Rows::SparseSamples => vec![samples as u64 + 1],
+                hooks::Rows::Patterns | hooks::Rows::Nonzeros => {
                     let bytes = m.done.bytes.get(name).copied().unwrap_or(0).saturating_sub(128);
                     let elt = match info.descr.as_str() {
                         "<f8" | "<i8" => 8,

@@ -409,3 +409,115 @@ fn bad_saes_and_flags_are_refused_in_one_line() {
         "{stderr}"
     );
 }
+
+/// A dataset folder writes `hook_sae_acts_post` sparse: `NAME.indptr.npy` (int64),
+/// `NAME.indices.npy` (int32) and `NAME.data.npy` (float32), which scipy's `csr_matrix` reads
+/// equal to the dense `.npz` of the same run (real tokens unpooled, samples pooled); the library
+/// reads them back dense; shards merge byte for byte into the unsharded folder.
+#[test]
+fn folders_write_sae_features_as_csr() {
+    let Some(f) = Fixture::new() else { return };
+    let point = "model.layers.0.sae.hook_sae_acts_post";
+    let layers = format!("{point},model.layers.0.sae.hook_sae_recons");
+    let mut steps: Vec<String> = Vec::new();
+    for pool in ["none", "mean"] {
+        let (dense, folder) = (f.out(&format!("dense-{pool}.npz")), f.out(&format!("folder-{pool}")));
+        f.extract("jumprelu", &layers, &["--pool", pool], &dense);
+        // (One window, so that the batches, and so the rounding, are the .npz run's.)
+        f.extract("jumprelu", &layers, &["--pool", pool], &folder);
+        let names: Vec<String> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n == &format!("{point}.npy")), "{names:?}");
+        let dataset = hooks::Dataset::open(&folder).unwrap();
+        assert!(
+            dataset.layers().any(|l| l == point),
+            "{:?}",
+            dataset.layers().collect::<Vec<_>>()
+        );
+        let ours = hooks::load_numeric(&dense).unwrap();
+        let mut rows = ours.get(point).unwrap().shallow_clone();
+        if pool == "none" {
+            let mask = ours.get("attention_mask").unwrap().to_kind(tch::Kind::Bool);
+            rows = rows.index(&[Some(mask)]);
+        }
+        assert!(dataset.array(point).unwrap().equal(&rows), "{pool}: read back dense");
+        let reader = dataset.reader(point).unwrap();
+        assert!(
+            reader.read_rows(1, 2).unwrap().equal(&rows.narrow(0, 1, 2)),
+            "{pool}: rows 1..3"
+        );
+        steps.extend(["csr", &folder, &dense, point, "+"].map(String::from));
+    }
+    let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+    for result in check(&f.python, &steps) {
+        assert_eq!(result["equal"], true, "{result}");
+        assert_eq!(
+            result["dtypes"],
+            serde_json::json!(["int64", "int32", "float32"]),
+            "{result}"
+        );
+        assert_eq!(result["zeros_stored"], 0, "{result}");
+        assert!(result["nnz"].as_i64().unwrap() > 0, "{result}");
+    }
+    // Shards, merged, are the whole run's folder byte for byte.
+    let whole = f.out("whole");
+    f.extract("jumprelu", &layers, &["--pool", "none", "--window", "2"], &whole);
+    let parts: Vec<String> = (0..2).map(|k| f.out(&format!("shard-{k}"))).collect();
+    for (k, part) in parts.iter().enumerate() {
+        let shard = format!("{k}/2");
+        f.extract(
+            "jumprelu",
+            &layers,
+            &["--pool", "none", "--window", "2", "--shard", &shard],
+            part,
+        );
+    }
+    let merged = f.out("merged");
+    hooks_ok(&["merge", &merged, &parts[0], &parts[1]]);
+    // A run killed after a window's files, before its manifest, resumes to the same bytes.
+    let resumed = f.out("resumed");
+    let (model, spec, prompts) = (f.model(), f.sae("jumprelu"), f.prompts.to_str().unwrap().to_owned());
+    let args = [
+        "extract",
+        "--model",
+        &model,
+        "--input",
+        &prompts,
+        "--sae",
+        &spec,
+        "--layers",
+        &layers,
+        "--out",
+        &resumed,
+        "--batch-size",
+        "3",
+        "--pool",
+        "none",
+        "--window",
+        "2",
+    ];
+    let killed = std::process::Command::new(env!("CARGO_BIN_EXE_hooks"))
+        .args(args)
+        .env_remove("LD_LIBRARY_PATH")
+        .env("HOOKS_CRASH_AT", "data:2")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success());
+    hooks_ok(&args);
+    for other in [&merged, &resumed] {
+        for entry in std::fs::read_dir(&whole).unwrap() {
+            let name = entry.unwrap().file_name();
+            if name.to_string_lossy().ends_with(".npy") {
+                let (a, b) = (Path::new(&whole).join(&name), Path::new(other).join(&name));
+                assert_eq!(
+                    std::fs::read(&a).unwrap(),
+                    std::fs::read(&b).unwrap(),
+                    "{}",
+                    b.display()
+                );
+            }
+        }
+    }
+}

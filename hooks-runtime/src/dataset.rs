@@ -130,6 +130,48 @@ pub enum Rows {
     /// one after another: a 1-D `[Σ_i heads·T_i²]`. With `T_i` from `offsets.npy` and `heads` the
     /// manifest's `row_shape[0]`, sample `i` starts at `heads · Σ_{j<i} T_j²`.
     Patterns,
+    /// A sparse layer's row pointers, scipy's CSR `indptr`: `NAME.indptr.npy`, int64
+    /// `[n_tokens + 1]` from 0, one row per real token; `row_shape` is `[width]`, the dense
+    /// row's. Row `r`'s nonzeros are `indptr[r]..indptr[r + 1]` of `NAME.indices.npy` (int32
+    /// columns) and `NAME.data.npy` (float32 values), both [`Rows::Nonzeros`], so that
+    /// `scipy.sparse.csr_matrix((data, indices, indptr), shape=(n_tokens, width))` reads it.
+    SparseTokens,
+    /// As [`Rows::SparseTokens`], one row per sample (`[N + 1]`).
+    SparseSamples,
+    /// A sparse layer's column indices or values: 1-D `[nnz]` (see [`Rows::SparseTokens`]).
+    Nonzeros,
+}
+
+impl Rows {
+    /// The rows a dense reader of the layer sees: [`Rows::Tokens`] for [`Rows::SparseTokens`],
+    /// [`Rows::Samples`] for [`Rows::SparseSamples`], the layout itself otherwise.
+    #[must_use]
+    pub fn dense(self) -> Rows {
+        match self {
+            Rows::SparseTokens => Rows::Tokens,
+            Rows::SparseSamples => Rows::Samples,
+            other => other,
+        }
+    }
+
+    fn is_sparse(self) -> bool {
+        matches!(self, Rows::SparseTokens | Rows::SparseSamples)
+    }
+}
+
+/// The three files of a sparse layer `layer`: its row pointers, column indices, values.
+fn sparse_files(layer: &str) -> [String; 3] {
+    [
+        format!("{layer}.indptr.npy"),
+        format!("{layer}.indices.npy"),
+        format!("{layer}.data.npy"),
+    ]
+}
+
+/// Whether a file starts with one int64 0 before any window (`offsets.npy`, a sparse layer's
+/// row pointers).
+fn starts_with_zero(name: &str, info: Option<&ArrayInfo>) -> bool {
+    name == "offsets.npy" || info.is_some_and(|i| i.rows.is_sparse())
 }
 
 /// One array of the folder, as the manifest records it.
@@ -190,6 +232,20 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// How layer `layer`'s rows are laid out (a sparse layer's as its row pointers say), if the
+    /// folder holds it.
+    #[must_use]
+    pub fn rows_of(&self, layer: &str) -> Option<Rows> {
+        self.arrays
+            .get(&format!("{layer}.npy"))
+            .or_else(|| {
+                self.arrays
+                    .get(&format!("{layer}.indptr.npy"))
+                    .filter(|i| i.rows.is_sparse())
+            })
+            .map(|info| info.rows)
+    }
+
     /// The first difference between this manifest's request and `other`'s, as `(what, ours,
     /// theirs)`.
     fn differs_from(&self, other: &Manifest) -> Option<(String, String, String)> {
@@ -267,6 +323,8 @@ pub struct DatasetWriter {
     fresh: Option<bool>,
     /// Per-sample columns written beside the layers, one value per sample of the folder.
     columns: Vec<(String, SampleColumn)>,
+    /// The layers written sparse (CSR), once the first window fixes the layout.
+    sparse: Vec<String>,
     /// The folder's exclusive lock, for the writer's life.
     _lock: FolderLock,
 }
@@ -333,6 +391,7 @@ impl DatasetWriter {
                         windows: 0,
                         fresh: None,
                         columns: Vec::new(),
+                        sparse: Vec::new(),
                         _lock: lock,
                     };
                     writer.cut_back()?;
@@ -370,6 +429,7 @@ impl DatasetWriter {
             windows: 0,
             fresh: Some(created),
             columns: Vec::new(),
+            sparse: Vec::new(),
             _lock: lock,
         };
         writer.save_manifest()?;
@@ -470,6 +530,38 @@ impl DatasetWriter {
         Ok(())
     }
 
+    /// Layers to write sparse, in scipy's CSR layout (see [`Rows::SparseTokens`]) instead of a
+    /// dense `.npy`: an SAE's feature activations, mostly zeros. Each must give rows of one dim
+    /// (`[tokens, width]` unpooled, or `[samples, width]`). Give the same list when resuming, and
+    /// record it in the request's config.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when the folder was started with another list.
+    pub fn set_sparse(&mut self, layers: Vec<String>) -> Result<()> {
+        if !self.manifest.arrays.is_empty() {
+            let planned: Vec<&str> = self
+                .manifest
+                .arrays
+                .iter()
+                .filter(|(_, info)| info.rows.is_sparse())
+                .filter_map(|(file, _)| file.strip_suffix(".indptr.npy"))
+                .collect();
+            let mut given: Vec<&str> = layers.iter().map(String::as_str).collect();
+            given.sort_unstable();
+            if planned != given {
+                return Err(Error::InvalidArgument {
+                    name: "sparse",
+                    reason:
+                        "the folder was started with other sparse layers than these; start it again (`--overwrite`)"
+                            .into(),
+                });
+            }
+        }
+        self.sparse = layers;
+        Ok(())
+    }
+
     /// Samples already written by an earlier run of the same request: the engine skips them.
     #[must_use]
     pub fn done_samples(&self) -> usize {
@@ -539,8 +631,10 @@ impl DatasetWriter {
             let shape: Vec<i64> = match info.rows {
                 Rows::Tokens => std::iter::once(tokens).chain(info.row_shape.iter().copied()).collect(),
                 Rows::Samples => std::iter::once(samples).chain(info.row_shape.iter().copied()).collect(),
-                // As many elements as the file holds (one flat block per sample).
-                Rows::Patterns => vec![pattern_elements(info, m.done.bytes.get(name).copied())],
+                // As many elements as the file holds (one flat block per sample, or nonzeros).
+                Rows::Patterns | Rows::Nonzeros => vec![pattern_elements(info, m.done.bytes.get(name).copied())],
+                Rows::SparseTokens => vec![tokens + 1],
+                Rows::SparseSamples => vec![samples + 1],
             };
             headers.push((name.clone(), npy_header(&info.descr, &shape)?));
         }
@@ -582,15 +676,39 @@ impl DatasetWriter {
                 let rows = match info.rows {
                     Rows::Samples => Some(samples),
                     Rows::Tokens => Some(tokens),
-                    Rows::Patterns => None,
+                    // Row pointers: one int64 per row, and the leading 0.
+                    Rows::SparseTokens => return (name.clone(), (tokens + 1).checked_mul(8)),
+                    Rows::SparseSamples => return (name.clone(), (samples + 1).checked_mul(8)),
+                    Rows::Patterns | Rows::Nonzeros => None,
                 };
                 (name.clone(), rows.zip(row).and_then(|(r, b)| r.checked_mul(b)))
             })
-            .filter(|(name, _)| m.arrays[name].rows != Rows::Patterns)
+            .filter(|(name, _)| !matches!(m.arrays[name].rows, Rows::Patterns | Rows::Nonzeros))
             .collect();
         if !m.arrays.is_empty() {
             expected.push(("offsets.npy".into(), (samples + 1).checked_mul(8)));
             expected.push(("input_ids.npy".into(), tokens.checked_mul(8)));
+        }
+        // A sparse layer's last row pointer is the count of values its other two files hold.
+        for (name, info) in &m.arrays {
+            let Some(layer) = name.strip_suffix(".indptr.npy").filter(|_| info.rows.is_sparse()) else {
+                continue;
+            };
+            let [_, indices, data] = sparse_files(layer);
+            let bytes = |n: &str| m.done.bytes.get(n).copied().unwrap_or(0).saturating_sub(HEADER);
+            let values = bytes(&data) / 4;
+            let mut last = [0u8; 8];
+            let at = m.done.bytes.get(name).copied().unwrap_or(HEADER + 8).saturating_sub(8);
+            let path = self.dir.join(name);
+            let read = File::open(&path).and_then(|f| read_exact_at(&f, &mut last, at));
+            if bytes(&indices) != bytes(&data) || read.is_err() || u64::try_from(i64::from_le_bytes(last)).ok() != Some(values) {
+                return Err(Error::BadFile {
+                    path: self.dir.join("manifest.json"),
+                    reason: format!(
+                        "it counts {values} values of `{layer}` that its row pointers or column indices do not; the folder was changed after it was written; extract again with --overwrite"
+                    ),
+                });
+            }
         }
         for (name, data) in expected {
             let counted = m.done.bytes.get(&name).copied();
@@ -653,11 +771,40 @@ impl DatasetWriter {
             };
             // Every dim but the first; a pattern's: its heads.
             let row_shape = match rows {
-                Rows::Samples => size[1..].to_vec(),
                 Rows::Tokens => size[2..].to_vec(),
                 Rows::Patterns => size[1..2].to_vec(),
+                _ => size[1..].to_vec(),
             };
             let (descr, _) = npy_dtype(t.kind(), layer)?;
+            if self.sparse.iter().any(|l| l == layer) {
+                if rows == Rows::Patterns || row_shape.len() != 1 {
+                    return Err(Error::InvalidArgument {
+                        name: "sparse",
+                        reason: format!(
+                            "`{layer}` gives rows of shape {row_shape:?}; a sparse (CSR) layer needs rows of one dim, like an SAE's features"
+                        ),
+                    });
+                }
+                let rows = if rows == Rows::Tokens {
+                    Rows::SparseTokens
+                } else {
+                    Rows::SparseSamples
+                };
+                let [indptr, indices, data] = sparse_files(layer);
+                let info = |descr: &str, rows, row_shape| ArrayInfo {
+                    descr: descr.into(),
+                    row_shape,
+                    rows,
+                };
+                self.manifest.arrays.insert(indptr, info("<i8", rows, row_shape));
+                self.manifest
+                    .arrays
+                    .insert(indices, info("<i4", Rows::Nonzeros, Vec::new()));
+                self.manifest
+                    .arrays
+                    .insert(data, info("<f4", Rows::Nonzeros, Vec::new()));
+                continue;
+            }
             self.manifest.arrays.insert(
                 format!("{layer}.npy"),
                 ArrayInfo {
@@ -681,7 +828,7 @@ impl DatasetWriter {
             let path = self.dir.join(&name);
             let mut file = File::create(&path).map_err(|e| io("cannot create", &path, e))?;
             let mut start = vec![0u8; HEADER as usize];
-            if name == "offsets.npy" {
+            if starts_with_zero(&name, self.manifest.arrays.get(&name)) {
                 start.extend_from_slice(&0i64.to_le_bytes());
             }
             file.write_all(&start).map_err(|e| io("cannot write", &path, e))?;
@@ -717,6 +864,81 @@ impl DatasetWriter {
         }
         self.manifest.done.bytes.insert(name.to_owned(), at + written);
         Ok(file)
+    }
+
+    /// Appends one window's rows of the sparse layer `layer` (`t`: `[n, width, d]` padded token
+    /// rows, or `[n, d]` sample rows) to its three CSR files, unsynced; returns them.
+    fn append_sparse(&mut self, layer: &str, t: &Tensor, lengths: &[i64], width: i64) -> Result<Vec<(String, File)>> {
+        let [indptr_name, indices_name, data_name] = sparse_files(layer);
+        let info = self
+            .manifest
+            .arrays
+            .get(&indptr_name)
+            .cloned()
+            .ok_or_else(|| Error::InvalidArgument {
+                name: "chunk",
+                reason: format!("`{layer}` was not in the first window"),
+            })?;
+        let t = t.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?;
+        let size = t.size();
+        let rows = match info.rows {
+            Rows::SparseTokens if size.len() == 3 && size[1] == width => {
+                // The real tokens' rows, sample after sample.
+                let keep: Vec<bool> = lengths.iter().flat_map(|&n| (0..width).map(move |c| c < n)).collect();
+                let keep = Tensor::from_slice(&keep);
+                t.f_reshape([-1, size[2]])?.f_index(&[Some(keep)])?
+            }
+            Rows::SparseSamples if size.len() == 2 => t,
+            _ => {
+                return Err(Error::ShapeMismatch {
+                    layer: layer.to_owned(),
+                    expected: info.row_shape.clone(),
+                    got: size.get(1..).unwrap_or(&[]).to_vec(),
+                })
+            }
+        };
+        let d = rows.size()[1];
+        if info.row_shape != [d] {
+            return Err(Error::ShapeMismatch {
+                layer: layer.to_owned(),
+                expected: info.row_shape.clone(),
+                got: vec![d],
+            });
+        }
+        let n = rows.size()[0];
+        // Row-major nonzeros: sorted by row, then column, as CSR lists them.
+        let at = rows.f_nonzero()?;
+        let (row, column) = (at.f_select(1, 0)?, at.f_select(1, 1)?);
+        let values = rows
+            .f_index(&[Some(row.shallow_clone()), Some(column.shallow_clone())])?
+            .f_contiguous()?;
+        let indices = column.f_to_kind(Kind::Int)?.f_contiguous()?;
+        let before = self
+            .manifest
+            .done
+            .bytes
+            .get(&data_name)
+            .copied()
+            .unwrap_or(HEADER)
+            .saturating_sub(HEADER)
+            / 4;
+        let before = i64::try_from(before).unwrap_or(i64::MAX);
+        let counts = row.f_bincount(None::<Tensor>, n)?;
+        let indptr = counts.f_cumsum(0, Kind::Int64)?.f_add_scalar(before)?.f_contiguous()?;
+        Ok(vec![
+            (
+                indptr_name.clone(),
+                self.append_unsynced(&indptr_name, &[tensor_bytes(&indptr)])?,
+            ),
+            (
+                indices_name.clone(),
+                self.append_unsynced(&indices_name, &[tensor_bytes(&indices)])?,
+            ),
+            (
+                data_name.clone(),
+                self.append_unsynced(&data_name, &[tensor_bytes(&values)])?,
+            ),
+        ])
     }
 
     /// Writes the `.npy` headers with the final shapes and marks the folder complete.
@@ -770,6 +992,13 @@ impl ActivationSink for DatasetWriter {
         let mut files = Vec::new();
         let mut names = Vec::new();
         for (layer, t) in chunk.activations {
+            if self.sparse.iter().any(|l| l == layer) {
+                for (name, file) in self.append_sparse(layer, t, &lengths, width)? {
+                    files.push(file);
+                    names.push(name);
+                }
+                continue;
+            }
             let name = format!("{layer}.npy");
             let info = self
                 .manifest
@@ -785,8 +1014,9 @@ impl ActivationSink for DatasetWriter {
             let size = t.size();
             let got = match info.rows {
                 Rows::Tokens => size.get(2..).unwrap_or(&[]),
-                Rows::Samples => size.get(1..).unwrap_or(&[]),
                 Rows::Patterns => size.get(1..2).unwrap_or(&[]),
+                // (A dense layer's file: never a sparse layout.)
+                _ => size.get(1..).unwrap_or(&[]),
             };
             if got != info.row_shape.as_slice() || descr != info.descr {
                 return Err(Error::ShapeMismatch {
@@ -998,7 +1228,7 @@ pub fn merge_datasets(out: &Path, inputs: &[PathBuf]) -> Result<()> {
         let path = out.join(name);
         let mut file = File::create(&path).map_err(|e| io("cannot create", &path, e))?;
         let mut start = vec![0u8; HEADER as usize];
-        if name == "offsets.npy" {
+        if starts_with_zero(name, merged.manifest.arrays.get(name)) {
             start.extend_from_slice(&0i64.to_le_bytes());
         }
         file.write_all(&start).map_err(|e| io("cannot write", &path, e))?;
@@ -1006,6 +1236,20 @@ pub fn merge_datasets(out: &Path, inputs: &[PathBuf]) -> Result<()> {
     }
     let mut tokens: i64 = 0;
     for (dir, m) in inputs.iter().zip(&manifests) {
+        // Each sparse layer's values before this shard: its row pointers shift by them.
+        let nonzeros_before: BTreeMap<String, i64> = merged
+            .manifest
+            .arrays
+            .iter()
+            .filter_map(|(name, info)| {
+                let layer = name.strip_suffix(".indptr.npy").filter(|_| info.rows.is_sparse())?;
+                let bytes = merged.manifest.done.bytes.get(&format!("{layer}.data.npy")).copied()?;
+                Some((
+                    name.clone(),
+                    i64::try_from(bytes.saturating_sub(HEADER) / 4).unwrap_or(0),
+                ))
+            })
+            .collect();
         for name in &names {
             let path = dir.join(name);
             let mut bytes = Vec::new();
@@ -1013,12 +1257,18 @@ pub fn merge_datasets(out: &Path, inputs: &[PathBuf]) -> Result<()> {
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(|e| io("cannot read", &path, e))?;
             let mut data = bytes.split_off(HEADER as usize);
-            if name == "offsets.npy" {
-                // Drop the shard's leading 0 and shift the rest past the tokens before it.
+            let shift = if name == "offsets.npy" {
+                Some(tokens)
+            } else {
+                nonzeros_before.get(name).copied()
+            };
+            if let Some(shift) = shift {
+                // Drop the shard's leading 0 and shift the rest past the tokens (or values)
+                // before it.
                 data = data
                     .chunks_exact(8)
                     .skip(1)
-                    .flat_map(|b| (i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) + tokens).to_le_bytes())
+                    .flat_map(|b| (i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) + shift).to_le_bytes())
                     .collect();
             }
             merged.append(name, &data)?;
@@ -1093,8 +1343,12 @@ impl Dataset {
     pub fn layers(&self) -> impl Iterator<Item = &str> {
         self.manifest
             .arrays
-            .keys()
-            .filter_map(|n| n.strip_suffix(".npy"))
+            .iter()
+            .filter_map(|(n, info)| match info.rows {
+                Rows::Nonzeros => None,
+                Rows::SparseTokens | Rows::SparseSamples => n.strip_suffix(".indptr.npy"),
+                _ => n.strip_suffix(".npy"),
+            })
             .filter(|n| !is_sample_column(n))
     }
 
@@ -1147,8 +1401,15 @@ impl Dataset {
     /// # Errors
     ///
     /// [`Error::BadFile`] for a name the folder lacks or a header it did not write.
+    ///
+    /// A sparse layer (see [`Rows::SparseTokens`]) is read whole into a dense tensor instead;
+    /// its own files are arrays too (`NAME.indptr`, `NAME.indices`, `NAME.data`).
     pub fn array(&self, name: &str) -> Result<Tensor> {
-        let ArrayReader { path, kind, shape, .. } = self.reader(name)?;
+        let reader = self.reader(name)?;
+        if reader.csr.is_some() {
+            return reader.read_rows(0, reader.shape[0]);
+        }
+        let ArrayReader { path, kind, shape, .. } = reader;
         let elt = kind.elt_size_in_bytes() as i64;
         let bad = |reason: String| Error::BadFile {
             path: path.clone(),
@@ -1187,6 +1448,10 @@ impl Dataset {
     /// [`Error::BadFile`] for a name the folder lacks or a header it did not write.
     pub fn reader(&self, name: &str) -> Result<ArrayReader> {
         let file = format!("{name}.npy");
+        let sparse = self.manifest.rows_of(name).filter(|r| r.is_sparse());
+        if let (None, Some(rows)) = (self.manifest.arrays.get(&file), sparse) {
+            return self.sparse_reader(name, rows);
+        }
         let path = self.dir.join(&file);
         let (descr, shape) = match (name, self.manifest.arrays.get(&file)) {
             (_, Some(info)) => {
@@ -1197,7 +1462,11 @@ impl Dataset {
                     Rows::Samples => std::iter::once(self.manifest.samples as i64)
                         .chain(info.row_shape.iter().copied())
                         .collect(),
-                    Rows::Patterns => vec![pattern_elements(info, self.manifest.done.bytes.get(&file).copied())],
+                    Rows::Patterns | Rows::Nonzeros => {
+                        vec![pattern_elements(info, self.manifest.done.bytes.get(&file).copied())]
+                    }
+                    Rows::SparseTokens => vec![self.manifest.done.tokens as i64 + 1],
+                    Rows::SparseSamples => vec![self.manifest.samples as i64 + 1],
                 };
                 (info.descr.clone(), shape)
             }
@@ -1231,8 +1500,57 @@ impl Dataset {
             path,
             kind,
             shape,
+            csr: None,
         })
     }
+}
+
+impl Dataset {
+    /// A reader of the sparse layer `layer`'s dense rows, `[rows, width]` float32.
+    fn sparse_reader(&self, layer: &str, rows: Rows) -> Result<ArrayReader> {
+        let [indptr, indices, data] = sparse_files(layer).map(|f| f.trim_end_matches(".npy").to_owned());
+        let open = |name: &str| self.reader(name);
+        let (indptr, indices, data) = (open(&indptr)?, open(&indices)?, open(&data)?);
+        let width = self
+            .manifest
+            .arrays
+            .get(&format!("{layer}.indptr.npy"))
+            .and_then(|info| info.row_shape.first().copied())
+            .unwrap_or(0);
+        let count = match rows {
+            Rows::SparseTokens => self.manifest.done.tokens as i64,
+            _ => self.manifest.samples as i64,
+        };
+        if indices.shape != data.shape {
+            return Err(Error::BadFile {
+                path: data.path,
+                reason: format!(
+                    "it holds {:?} values and `{}` {:?} column indices; the folder was changed after it was written (extract it again)",
+                    data.shape,
+                    indices.path.display(),
+                    indices.shape
+                ),
+            });
+        }
+        Ok(ArrayReader {
+            path: indptr.path.clone(),
+            file: indptr
+                .file
+                .try_clone()
+                .map_err(|e| io("cannot read", &indptr.path, e))?,
+            kind: Kind::Float,
+            shape: vec![count, width],
+            csr: Some(Box::new(Csr { indptr, indices, data })),
+        })
+    }
+}
+
+/// A sparse layer's three files, open.
+#[derive(Debug)]
+struct Csr {
+    indptr: ArrayReader,
+    indices: ArrayReader,
+    data: ArrayReader,
 }
 
 /// One array of a dataset folder, open for reading rows: see [`Dataset::reader`].
@@ -1242,6 +1560,8 @@ pub struct ArrayReader {
     path: PathBuf,
     kind: Kind,
     shape: Vec<i64>,
+    /// A sparse layer's files: rows are made dense as they are read.
+    csr: Option<Box<Csr>>,
 }
 
 impl ArrayReader {
@@ -1275,12 +1595,49 @@ impl ArrayReader {
                 ),
             });
         }
+        if let Some(csr) = &self.csr {
+            return csr.dense_rows(start, len, self.shape[1]);
+        }
         let row_bytes = self.shape[1..].iter().product::<i64>() as u64 * self.kind.elt_size_in_bytes() as u64;
         let mut bytes = vec![0u8; (row_bytes * len as u64) as usize];
         read_exact_at(&self.file, &mut bytes, HEADER + row_bytes * start as u64)
             .map_err(|e| io("cannot read", &self.path, e))?;
         let shape: Vec<i64> = std::iter::once(len).chain(self.shape[1..].iter().copied()).collect();
         Ok(Tensor::f_from_data_size(&bytes, &shape, self.kind)?)
+    }
+}
+
+impl Csr {
+    /// Rows `start..start + len` made dense, `[len, width]` float32.
+    fn dense_rows(&self, start: i64, len: i64, width: i64) -> Result<Tensor> {
+        let pointers = Vec::<i64>::try_from(self.indptr.read_rows(start, len + 1)?).map_err(Error::Torch)?;
+        let (first, last) = (pointers[0], pointers[pointers.len() - 1]);
+        let nnz = self.data.shape[0];
+        if first < 0 || last < first || last > nnz || pointers.windows(2).any(|w| w[1] < w[0]) {
+            return Err(Error::BadFile {
+                path: self.indptr.path.clone(),
+                reason: format!(
+                    "its row pointers {first}..{last} do not fit the {nnz} values; the folder was changed after it was written (extract it again)"
+                ),
+            });
+        }
+        let columns = self.indices.read_rows(first, last - first)?.f_to_kind(Kind::Int64)?;
+        if columns.numel() > 0 {
+            let (lo, hi) = (columns.f_min()?.int64_value(&[]), columns.f_max()?.int64_value(&[]));
+            if lo < 0 || hi >= width {
+                return Err(Error::BadFile {
+                    path: self.indices.path.clone(),
+                    reason: format!("it holds column {} outside the width {width}; the folder was changed after it was written (extract it again)", if lo < 0 { lo } else { hi }),
+                });
+            }
+        }
+        let values = self.data.read_rows(first, last - first)?;
+        let counts = Tensor::from_slice(&pointers).f_diff(1, 0, None::<Tensor>, None::<Tensor>)?;
+        let rows =
+            Tensor::f_arange(len, (Kind::Int64, Device::Cpu))?.f_repeat_interleave_self_tensor(&counts, 0, None)?;
+        let mut dense = Tensor::f_zeros([len, width], (Kind::Float, Device::Cpu))?;
+        let _ = dense.f_index_put_(&[Some(rows), Some(columns)], &values, false)?;
+        Ok(dense)
     }
 }
 

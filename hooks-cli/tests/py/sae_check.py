@@ -22,6 +22,10 @@
                              zeroed, error term on; `steer`: SCALE added to it; `none`: nothing),
                              against OURS.npz's `model.layers.1` and `model.norm`. Prints the
                              largest differences, and how far the edit moved `model.norm`
+    csr FOLDER DENSE.npz LAYER
+                             the folder's LAYER.indptr/.indices/.data through
+                             `scipy.sparse.csr_matrix` against DENSE.npz's LAYER: its real-token
+                             rows (or, pooled, its rows); prints equal or not, dtypes, nnz
     features DIR SAE PROMPTS STATS.npz K
                              the SAE's hook_sae_acts_post over every real token of every prompt
                              (each alone), reduced in numpy: frequency, max, mean_when_active and
@@ -269,7 +273,22 @@ def features(out_dir, sae_name, prompts_path, stats_path, k):
                       "expected_tokens": len(where), "fired": float(fired.mean())}))
 
 
-STEPS = {"build": build, "points": points, "edited": edited, "features": features}
+def csr(folder, dense_path, layer):
+    import scipy.sparse as sp
+
+    dense = np.load(dense_path)
+    rows = dense[layer]
+    if rows.ndim == 3:
+        rows = rows[dense["attention_mask"].astype(bool)]
+    base = os.path.join(folder, layer)
+    indptr, indices = np.load(base + ".indptr.npy"), np.load(base + ".indices.npy")
+    data = np.load(base + ".data.npy", mmap_mode="r")
+    matrix = sp.csr_matrix((data, indices, indptr), shape=rows.shape)
+    print(json.dumps({"equal": bool(np.array_equal(matrix.toarray(), rows)), "dtypes": [str(indptr.dtype), str(indices.dtype), str(data.dtype)],
+                      "nnz": int(matrix.nnz), "zeros_stored": int((data == 0).sum()), "rows": rows.shape[0]}))
+
+
+STEPS = {"build": build, "csr": csr, "points": points, "edited": edited, "features": features}
 
 
 def main(argv):
