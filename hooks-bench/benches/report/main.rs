@@ -24,6 +24,7 @@ mod patterns;
 mod probe;
 mod python;
 mod reference;
+mod sae;
 mod sites;
 mod stats;
 mod writing;
@@ -373,6 +374,11 @@ fn run(cfg: Config) -> BenchResult<()> {
         let probe = probe::run(&mut ctx)?;
         parts.push((11, probe.markdown(), probe.targets()));
     }
+    if wants(12) {
+        step("12. sparse autoencoders");
+        let sae = sae::run(&mut ctx)?;
+        parts.push((12, sae.markdown(), sae.targets()));
+    }
     let elapsed = started.elapsed().as_secs_f64();
     step("done");
 
@@ -408,6 +414,7 @@ fn run(cfg: Config) -> BenchResult<()> {
         let text = std::fs::read_to_string(&path)?;
         for heading in [
             "## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7.", "## 8.", "## 9.", "## 10.", "## 11.",
+            "## 12.",
         ] {
             if !text.contains(heading) {
                 return Err(format!("the report lacks `{heading}`").into());
