@@ -258,6 +258,11 @@ impl Edits {
             .filter(|(layer, _)| !layer.trim().is_empty())
             .ok_or_else(|| invalid("no `LAYER.sae:`"))?;
         let layer = layer.trim();
+        if layer.contains('*') {
+            return Err(invalid(
+                "the layer is a pattern; name the SAE's layer in full, one flag per layer",
+            ));
+        }
         let (feature, tail) = match rest.split_once('@') {
             Some((f, tail)) => (f, Some(tail)),
             None => (rest, None),

@@ -459,7 +459,6 @@ pub fn run(args: &ExtractArgs, order: &[Flag]) -> Result<(), CliError> {
         ));
     }
     let layers = layer_list(&args.layers);
-    args.sae.check_layers(&layers)?;
     let pooling = Pooling::resolve(args.pool, &dir)?;
     let selected = ActivationStore::new(&*model, &layers)?;
     for name in selected.layer_names() {

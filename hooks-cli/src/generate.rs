@@ -130,8 +130,6 @@ pub fn run(args: &GenerateArgs, order: &[Flag]) -> Result<(), CliError> {
         .map(str::to_owned)
         .collect();
     check_outputs(args, &layers)?;
-    args.sae
-        .check_layers(&layers.iter().map(String::as_str).collect::<Vec<_>>())?;
     let device = parse_device(&args.device)?;
     let edits = Edits::parse(&args.edits, &[], order)?;
     let input_name = input::display_name(&args.input);

@@ -69,6 +69,11 @@ impl SaeArgs {
                             "invalid `--sae {spec}`; write LAYER=PATH, like model.layers.12=gemma-scope-2b-pt-res/layer_12/width_16k/average_l0_82/params.npz"
                         ))
                     })?;
+                if layer.contains('*') {
+                    return Err(CliError::Usage(format!(
+                        "invalid `--sae {spec}`: an SAE attaches to one layer, named in full, not a pattern; give one --sae per layer"
+                    )));
+                }
                 Ok((layer.trim().to_owned(), PathBuf::from(path.trim())))
             })
             .collect()
@@ -87,32 +92,24 @@ impl SaeArgs {
         Ok(Box::new(WithSaes::attach(model, saes, self.options())?))
     }
 
-    /// What a dataset folder's request records of them: each SAE's layer and files (path and
-    /// sha256), and the options.
+    /// What a dataset folder's request records of them: per layer, the SAE's files by name
+    /// (their sha256, so that a changed file is named), and the options.
     pub fn record(&self) -> Result<serde_json::Value, CliError> {
-        let mut saes = Vec::new();
+        let mut saes = serde_json::Map::new();
         for (layer, path) in self.pairs()? {
             let sae = Sae::load(&path)?;
-            let files = sae
-                .files()
-                .iter()
-                .map(|f| Ok(json!({"path": f.canonicalize().unwrap_or_else(|_| f.clone()), "sha256": crate::folder::sha256(f)?})))
-                .collect::<Result<Vec<_>, CliError>>()?;
-            saes.push(json!({"layer": layer, "files": files}));
+            let mut files = serde_json::Map::new();
+            for file in sae.files() {
+                let name = file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                files.insert(name, json!(crate::folder::sha256(file)?));
+            }
+            let folder = sae.path().canonicalize().unwrap_or_else(|_| sae.path().to_owned());
+            saes.insert(layer, json!({"path": folder, "sha256": files}));
         }
         Ok(json!({"saes": saes, "splice": self.sae_splice, "error_term": !self.sae_no_error}))
-    }
-
-    /// Refuses selecting `hook_sae_error` without the error term, where it never fires.
-    pub fn check_layers(&self, layers: &[&str]) -> Result<(), CliError> {
-        if self.sae_no_error {
-            if let Some(layer) = layers.iter().find(|l| l.ends_with(".sae.hook_sae_error")) {
-                return Err(CliError::Usage(format!(
-                    "`{layer}` is not computed with --sae-no-error; leave one of them out"
-                )));
-            }
-        }
-        Ok(())
     }
 }
 

@@ -147,6 +147,17 @@ fn every_point_of_every_format_matches_saelens() {
             "+".into(),
         ]);
     }
+    // Without the error term (read-only): the output is the reconstruction, and the error is
+    // still captured, as with it.
+    let no_error = f.out("points-no-error.npz");
+    f.extract("jumprelu", &format!("{LAYER}.sae.*"), &["--sae-no-error"], &no_error);
+    let (plain, no_error) = (
+        hooks::load_numeric(f.out("points-jumprelu.npz")).unwrap(),
+        hooks::load_numeric(&no_error).unwrap(),
+    );
+    let get = |a: &hooks::Activations, point: &str| a.get(&format!("{LAYER}.sae.{point}")).unwrap().shallow_clone();
+    assert!(get(&no_error, "hook_sae_output").equal(&get(&no_error, "hook_sae_recons")));
+    assert!(get(&no_error, "hook_sae_error").equal(&get(&plain, "hook_sae_error")));
     let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
     let results = check(&f.python, &steps);
     assert_eq!(results.len(), SAES.len());
@@ -389,6 +400,28 @@ fn bad_saes_and_flags_are_refused_in_one_line() {
     let e = run(&["--sae-splice"]);
     assert!(e.contains("--sae LAYER=PATH"), "{e}");
     assert!(!Path::new(&out).exists());
+    // Globs, where one layer is meant.
+    let e = run(&["--sae", &format!("model.layers.*={}", saes.join("jumprelu").display())]);
+    assert!(e.contains("not a pattern"), "{e}");
+    let e = run(&["--sae", &f.sae("jumprelu"), "--ablate-feature", "model.layers.*.sae:3"]);
+    assert!(e.contains("is a pattern"), "{e}");
+    // A file of an SAE folder stands for the folder; the block after the SAE's layer reads the
+    // same tensor at its input, so no note.
+    let cfg = format!("model.layers.1:input={}", saes.join("jumprelu/cfg.json").display());
+    let stderr = hooks_ok(&[
+        "extract",
+        "--model",
+        &model,
+        "--input",
+        &prompts,
+        "--out",
+        &out,
+        "--layers",
+        "model.norm",
+        "--sae",
+        &cfg,
+    ]);
+    assert!(!stderr.contains("trained on"), "{stderr}");
     // A layer other than the one the config names: a note, and the run goes on.
     let other = format!("model.layers.1={}", saes.join("jumprelu").display());
     let stderr = hooks_ok(&[
@@ -406,6 +439,28 @@ fn bad_saes_and_flags_are_refused_in_one_line() {
     ]);
     assert!(
         stderr.contains("trained on `blocks.0.hook_resid_post`, which is `model.layers.0` here"),
+        "{stderr}"
+    );
+    // A Gemma Scope release path naming a block this model lacks.
+    let release = f.root.join("gemma-scope-2b-pt-res/layer_5/width_16k");
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::copy(saes.join("gemma-scope/params.npz"), release.join("params.npz")).unwrap();
+    let other = format!("{LAYER}={}", release.display());
+    let stderr = hooks_ok(&[
+        "extract",
+        "--model",
+        &model,
+        "--input",
+        &prompts,
+        "--out",
+        &out,
+        "--layers",
+        "model.norm",
+        "--sae",
+        &other,
+    ]);
+    assert!(
+        stderr.contains("`model.layers.5` in this architecture, which this model does not have"),
         "{stderr}"
     );
 }

@@ -182,6 +182,7 @@ impl WithSaes<Box<dyn TextModel>> {
             let _ = model.forward(&ids, &ids.ones_like())?;
         }
         let mut notes = Vec::new();
+        let sites = model.site_names();
         for (layer, sae) in &saes {
             let width = store.get(layer).and_then(|t| t.size().last().copied()).unwrap_or(0);
             if width != sae.d_in() {
@@ -197,7 +198,12 @@ impl WithSaes<Box<dyn TextModel>> {
             let named = sae.hook_name().or(sae.hf_hook_name());
             if let Some(hook) = named {
                 if let Some(expected) = layer_for_hook(hook, model.model_type()) {
-                    if !same_layer(&expected, layer) {
+                    if !sites.iter().any(|s| same_layer(s, &expected)) {
+                        notes.push(format!(
+                            "the SAE `{}` was trained on `{hook}`, `{expected}` in this architecture, which this model does not have; check that the SAE was trained on this model",
+                            sae.path().display()
+                        ));
+                    } else if !same_layer(&expected, layer) {
                         notes.push(format!(
                             "the SAE `{}` was trained on `{hook}`, which is `{expected}` here, and is attached to `{layer}`; check the layer (README: \"Read a layer through an SAE\")",
                             sae.path().display()
@@ -213,10 +219,20 @@ impl WithSaes<Box<dyn TextModel>> {
     }
 }
 
-/// Whether two names of a layer agree, GPT-2's `h.3` and `transformer.h.3` being one.
+/// Whether two names of a point hold the same tensor: GPT-2's `h.3` and `transformer.h.3` are
+/// one, and so are a block's input and the output of the block before it (`model.layers.4:input`
+/// and `model.layers.3`: the residual stream between them).
 fn same_layer(a: &str, b: &str) -> bool {
-    let strip = |s: &str| s.strip_prefix("transformer.").unwrap_or(s).to_owned();
-    strip(a) == strip(b)
+    let canonical = |s: &str| {
+        let s = s.strip_prefix("transformer.").unwrap_or(s);
+        if let Some((stack, index)) = s.strip_suffix(":input").and_then(|b| b.rsplit_once('.')) {
+            if let Some(previous) = index.parse::<usize>().ok().and_then(|n| n.checked_sub(1)) {
+                return format!("{stack}.{previous}");
+            }
+        }
+        s.to_owned()
+    };
+    canonical(a) == canonical(b)
 }
 
 impl<M: LayerTree> LayerTree for WithSaes<M> {

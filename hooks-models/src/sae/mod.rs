@@ -24,9 +24,10 @@
 //!
 //!   the result is `hook_sae_acts_post`, `[..., d_sae]`;
 //! - decode: `acts W_dec + b_dec` (`hook_sae_recons`);
-//! - the error term: `x − decode(encode(x))` from the unedited input (`hook_sae_error`);
+//! - the error term: `x − decode(encode(x))` from the unedited input (`hook_sae_error`; SAELens
+//!   fires it only with `use_error_term`, this always);
 //! - `hook_sae_output` = reconstruction + error term (or the reconstruction alone, without the
-//!   error term).
+//!   error term: then it differs from the layer's output even when nothing is spliced in).
 //!
 //! **Read-only by default.** The model's forward is unchanged: `hook_sae_output` equals the
 //! layer's output (to float rounding), and nothing flows back. The layer's output is replaced
@@ -109,7 +110,8 @@ pub struct SaePoints {
     pub hook_sae_acts_post: HookPoint,
     /// `acts W_dec + b_dec`, `[..., d_in]`.
     pub hook_sae_recons: HookPoint,
-    /// `x − recons` of the unedited input, `[..., d_in]` (fired only with the error term).
+    /// `x − recons` of the unedited input, `[..., d_in]` (fired without the error term too, where
+    /// it is not added to the output).
     pub hook_sae_error: HookPoint,
     /// What the SAE gives back: recons + error, or recons alone, `[..., d_in]`.
     pub hook_sae_output: HookPoint,
@@ -246,6 +248,19 @@ impl Sae {
             path: path.to_owned(),
             reason,
         };
+        // A file of an SAE folder stands for the folder.
+        let folder_file = [
+            "cfg.json",
+            "sae_weights.safetensors",
+            "params.safetensors",
+            "config.json",
+        ];
+        if path.is_file() && path.file_name().is_some_and(|n| folder_file.iter().any(|f| n == *f)) {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                return Sae::load(parent);
+            }
+            return Sae::load(".");
+        }
         let read = if path.is_file() {
             if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz")) {
                 return Err(bad(
@@ -560,15 +575,16 @@ impl Sae {
             &mut edited,
         );
         let recons = through(&p.hook_sae_recons, decode_raw(&w, &acts)?, &mut edited);
+        // The error of the unedited input, as SAELens computes it with its hooks off. Without the
+        // error term it is still there to capture, and not added.
+        let clean = if edited {
+            let (pre, gate) = self.pre(&w, &x32)?;
+            decode_raw(&w, &self.activate(&w, &pre, gate.as_ref())?)?
+        } else {
+            recons.shallow_clone()
+        };
+        let error = through(&p.hook_sae_error, x32.f_sub(&clean)?, &mut edited);
         let output = if options.error_term {
-            // The error of the unedited input, as SAELens computes it with its hooks off.
-            let clean = if edited {
-                let (pre, gate) = self.pre(&w, &x32)?;
-                decode_raw(&w, &self.activate(&w, &pre, gate.as_ref())?)?
-            } else {
-                recons.shallow_clone()
-            };
-            let error = through(&p.hook_sae_error, x32.f_sub(&clean)?, &mut edited);
             recons.f_add(&error)?
         } else {
             recons
