@@ -14,12 +14,14 @@ use serde_json::Value;
 const LAYER: &str = "model.layers.0";
 
 /// Every SAE `sae_check.py build` writes: SAELens' four architectures with `b_dec` subtracted
-/// from the input or not, the older flat config, and both Gemma Scope layouts.
-const SAES: [&str; 11] = [
+/// from the input or not, a JumpReLU threshold stored as its log, the older flat config, and
+/// both Gemma Scope layouts.
+const SAES: [&str; 12] = [
     "standard",
     "standard-nob",
     "jumprelu",
     "jumprelu-nob",
+    "jumprelu-log",
     "topk",
     "topk-nob",
     "gated",

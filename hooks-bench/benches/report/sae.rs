@@ -64,7 +64,8 @@ pub struct SaeBench {
 
 impl SaeBench {
     /// Per token: one block's FLOPs at the corpus' mean length, the model's up to the SAE's
-    /// layer (the engine stops there), and the SAE's (encode and decode, `2 × 2 × h × d_sae`).
+    /// layer (the engine stops there), and the SAE's: its encoder, `2 × h × d_sae` (the
+    /// features alone are captured, so nothing is decoded).
     fn flops(&self) -> (f64, f64, f64) {
         let a = &self.arch;
         let (h, i) = (a.hidden as f64, a.intermediate as f64);
@@ -72,7 +73,7 @@ impl SaeBench {
         let len = self.tokens as f64 / self.corpus.max(1) as f64;
         let block = 2.0 * (2.0 * h * h + 2.0 * h * kv + 3.0 * h * i) + 4.0 * len * h;
         let model = (self.layer + 1) as f64 * block;
-        (block, model, 4.0 * h * self.d_sae as f64)
+        (block, model, 2.0 * h * self.d_sae as f64)
     }
 
     fn limit(&self) -> f64 {
@@ -367,9 +368,9 @@ impl SaeBench {
              ratios per round. **less start-up**: each command less the same round's run on one \
              input of {START_UP_LEN} tokens.\n\n\
              **The FLOP model** (per token): a block is {:.2} MFLOP at the corpus' mean length, \
-             and the engine runs {} of them: {:.2} MFLOP. The SAE adds its encoder and decoder \
-             (the reconstruction is computed for the error term): 2 × 2 × d_in × d_sae = {:.2} \
-             MFLOP. Predicted ratio 1 + {:.2} / {:.2} = {:.2}; the target {} × that = {:.2}.\n\n\
+             and the engine runs {} of them: {:.2} MFLOP. The SAE adds its encoder, 2 × d_in × d_sae = {:.2} \
+             MFLOP (only the features are captured, so nothing is decoded; the relu, the \
+             threshold and the CSR work are O(d_sae) and not counted). Predicted ratio 1 + {:.2} / {:.2} = {:.2}; the target {} × that = {:.2}.\n\n\
              **Agreement** (`sae.py compare`, first round; a difference fails the run): {}.\n",
             self.arch.describe(),
             self.d_sae,

@@ -3,7 +3,8 @@
     build DIR PROMPTS        a random Llama over all-MiniLM-L6-v2's vocabulary in DIR/model, and
                              SAEs on `model.layers.0` (width 32, 64 features) in DIR/saes: each of
                              standard, jumprelu, topk and gated saved by SAELens with
-                             apply_b_dec_to_input true (NAME) and false (NAME-nob), `flat` (the
+                             apply_b_dec_to_input true (NAME) and false (NAME-nob),
+                             `jumprelu-log` (the threshold stored as `log_threshold`), `flat` (the
                              standard one in SAELens' older flat config layout), `gemma-scope`
                              (a Gemma Scope params.npz, by hand) and `gemma-scope-2` (a Gemma Scope
                              2 folder, by hand). Biases and thresholds are set from the layer's
@@ -119,6 +120,13 @@ def build(out_dir, prompts_path):
     cfg.update({"architecture": "standard", "hook_name": hook, "hook_layer": 0, "activation_fn_str": "topk",
                 "activation_fn_kwargs": {"k": k}, "finetuning_scaling_factor": False})
     json.dump(cfg, open(os.path.join(flat, "cfg.json"), "w"))
+    # An older JumpReLU checkpoint: the threshold's log.
+    from safetensors.torch import load_file as load_weights
+    old = os.path.join(saes, "jumprelu-log")
+    shutil.copytree(os.path.join(saes, "jumprelu"), old)
+    weights = load_weights(os.path.join(old, "sae_weights.safetensors"))
+    weights["log_threshold"] = weights.pop("threshold").log()
+    save_file(weights, os.path.join(old, "sae_weights.safetensors"))
     # Gemma Scope: the jumprelu weights without b_dec on the input, in params.npz.
     from safetensors.torch import load_file
     w = load_file(os.path.join(saes, "jumprelu-nob", "sae_weights.safetensors"))
@@ -136,7 +144,20 @@ def build(out_dir, prompts_path):
 def reference_sae(sae_dir):
     """SAELens' SAE for its own folders; the formulas in numpy for the Gemma Scope layouts."""
     if os.path.exists(os.path.join(sae_dir, "cfg.json")):
-        sae = SAE.load_from_disk(sae_dir)
+        from safetensors.torch import load_file as load_weights
+
+        state = load_weights(os.path.join(sae_dir, "sae_weights.safetensors"))
+        if "log_threshold" in state:
+            # An older checkpoint, converted as SAELens' `JumpReLUTrainingSAE` converts it
+            # (`threshold = exp(log_threshold)`; `load_from_disk` refuses it).
+            from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+
+            cfg = json.load(open(os.path.join(sae_dir, "cfg.json")))
+            sae = JumpReLUSAE(JumpReLUSAEConfig.from_dict(cfg))
+            state["threshold"] = torch.exp(state.pop("log_threshold")).contiguous()
+            sae.load_state_dict(state)
+        else:
+            sae = SAE.load_from_disk(sae_dir)
         sae.use_error_term = True
         return sae
     if os.path.exists(os.path.join(sae_dir, "params.npz")):

@@ -36,7 +36,8 @@
 //! term, the output is then `decode(edited acts) + error`, so the edit always reaches the model.
 //!
 //! **Cost.** An attached SAE computes nothing in a forward where none of its points is captured
-//! or edited and it is not spliced in.
+//! or edited and it is not spliced in, and only its encoder when nothing past
+//! `hook_sae_acts_post` is captured or edited (reading the features).
 
 mod attach;
 mod features;
@@ -141,7 +142,7 @@ impl SaePoints {
 
     /// Whether any point is captured or edited now.
     fn in_use(&self) -> bool {
-        self.all().iter().any(|p| p.is_capturing() || p.site().is_edited())
+        self.all().into_iter().any(in_use)
     }
 }
 
@@ -289,6 +290,12 @@ impl Sae {
             path: path.to_owned(),
             reason,
         };
+        // A JumpReLU SAE saved while training (SAELens' `JumpReLUTrainingSAE`) holds the log.
+        if read.architecture == Architecture::JumpRelu && !read.tensors.contains_key("threshold") {
+            if let Some(log) = read.tensors.remove("log_threshold") {
+                read.tensors.insert("threshold".into(), log.f_exp()?);
+            }
+        }
         let mut take = |name: &str| -> Result<Tensor> {
             let t = read.tensors.remove(name).ok_or_else(|| {
                 bad(format!(
@@ -574,6 +581,11 @@ impl Sae {
             self.activate(&w, &pre, gate.as_ref())?,
             &mut edited,
         );
+        // Reading the features alone (the common case, and `hooks features`') needs no decoder.
+        let later = [&p.hook_sae_recons, &p.hook_sae_error, &p.hook_sae_output];
+        if !options.splice && !edited && !later.iter().any(|point| in_use(point)) {
+            return Ok(None);
+        }
         let recons = through(&p.hook_sae_recons, decode_raw(&w, &acts)?, &mut edited);
         // The error of the unedited input, as SAELens computes it with its hooks off. Without the
         // error term it is still there to capture, and not added.
@@ -596,6 +608,11 @@ impl Sae {
             Ok(None)
         }
     }
+}
+
+/// Whether `point` is captured or edited now.
+fn in_use(point: &HookPoint) -> bool {
+    point.is_capturing() || point.site().is_edited()
 }
 
 /// `acts W_dec + b_dec`.
