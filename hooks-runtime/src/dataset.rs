@@ -701,7 +701,10 @@ impl DatasetWriter {
             let at = m.done.bytes.get(name).copied().unwrap_or(HEADER + 8).saturating_sub(8);
             let path = self.dir.join(name);
             let read = File::open(&path).and_then(|f| read_exact_at(&f, &mut last, at));
-            if bytes(&indices) != bytes(&data) || read.is_err() || u64::try_from(i64::from_le_bytes(last)).ok() != Some(values) {
+            if bytes(&indices) != bytes(&data)
+                || read.is_err()
+                || u64::try_from(i64::from_le_bytes(last)).ok() != Some(values)
+            {
                 return Err(Error::BadFile {
                     path: self.dir.join("manifest.json"),
                     reason: format!(
