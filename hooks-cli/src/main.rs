@@ -14,6 +14,7 @@ mod compare;
 mod edits;
 mod error;
 mod extract;
+mod features;
 mod folder;
 mod generate;
 mod heatmap;
@@ -82,7 +83,7 @@ enum Command {
     /// Describe each feature of a sparse autoencoder over a corpus in one streaming pass: how
     /// often it fires, its max, its mean when active, and its top-K max-activating examples
     /// (sample and position); writes one .npz.
-    Features(Box<sae::FeaturesArgs>),
+    Features(Box<features::FeaturesArgs>),
     /// Show each array of an .npz file (name, dtype, shape, bytes, min/max/mean), or each file of a dataset folder, finished or not.
     Inspect {
         /// The .npz file, or a dataset folder (finished, being written, or left by a stopped run).
@@ -101,7 +102,7 @@ fn main() -> ExitCode {
     let order = edits::order(&matches);
     let result: Result<(), CliError> = match cli.command {
         Command::Layers { model, sae } => extract::layers(model.as_deref(), &sae),
-        Command::Features(args) => sae::features(&args),
+        Command::Features(args) => features::features(&args),
         Command::Extract(args) => extract::run(&args, &order),
         Command::Merge { out, shards } => folder::merge(&out, &shards),
         Command::Inspect { path } => inspect::run(&path),
